@@ -177,14 +177,14 @@ class Group:
 def rotations(n: int) -> Group:
     """The cyclic group ``rotN`` of ``n`` rotations by ``2*pi*k/n``."""
     if n < 1:
-        raise UnknownGroupError(f"rotN needs N >= 1, got {n}")
+        raise UnknownGroupError(f"rotN needs N >= 1, got {n}; valid names: {GROUP_NAMES_HELP}")
     return Group(f"rot{n}", tuple(_element(_rotation(Fraction(k, n))) for k in range(n)))
 
 
 def dihedral(n: int) -> Group:
     """The dihedral group ``dihN``: ``rotN`` and the reflections ``R_k @ flip``."""
     if n < 1:
-        raise UnknownGroupError(f"dihN needs N >= 1, got {n}")
+        raise UnknownGroupError(f"dihN needs N >= 1, got {n}; valid names: {GROUP_NAMES_HELP}")
     rots = [_rotation(Fraction(k, n)) for k in range(n)]
     refl = [_matmul(r, _FLIP) for r in rots]
     return Group(f"dih{n}", tuple(_element(m) for m in rots + refl))
@@ -204,7 +204,7 @@ def get_group(name: str) -> Group:
     if m := re.fullmatch(r"so2(?::(\d+))?", key):
         k = int(m.group(1) or SO2_DEFAULT_SAMPLES)
         if k < 1:
-            raise UnknownGroupError(f"so2:K needs K >= 1, got {k}")
+            raise UnknownGroupError(f"so2:K needs K >= 1, got {k}; valid names: {GROUP_NAMES_HELP}")
         return Group(f"so2:{k}", rotations(k).elements)
     raise UnknownGroupError(f"unknown group {name!r}; valid names: {GROUP_NAMES_HELP}")
 

@@ -1,0 +1,146 @@
+"""Properties of the symmetry-error estimator on synthetic data whose symmetry is known by construction."""
+
+import numpy as np
+import pytest
+import torch
+
+import symmetry
+from symmetry.estimators import MMDStatistics, RandomFourierFeatures, Settings, _rng, gaussian_distance, image_windows
+from symmetry.synthetic import make_fields
+from symmetry.transforms import disk_offsets
+
+FAST = dict(radius=6.0, windows=96, features=256, bandwidth=2.5, permutations=200, bootstrap=100, device="cpu")
+
+
+def worst(report, mesh=1.0):
+    row = report.summary("worst")
+    return row[row["mesh"] == mesh].iloc[0]
+
+
+@pytest.fixture(scope="module")
+def isotropic():
+    return make_fields("isotropic", n=48, size=48)
+
+
+@pytest.mark.parametrize("group", ["rot4", "rot8", "flip"])
+def test_isotropic_set_is_inside_its_null(isotropic, group):
+    r = worst(symmetry.measure(isotropic, group, mesh=1.0, **FAST))
+    assert r.p_value >= 0.05 and r.symmetry_error < r.null_q95
+
+
+def test_rot4_symmetric_set_is_not_rot8_symmetric():
+    data = make_fields("kfold", n=64, size=48, k=4, kappa=30, mu=22.5)
+    r4 = worst(symmetry.measure(data, "rot4", mesh=1.0, **FAST))
+    r8 = worst(symmetry.measure(data, "rot8", mesh=1.0, **FAST))
+    assert r4.p_value >= 0.05 and r4.symmetry_error < r4.null_q95
+    assert r8.p_value < 0.01 and r8.symmetry_error > 3 * r8.null_q95
+
+
+def test_error_grows_with_anisotropy():
+    eps = [
+        worst(
+            symmetry.measure(make_fields("vonmises", n=32, size=48, kappa=k), "rot4", mesh=1.0, **FAST)
+        ).symmetry_error
+        for k in (0.0, 1.0, 4.0, 16.0)
+    ]
+    assert all(a < b for a, b in zip(eps, eps[1:])), eps
+
+
+def test_dih4_closure_reads_as_dih4_symmetric():
+    from symmetry.data import Dataset, augment
+
+    base = Dataset(name="vonmises", sources=make_fields("vonmises", n=12, size=48, kappa=8.0), description="")
+    raw = worst(symmetry.measure(base, "dih4", mesh=1.0, **FAST))
+    closed = worst(symmetry.measure(augment(base, "dih4"), "dih4", mesh=1.0, **FAST))
+    assert raw.p_value < 0.01
+    assert closed.p_value >= 0.05 and closed.symmetry_error < closed.null_q95
+
+
+def test_mesh_fit_recovers_known_eps0():
+    """eps(h) = eps0 + c h^2 fitted on interpolated windows recovers the exact-transform value.
+
+    The reference eps0 is the same estimator with analytically transformed windows (no
+    interpolation) at the finest mesh; tolerance 10% of it plus 10% of the noise floor.
+    """
+    data = make_fields("vonmises", n=32, size=48, kappa=4.0)
+    meshes = (2.0, 1.5, 1.0, 0.75)
+    r = symmetry.measure(data, "rot8", mesh=meshes, **FAST)
+    exact = symmetry.measure(data, "rot8", mesh=meshes, exact=True, **FAST)
+    known = worst(exact, 0.75).symmetry_error
+    fit = r.fit("worst")
+    assert known > 3 * worst(exact, 0.75).null_q95  # a clearly non-zero eps0 to recover
+    assert abs(fit["eps0"] - known) <= 0.1 * known + 0.1 * worst(r, 0.75).null_q95
+    assert fit["eps0_ci_low"] <= known <= fit["eps0_ci_high"]
+
+
+def test_streaming_equals_one_shot_and_shards_merge():
+    data = make_fields("vonmises", n=10, size=40, kappa=4.0)
+    s = Settings(radius=5.0, windows=32, features=128, bandwidth=2.0, permutations=50, bootstrap=50, seed=3)
+    group = symmetry.get_group("rot8")
+    report = symmetry.measure(data, group, mesh=1.0, dtype=torch.float64, **{**s.__dict__, "device": "cpu"})
+
+    # one-shot reference: every window's features at once, then the U-statistic over images
+    rff = RandomFourierFeatures(s.features, 1, s.bandwidth, int(_rng(s.seed, 11).integers(2**62)))
+    w = rff.weights(disk_offsets(s.radius, 1.0), 1.0)
+    z = torch.stack(
+        [
+            rff(image_windows(src, i, [1.0], group.matrices(), s, dtype=torch.float64)[0], w)
+            for i, src in enumerate(data)
+        ]
+    )  # (N, G, M, D)
+    d = (z - z[:, :1]).sum(2)  # (N, G, D)
+    m = s.windows
+    total = d.sum(0)
+    eps = ((total**2).sum(-1) - (d**2).sum((0, 2))) / ((len(data) * m) ** 2 - len(data) * m * m)
+    got = report.to_frame().set_index("statistic")
+    for k, name in enumerate(group.names[1:], start=1):
+        assert got.loc[name, "symmetry_error"] == pytest.approx(float(eps[k]), rel=1e-9, abs=1e-15)
+
+    # sharded accumulation (odd / even images) merged equals the single pass
+    shards = [MMDStatistics(len(group), s.features, 50, 50, s.seed) for _ in range(2)]
+    single = MMDStatistics(len(group), s.features, 50, 50, s.seed)
+    for i in range(len(data)):
+        shards[i % 2].add(i, d[i], m)
+        single.add(i, d[i], m)
+    shards[0].merge(shards[1])
+    a, b = shards[0].estimate(), single.estimate()
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=1e-10, atol=1e-14)
+
+
+def test_gaussian_distance_known_values():
+    mu, cov = torch.zeros(3, dtype=torch.float64), torch.diag(torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64))
+    assert float(gaussian_distance(mu, cov, mu, cov)) == pytest.approx(0.0, abs=1e-10)
+    # diagonal Gaussians: |mu1 - mu2|^2 + sum (s1 - s2)^2
+    cov2 = torch.diag(torch.tensor([4.0, 4.0, 1.0], dtype=torch.float64))
+    mu2 = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+    assert float(gaussian_distance(mu, cov, mu2, cov2)) == pytest.approx(5.0 + 1.0 + 0.0 + 4.0)
+
+
+def test_frechet_is_reported_and_zero_for_quarter_turns_of_closed_set():
+    from symmetry.data import Dataset, augment
+
+    base = Dataset(name="v", sources=make_fields("vonmises", n=4, size=40, kappa=4.0), description="")
+    r = symmetry.measure(augment(base, "rot4"), "rot4", mesh=1.0, frechet=True, **{**FAST, "windows": 256})
+    assert "frechet_distance" in r.to_frame()
+    assert (r.to_frame()["frechet_distance"] >= 0).all()
+
+
+def test_checkpoint_resume_matches_uninterrupted(tmp_path):
+    data = make_fields("vonmises", n=20, size=40, kappa=4.0)
+    kwargs = dict(mesh=(2.0, 1.0), **{**FAST, "windows": 32})
+    full = symmetry.measure(data, "rot4", **kwargs)
+
+    class Interrupt:  # the 14th image stops the run as Ctrl-C would
+        name = data[13].name
+
+        def at_mesh(self, mesh):
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        symmetry.measure(data[:13] + [Interrupt()] + data[14:], "rot4", checkpoint=ckpt, **kwargs)
+    assert ckpt.exists()
+    resumed = symmetry.measure(data, "rot4", checkpoint=ckpt, **kwargs)
+    np.testing.assert_allclose(resumed.to_frame()["symmetry_error"], full.to_frame()["symmetry_error"], rtol=1e-12)
+    assert resumed.to_frame()["p_value"].tolist() == full.to_frame()["p_value"].tolist()
