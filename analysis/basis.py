@@ -1,0 +1,120 @@
+"""Smooth filter bases for equivariant convolutions (theory.md, section 3).
+
+Filters are expanded in a fixed, band-limited 2D Fourier-series basis, as in F-Conv
+(Xie et al.), and the basis is *evaluated* on a transformed mesh: the filter for group
+element ``A`` is ``phi(A^-1 D_w^-1 delta_ij)``, where ``delta_ij`` are the kernel taps.
+
+Coordinates follow :mod:`symmetry.transforms`: plane points are ``(x, y)`` with ``x``
+along columns and ``y`` up (against rows), centred on the kernel. A rotation by a
+multiple of 90 degrees maps the tap grid onto itself with exact integer arithmetic, so
+the rotated filters are exact permutations of the unrotated ones; for other angles the
+basis is evaluated off the grid (continuous, hence only approximately equivariant).
+
+Everything here is computed in float64 and is differentiable in the points, so the
+sample-adaptive layers can back-propagate into the deformation ``D_w``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_TINY = 1e-12
+MASK_SOFTNESS = 0.5
+"""Width (in pixels) of the Gaussian roll-off of the radial disk mask outside its radius."""
+
+
+def kernel_grid(size: int, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+    """Plane coordinates ``(x, y)`` of the taps of a ``size x size`` kernel, row-major: ``(size*size, 2)``.
+
+    Tap ``(a, b)`` (row ``a``, column ``b``) sits at ``x = b - c``, ``y = c - a`` with
+    ``c = (size - 1) / 2``; this is the offset that ``F.conv2d`` (a cross-correlation)
+    reads the input at, relative to the output pixel.
+    """
+    c = (size - 1) / 2
+    idx = torch.arange(size, dtype=dtype, device=device)
+    rows, cols = torch.meshgrid(idx, idx, indexing="ij")
+    return torch.stack([cols - c, c - rows], dim=-1).reshape(-1, 2)
+
+
+def subpixel_grid(size: int, scale: int, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+    """Offsets ``d = o - scale * u`` of a sub-pixel convolution, in *output* pixels: ``(scale, scale, size, size, 2)``.
+
+    A ``size x size`` convolution with ``C * scale**2`` outputs followed by
+    ``PixelShuffle(scale)`` computes ``out(y) = sum_x K(y - scale * x) f(x)``; output
+    channel ``(i, j)`` (sub-pixel row/column), kernel tap ``(a, b)`` reads ``K`` at
+    ``d = o(i, j) - scale * u(a, b)``. On centred grids this set of offsets is closed
+    under 90-degree rotations, so evaluating a rotated continuous ``K`` on it keeps the
+    upsampler exactly equivariant to quarter turns (theory.md, section 1).
+    """
+    taps = kernel_grid(size, dtype, device).reshape(size, size, 2)
+    sub = kernel_grid(scale, dtype, device).reshape(scale, scale, 2)  # o(i, j), centred sub-pixel offsets
+    return sub[:, :, None, None, :] - scale * taps[None, None, :, :, :]
+
+
+def fourier_frequencies(band: float) -> list[tuple[int, int]]:
+    """Integer frequencies ``(k, l)`` with ``k^2 + l^2 <= band^2`` in a half plane (one of each ``+-`` pair)."""
+    n = int(math.floor(band))
+    out = []
+    for k in range(0, n + 1):
+        for m in range(-n, n + 1):
+            if k * k + m * m > band * band + 1e-9:
+                continue
+            if k == 0 and m < 0:
+                continue
+            out.append((k, m))
+    return out
+
+
+class FourierBasis:
+    """Band-limited Fourier-series basis on a disk: ``mask(|p|) * {cos, sin}(2 pi (k x + l y) / period)``.
+
+    ``period`` is the kernel size ``p`` (in the units of the points), the frequencies are
+    the integer pairs inside a disk of radius ``band`` (default ``(p - 1) / 2``, so the
+    highest frequency stays below the tap grid's Nyquist limit), and the radial mask is
+    1 inside ``radius`` (default ``(p - 1) / 2``) with a smooth Gaussian roll-off
+    outside. Each function is scaled to unit L2 norm on the unrotated ``p x p`` tap grid
+    (or on the mesh given to :meth:`set_normalisation`).
+    On that grid the functions are linearly independent (they are a subset of the DFT).
+    """
+
+    def __init__(self, kernel_size: int, band: float | None = None, radius: float | None = None) -> None:
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.period = float(kernel_size)
+        self.band = (kernel_size - 1) / 2 if band is None else float(band)
+        self.radius = (kernel_size - 1) / 2 if radius is None else float(radius)
+        freqs = fourier_frequencies(self.band)
+        self._cos = torch.tensor(freqs, dtype=torch.float64)
+        self._sin = torch.tensor([f for f in freqs if f != (0, 0)], dtype=torch.float64).reshape(-1, 2)
+        self.set_normalisation(kernel_grid(kernel_size))
+
+    def set_normalisation(self, points: torch.Tensor) -> None:
+        """Scale every function to unit L2 norm over ``points`` ``(P, 2)`` (the unrotated mesh it is used on)."""
+        self._norm = self._raw(points.to(torch.float64)).square().sum(0).sqrt()
+
+    @property
+    def size(self) -> int:
+        """Number of basis functions."""
+        return self._cos.shape[0] + self._sin.shape[0]
+
+    def mask(self, points: torch.Tensor) -> torch.Tensor:
+        """Radial disk mask ``(...,)``: 1 for ``|p| <= radius``, Gaussian roll-off outside."""
+        # sqrt of the clamped squared radius: differentiable everywhere, also at the centre tap
+        r = points.square().sum(-1).clamp(min=max(self.radius**2, _TINY)).sqrt()
+        excess = r - max(self.radius, math.sqrt(_TINY))
+        return torch.exp(-0.5 * (excess / MASK_SOFTNESS) ** 2)
+
+    def _raw(self, points: torch.Tensor) -> torch.Tensor:
+        cos_f = self._cos.to(points)
+        sin_f = self._sin.to(points)
+        scale = 2 * math.pi / self.period
+        cos_part = torch.cos(scale * points @ cos_f.T)
+        sin_part = torch.sin(scale * points @ sin_f.T)
+        return torch.cat([cos_part, sin_part], dim=-1) * self.mask(points)[..., None]
+
+    def __call__(self, points: torch.Tensor) -> torch.Tensor:
+        """Evaluate at ``points`` ``(..., 2)``; returns ``(..., size)`` in the points' dtype (differentiable)."""
+        return self._raw(points) / self._norm.to(points)

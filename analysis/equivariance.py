@@ -1,0 +1,197 @@
+"""Model-agnostic equivariance error of an image-to-image network (theory.md, sections 1-2).
+
+For every element ``A`` of a group, the relative error
+
+    e_A = mean over images of  ||f(pi~_A x) - pi~_A f(x)||^2 / ||pi~_A f(x)||^2
+
+measured on a centred disk (the disk inscribed in the image minus ``margin`` pixels,
+scaled with the output for super-resolution models) and on the pixels that
+:func:`symmetry.transforms.transform_image` marks valid. By Lemma 3.2 the denominator
+is ``||f(x)||^2`` on the disk (exactly so for quarter turns and flips). Images are first
+brought to mesh ``h`` with :func:`symmetry.transforms.to_mesh`, so the error can be
+followed as a function of ``h`` (Theorem 3.6 predicts ``a h^2 + b eps``).
+
+Works for any ``torch.nn.Module`` mapping ``(B, C, H, W)`` to ``(B, C', sH, sW)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from symmetry.errors import DataError, UsageError
+from symmetry.groups import Group, get_group
+from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, to_mesh, transform_image
+
+DEFAULT_MARGIN = SUPPORT_MARGIN
+"""Default pixels (of the input mesh) cut from the inscribed disk's radius, per interpolation:
+the taps of a rotated image need this much room. For non-grid elements the rotated image's
+zero corners reach the disk's edge, so outputs within a model's receptive field of the
+edge are affected too; pass a larger ``margin`` to exclude them."""
+
+COLUMNS = ["element", "angle", "is_grid_exact", "equivariance_error", "n_images"]
+
+
+def disk_mask(height: int, width: int, radius: float, device=None) -> torch.Tensor:
+    """Boolean ``(height, width)`` mask of pixels within ``radius`` of the image centre."""
+    r = torch.arange(height, dtype=torch.float64, device=device) - (height - 1) / 2
+    c = torch.arange(width, dtype=torch.float64, device=device) - (width - 1) / 2
+    return r[:, None] ** 2 + c[None, :] ** 2 <= radius * radius + 1e-9
+
+
+def _as_image_list(images: torch.Tensor | Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    if isinstance(images, torch.Tensor):
+        if images.dim() == 3:
+            return [images]
+        if images.dim() == 4:
+            return list(images.unbind(0))
+        raise DataError(f"images must be (C, H, W) or (N, C, H, W), got shape {tuple(images.shape)}")
+    out: list[torch.Tensor] = []
+    for item in images:
+        out.extend(_as_image_list(torch.as_tensor(item)))
+    if not out:
+        raise DataError("no images given")
+    return out
+
+
+def _model_device_dtype(model: nn.Module, device) -> tuple[torch.device, torch.dtype | None]:
+    tensors = list(model.parameters()) + list(model.buffers())
+    floats = [t for t in tensors if t.is_floating_point()]
+    dtype = floats[0].dtype if floats else None
+    if device is None:
+        device = tensors[0].device if tensors else torch.device("cpu")
+    return torch.device(device), dtype
+
+
+def _batches(images: list[torch.Tensor], batch_size: int) -> Iterable[torch.Tensor]:
+    """Consecutive images of one shape stacked into batches of at most ``batch_size``."""
+    batch: list[torch.Tensor] = []
+    for img in images:
+        if batch and (img.shape != batch[0].shape or len(batch) == batch_size):
+            yield torch.stack(batch)
+            batch = []
+        batch.append(img)
+    if batch:
+        yield torch.stack(batch)
+
+
+def _region(
+    out_shape: tuple[int, int], in_shape: tuple[int, int], scale: float, margin: float, disk: bool, device
+) -> torch.Tensor:
+    """Where outputs are compared: the centred disk of radius ``scale * (min(H, W) / 2 - margin)``."""
+    h, w = out_shape
+    if not disk:
+        return torch.ones(h, w, dtype=torch.bool, device=device)
+    radius = scale * (min(in_shape) / 2 - margin)
+    if radius <= 0:
+        raise DataError(f"images of size {in_shape} leave no disk after a margin of {margin} pixels")
+    return disk_mask(h, w, radius, device)
+
+
+def _upsample_mask(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    if tuple(mask.shape) == tuple(shape):
+        return mask
+    return F.interpolate(mask[None, None].float(), size=shape, mode="nearest")[0, 0] > 0.5
+
+
+def equivariance_error(
+    model: nn.Module,
+    images: torch.Tensor | Iterable[torch.Tensor],
+    group: str | Group,
+    *,
+    mesh: float = 1.0,
+    interpolation: str = "bicubic",
+    disk: bool = True,
+    batch_size: int = 8,
+    device=None,
+    margin: float | None = None,
+) -> pd.DataFrame:
+    """Relative equivariance error of ``model`` per element of ``group``; one row per element.
+
+    ``images``: a ``(C, H, W)`` or ``(N, C, H, W)`` tensor, or an iterable of such tensors
+    (sizes may differ; images of the same size are batched). Each image is brought to
+    mesh ``mesh`` first. ``margin`` (input pixels, default :data:`DEFAULT_MARGIN` of the
+    interpolation) shrinks the comparison disk. Returns a DataFrame with columns :data:`COLUMNS`; see
+    :func:`summarize` for the worst and mean over non-identity elements. The model is
+    evaluated in eval mode under ``torch.no_grad()`` (its training flag is restored).
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise UsageError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    g = get_group(group) if isinstance(group, str) else group
+    margin = float(DEFAULT_MARGIN[interpolation] if margin is None else margin)
+    if margin < 0:
+        raise UsageError(f"margin must be >= 0, got {margin}")
+    dev, dtype = _model_device_dtype(model, device)
+    imgs = [to_mesh(img.to(dev, dtype or img.dtype), mesh) for img in _as_image_list(images)]
+
+    sums = torch.zeros(len(g), dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x in _batches(imgs, batch_size):
+                in_shape = tuple(x.shape[-2:])
+                y = model(x)
+                scale = y.shape[-1] / x.shape[-1]
+                for idx, element in enumerate(g):
+                    x_t, mask_in = transform_image(x, element, interpolation)
+                    y_t = model(x_t)
+                    ref, mask_out = transform_image(y, element, interpolation)
+                    if y_t.shape != ref.shape:
+                        raise DataError(
+                            f"model output shapes disagree: f(pi x) {tuple(y_t.shape)} vs pi f(x) {tuple(ref.shape)}"
+                        )
+                    out_hw = tuple(ref.shape[-2:])
+                    region = _region(out_hw, in_shape, scale, margin, disk, dev)
+                    region = region & mask_out & _upsample_mask(mask_in, out_hw)
+                    num = ((y_t - ref).double().square() * region).flatten(1).sum(1)
+                    den = (ref.double().square() * region).flatten(1).sum(1)
+                    if (den <= 0).any():
+                        raise DataError(
+                            "the model output is zero on the comparison disk; the relative error is undefined"
+                        )
+                    sums[idx] += (num / den).sum().cpu()
+    finally:
+        model.train(was_training)
+
+    n = len(imgs)
+    rows = [
+        {
+            "element": el.name,
+            "angle": el.angle,
+            "is_grid_exact": el.is_grid_exact,
+            "equivariance_error": float(sums[i]) / n,
+            "n_images": n,
+        }
+        for i, el in enumerate(g)
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def summarize(df: pd.DataFrame) -> dict[str, float | str]:
+    """Worst and mean equivariance error over the non-identity elements (theory.md, section 4 convention).
+
+    Returns ``{"worst": ..., "mean": ..., "worst_element": ..., "grid_exact_worst": ...}``
+    (``grid_exact_worst`` is NaN when no non-identity element is a quarter turn or flip).
+    """
+    rest = df[df["element"] != "e"]
+    if rest.empty:
+        return {"worst": 0.0, "mean": 0.0, "worst_element": "e", "grid_exact_worst": math.nan}
+    worst_row = rest.loc[rest["equivariance_error"].idxmax()]
+    exact = rest[rest["is_grid_exact"]]
+    return {
+        "worst": float(worst_row["equivariance_error"]),
+        "mean": float(rest["equivariance_error"].mean()),
+        "worst_element": str(worst_row["element"]),
+        "grid_exact_worst": float(exact["equivariance_error"].max()) if not exact.empty else math.nan,
+    }
+
+
+__all__ = ["equivariance_error", "summarize", "disk_mask", "DEFAULT_MARGIN", "COLUMNS"]

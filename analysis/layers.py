@@ -1,0 +1,290 @@
+"""Rotation-equivariant convolution layers with basis-expanded filters (theory.md, section 3).
+
+Features carry the *regular representation* of a cyclic rotation group ``rotN``: a
+feature with ``width`` channels has ``width * N`` tensor channels, ordered
+``channel = w * N + g`` (field ``w``, group element ``g``). Under a rotation ``R`` of
+the input, ``f'_{w, g}(p) = f_{w, R^-1 g}(R^-1 p)``: each field is spatially rotated and
+cyclically shifted along the group axis.
+
+Every filter is a linear combination of a fixed smooth basis ``phi`` (see
+:mod:`analysis.basis`) evaluated on the rotated mesh ``A^-1 delta_ij`` -- or, for the
+sample-adaptive network, on ``A^-1 D_w^-1 delta_ij`` with a per-sample deformation
+``D_w`` (theory.md, section 3). The basis on the rotated meshes is a buffer built at
+construction (and rebuilt in float64 precision after a dtype/device change); filters
+are ``einsum(weights, basis)``.
+
+- :class:`LiftConv`: image channels -> regular features, one filter per rotation.
+- :class:`GroupConv`: regular -> regular; output channel ``B`` sums over ``A`` of filter
+  ``(B, B^-1 A)`` applied to input channel ``A`` (rotated filter + cyclic shift).
+- :class:`ProjectConv`: regular -> image channels, summing over the group.
+- :class:`GroupUpsample`: regular -> regular at ``scale`` times the resolution, a
+  sub-pixel convolution plus pixel shuffle whose sub-pixel arrangement rotates with the
+  filter, so the upsampler is equivariant too.
+
+With ``deform_inv=None`` the layers are exactly equivariant to quarter turns on the grid
+(for ``N`` divisible by 4), and approximately to the other elements of ``rotN``.
+Biases are one number per field, shared across the group axis.
+
+In eval mode filters are built once and cached (computed without autograd, like
+e2cnn): gradients still flow to the input, not to the weights. The cache is dropped
+on :meth:`train` and whenever a weight is modified in place or replaced.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.basis import FourierBasis, kernel_grid, subpixel_grid
+from symmetry.errors import UsageError
+from symmetry.groups import Group, get_group
+
+INIT_GAIN = 1.0 / 3.0
+"""Variance gain of the weight initialisation, var(filter tap) ~ INIT_GAIN / fan_in: the same
+as PyTorch's default ``nn.Conv2d`` init, so ``plain`` and ``equivariant`` start alike."""
+
+
+def cyclic_group(group: str | Group) -> Group:
+    """The ``rotN`` group named by ``group``; other groups raise :class:`UsageError`."""
+    g = get_group(group) if isinstance(group, str) else group
+    if not re.fullmatch(r"rot\d+", g.name):
+        raise UsageError(f"equivariant layers support cyclic groups rotN only, got {g.name!r}")
+    return g
+
+
+def relative_index(order: int) -> torch.Tensor:
+    """``T[b, a]`` = index of ``B^-1 A`` in the cyclic group of ``order`` rotations (elements ``k = 0..N-1``)."""
+    k = torch.arange(order)
+    return (k[None, :] - k[:, None]) % order
+
+
+def deformed_points(points: torch.Tensor, inv_mats: torch.Tensor, deform_inv: torch.Tensor | None) -> torch.Tensor:
+    """Mesh points ``A^-1 D^-1 delta``: ``(G, P, 2)``, or ``(B, G, P, 2)`` with per-sample ``deform_inv`` ``(B, 2, 2)``.
+
+    Shapes: ``points`` ``(P, 2)``, ``inv_mats`` ``(G, 2, 2)`` (the matrices ``A^-1``).
+    """
+    if deform_inv is None:
+        return torch.einsum("gij,pj->gpi", inv_mats, points)
+    mats = torch.einsum("gij,bjk->bgik", inv_mats.to(deform_inv), deform_inv)
+    return torch.einsum("bgij,pj->bgpi", mats, points.to(deform_inv))
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int) -> torch.Tensor:
+    """``F.conv2d`` with shared ``(O, I, k, k)`` filters or per-sample ``(B, O, I, k, k)`` filters.
+
+    Per-sample filters are applied as ONE grouped convolution with the batch folded into
+    the groups (theory.md, section 3): input ``(1, B*I, H, W)``, ``groups=B``.
+    """
+    if weight.dim() == 4:
+        return F.conv2d(x, weight, bias, padding=padding)
+    b, o, i, kh, kw = weight.shape
+    if x.shape[0] != b:
+        raise ValueError(f"per-sample filters for {b} samples, got a batch of {x.shape[0]}")
+    h, w = x.shape[-2:]
+    y = F.conv2d(x.reshape(1, b * i, h, w), weight.reshape(b * o, i, kh, kw), bias.repeat(b), padding=padding, groups=b)
+    return y.reshape(b, o, *y.shape[-2:])
+
+
+class BasisConv(nn.Module):
+    """Base class: a convolution whose filters are ``einsum(weight, phi(A^-1 D^-1 delta))``.
+
+    Buffers (not saved in the state dict; rebuilt from the group and kernel size):
+    ``points`` ``(P, 2)`` the unrotated mesh, ``inv_mats`` ``(G, 2, 2)`` the matrices
+    ``A^-1``, and ``basis`` ``(G, P, n_basis)`` the basis on every rotated mesh.
+    Subclasses define ``weight`` and :meth:`expand`.
+    """
+
+    def __init__(self, group: str | Group, kernel_size: int, *, scale: int = 1, band: float | None = None) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise UsageError(f"kernel_size must be odd (symmetric padding), got {kernel_size}")
+        self.group = cyclic_group(group)
+        self.order = self.group.order
+        self.kernel_size = kernel_size
+        self.scale = scale
+        self.padding = kernel_size // 2
+        points = self._mesh(torch.float64)
+        self.phi = FourierBasis(kernel_size, band=band)
+        self.phi.set_normalisation(points)
+        self.n_basis = self.phi.size
+        self.register_buffer("rel", relative_index(self.order), persistent=False)
+        self.register_buffer("points", points.float(), persistent=False)
+        self.register_buffer("inv_mats", torch.zeros(self.order, 2, 2), persistent=False)
+        self.register_buffer("basis", torch.zeros(self.order, points.shape[0], self.n_basis), persistent=False)
+        self._rebuild_basis()
+        self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    # --- mesh and basis -------------------------------------------------------------
+    def _mesh(self, dtype: torch.dtype, device=None) -> torch.Tensor:
+        """The unrotated evaluation mesh ``delta`` in input-pixel units, ``(P, 2)``."""
+        if self.scale == 1:
+            return kernel_grid(self.kernel_size, dtype, device)
+        return subpixel_grid(self.kernel_size, self.scale, dtype, device).reshape(-1, 2) / self.scale
+
+    @torch.no_grad()
+    def _rebuild_basis(self) -> None:
+        """Recompute the buffers in float64, then cast to the current buffer dtype/device."""
+        dtype, device = self.basis.dtype, self.basis.device
+        points = self._mesh(torch.float64, device)
+        inv = self.group.matrices(torch.float64, device).transpose(-1, -2)  # orthogonal: A^-1 = A^T
+        basis = self.phi(deformed_points(points, inv, None))
+        self.points = points.to(dtype)
+        self.inv_mats = inv.to(dtype)
+        self.basis = basis.to(dtype)
+        self._cache = None
+
+    def _apply(self, fn, recurse: bool = True):
+        out = super()._apply(fn, recurse)
+        if hasattr(self, "phi"):
+            self._rebuild_basis()  # keep float64-accurate rotated bases after .double()/.to(device)
+        return out
+
+    def evaluate_basis(self, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
+        """``phi(A^-1 D^-1 delta)``: the cached ``(G, P, n)`` buffer, or ``(B, G, P, n)`` per sample."""
+        if deform_inv is None:
+            return self.basis
+        return self.phi(deformed_points(self.points, self.inv_mats, deform_inv.to(self.basis.dtype)))
+
+    # --- filters --------------------------------------------------------------------
+    def expand(self, basis: torch.Tensor) -> torch.Tensor:
+        """Filters ``(..., O, I, k, k)`` from the basis ``(..., G, P, n)``; defined by subclasses."""
+        raise NotImplementedError
+
+    def conv_bias(self) -> torch.Tensor:
+        """Bias of the underlying convolution (one per tensor channel, shared across the group)."""
+        raise NotImplementedError
+
+    def _cache_key(self) -> tuple:
+        params = tuple(self.parameters(recurse=False))
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params) + (self.basis.data_ptr(),)
+
+    def filters(self, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution weight; cached in eval mode when there is no per-sample deformation."""
+        if deform_inv is not None:
+            return self.expand(self.evaluate_basis(deform_inv))
+        if self.training:
+            self._cache = None
+            return self.expand(self.basis)
+        key = self._cache_key()
+        if self._cache is None or self._cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a normal tensor, reusable outside inference mode
+                self._cache = (key, self.expand(self.basis))
+        return self._cache[1]
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
+        return _conv(x, self.filters(deform_inv), self.conv_bias(), self.padding)
+
+    def _init_weight(self, weight: nn.Parameter, fan_in_channels: int) -> None:
+        std = math.sqrt(INIT_GAIN / (fan_in_channels * self.n_basis))
+        nn.init.normal_(weight, 0.0, std)
+
+    def extra_repr(self) -> str:
+        return f"group={self.group.name}, kernel_size={self.kernel_size}, n_basis={self.n_basis}"
+
+
+class LiftConv(BasisConv):
+    """Lifting layer: ``in_channels`` image channels -> ``out_fields`` regular fields (one filter per rotation)."""
+
+    def __init__(self, in_channels: int, out_fields: int, group: str | Group, kernel_size: int) -> None:
+        super().__init__(group, kernel_size)
+        self.in_channels, self.out_fields = in_channels, out_fields
+        self.weight = nn.Parameter(torch.empty(out_fields, in_channels, self.n_basis))
+        self.bias = nn.Parameter(torch.zeros(out_fields))
+        self._init_weight(self.weight, in_channels)
+
+    def expand(self, basis: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        w = torch.einsum("ocn,...gpn->...ogcp", self.weight, basis)
+        return w.reshape(*w.shape[:-4], self.out_fields * self.order, self.in_channels, k, k)
+
+    def conv_bias(self) -> torch.Tensor:
+        return self.bias.repeat_interleave(self.order)
+
+
+class GroupConv(BasisConv):
+    """Group layer: regular -> regular.
+
+    Output ``(o, B)`` sums over ``(i, A)`` of filter ``(o, i, B^-1 A)`` evaluated on the
+    mesh ``B^-1 delta``: a spatially rotated filter, cyclically shifted along the group axis.
+    """
+
+    def __init__(self, in_fields: int, out_fields: int, group: str | Group, kernel_size: int) -> None:
+        super().__init__(group, kernel_size)
+        self.in_fields, self.out_fields = in_fields, out_fields
+        self.weight = nn.Parameter(torch.empty(out_fields, in_fields, self.order, self.n_basis))
+        self.bias = nn.Parameter(torch.zeros(out_fields))
+        self._init_weight(self.weight, in_fields * self.order)
+
+    def expand(self, basis: torch.Tensor) -> torch.Tensor:
+        k, g = self.kernel_size, self.order
+        shifted = self.weight[:, :, self.rel]  # (O, I, G_B, G_A, n): filter (B, B^-1 A)
+        w = torch.einsum("oiban,...bpn->...obiap", shifted, basis)
+        return w.reshape(*w.shape[:-5], self.out_fields * g, self.in_fields * g, k, k)
+
+    def conv_bias(self) -> torch.Tensor:
+        return self.bias.repeat_interleave(self.order)
+
+
+class ProjectConv(BasisConv):
+    """Output layer: regular -> ``out_channels`` image channels, summing filter ``phi(A^-1 delta)`` over ``A``."""
+
+    def __init__(self, in_fields: int, out_channels: int, group: str | Group, kernel_size: int) -> None:
+        super().__init__(group, kernel_size)
+        self.in_fields, self.out_channels = in_fields, out_channels
+        self.weight = nn.Parameter(torch.empty(out_channels, in_fields, self.n_basis))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self._init_weight(self.weight, in_fields * self.order)
+
+    def expand(self, basis: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        w = torch.einsum("cin,...apn->...ciap", self.weight, basis)
+        return w.reshape(*w.shape[:-4], self.out_channels, self.in_fields * self.order, k, k)
+
+    def conv_bias(self) -> torch.Tensor:
+        return self.bias
+
+
+UPSAMPLE_BAND = 1.5
+"""Frequency band of the upsampler's basis (in cycles per kernel period); 9 functions for a 3x3 kernel."""
+
+
+class GroupUpsample(BasisConv):
+    """Equivariant sub-pixel upsampler: regular -> regular at ``scale`` x resolution.
+
+    A ``kernel_size`` convolution to ``fields * N * scale**2`` channels followed by
+    ``PixelShuffle(scale)`` computes ``out(y) = sum_x K(y - scale x) f(x)``. The
+    continuous filter ``K`` is expanded in the basis and evaluated at the sub-pixel
+    offsets ``(y - scale x) / scale`` rotated by ``B^-1`` (see
+    :func:`analysis.basis.subpixel_grid`), so the sub-pixel arrangement rotates with the
+    filter and the output is an equivariant regular feature at the fine resolution.
+    """
+
+    def __init__(self, fields: int, scale: int, group: str | Group, kernel_size: int) -> None:
+        if scale < 2:
+            raise UsageError(f"upsampling scale must be >= 2, got {scale}")
+        super().__init__(group, kernel_size, scale=scale, band=UPSAMPLE_BAND)
+        self.fields = fields
+        self.weight = nn.Parameter(torch.empty(fields, fields, self.order, self.n_basis))
+        self.bias = nn.Parameter(torch.zeros(fields))
+        self._init_weight(self.weight, fields * self.order)
+
+    def expand(self, basis: torch.Tensor) -> torch.Tensor:
+        k, g, s = self.kernel_size, self.order, self.scale
+        basis = basis.reshape(*basis.shape[:-2], s * s, k * k, self.n_basis)  # (..., G, sub-pixel, tap, n)
+        shifted = self.weight[:, :, self.rel]
+        w = torch.einsum("oiban,...bsqn->...obsiaq", shifted, basis)
+        return w.reshape(*w.shape[:-6], self.fields * g * s * s, self.fields * g, k, k)
+
+    def conv_bias(self) -> torch.Tensor:
+        return self.bias.repeat_interleave(self.order * self.scale * self.scale)
+
+    def forward(self, x: torch.Tensor, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
+        return F.pixel_shuffle(super().forward(x, deform_inv), self.scale)

@@ -1,0 +1,169 @@
+"""The model-agnostic equivariance metric on maps whose error is known."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.equivariance import COLUMNS, disk_mask, equivariance_error, summarize
+from analysis.models import build_model
+from symmetry.errors import DataError, UsageError
+
+EXACT = 1e-12
+GAUSS_SIGMA = 1.2
+GAUSS_SIZE = 7
+
+
+class GaussianBlur(nn.Module):
+    """Depthwise convolution with an isotropic Gaussian, zero padding: commutes with quarter turns and flips."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        r = torch.arange(GAUSS_SIZE, dtype=torch.float64) - GAUSS_SIZE // 2
+        g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * GAUSS_SIGMA**2))
+        self.register_buffer("kernel", (g / g.sum()).expand(channels, 1, -1, -1).clone())
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.kernel.to(x), padding=GAUSS_SIZE // 2, groups=self.channels)
+
+
+class AddFixed(nn.Module):
+    """``f(x) = up(x) + c``: a fixed, non-symmetric offset (optionally after nearest x``scale`` upsampling)."""
+
+    def __init__(self, offset: torch.Tensor, scale: int = 1) -> None:
+        super().__init__()
+        self.register_buffer("offset", offset)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale > 1:
+            x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return x + self.offset
+
+
+def smooth_images(n: int = 3, size: int = 24, seed: int = 0) -> torch.Tensor:
+    """Sums of Gaussian blobs near the centre: smooth, and negligible at the border."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    out = torch.zeros(n, 3, size, size, dtype=torch.float64)
+    for i in range(n):
+        for _ in range(4):
+            cy, cx = (torch.rand(2, generator=g, dtype=torch.float64) - 0.5) * size / 3
+            width = size / 10 * (1 + torch.rand(1, generator=g, dtype=torch.float64))
+            amp = torch.randn(3, 1, 1, generator=g, dtype=torch.float64)
+            out[i] += amp * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width**2))
+    return out
+
+
+def test_blur_is_exactly_equivariant_to_quarter_turns_and_flips():
+    images = torch.randn(3, 3, 20, 20, dtype=torch.float64)
+    for group in ("rot4", "dih4"):
+        df = equivariance_error(GaussianBlur(), images, group)
+        assert list(df.columns) == COLUMNS
+        assert len(df) == (4 if group == "rot4" else 8)
+        assert (df["n_images"] == 3).all()
+        assert df["equivariance_error"].max() < EXACT
+
+
+def test_blur_is_approximately_equivariant_to_45_degrees():
+    df = equivariance_error(GaussianBlur(), smooth_images(), "rot8")
+    exact = df[df["is_grid_exact"]]
+    approx = df[~df["is_grid_exact"]]
+    assert exact["equivariance_error"].max() < EXACT
+    assert 0 < approx["equivariance_error"].min() and approx["equivariance_error"].max() < 1e-3
+    s = summarize(df)
+    assert s["worst"] == approx["equivariance_error"].max()
+    assert s["grid_exact_worst"] < EXACT
+    assert math.isclose(s["mean"], df["equivariance_error"][1:].mean())
+
+
+def _disk(h: int, w: int, radius: float) -> torch.Tensor:
+    rows = torch.arange(h, dtype=torch.float64)[:, None] - (h - 1) / 2
+    cols = torch.arange(w, dtype=torch.float64)[None, :] - (w - 1) / 2
+    return rows**2 + cols**2 <= radius**2
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_known_value_for_a_fixed_offset(scale):
+    """f(x) = up(x) + c: f(pi x) - pi f(x) = c - pi c, so e_A = ||c - pi c||^2 / ||pi up(x) + pi c||^2 on the disk."""
+    torch.manual_seed(3)
+    size, margin = 16, 1.0
+    images = torch.randn(4, 3, size, size, dtype=torch.float64)
+    offset = torch.randn(3, size * scale, size * scale, dtype=torch.float64)
+    df = equivariance_error(AddFixed(offset, scale), images, "rot4", margin=margin)
+    disk = _disk(size * scale, size * scale, scale * (size / 2 - margin))
+    for k in range(4):
+        up = F.interpolate(images, scale_factor=scale, mode="nearest") if scale > 1 else images
+        rc = torch.rot90(offset, k, dims=(-2, -1))
+        ref = torch.rot90(up, k, dims=(-2, -1)) + rc
+        num = ((offset - rc) ** 2 * disk).sum()
+        expected = (num / (ref**2 * disk).flatten(1).sum(1)).mean().item()
+        got = df.loc[k, "equivariance_error"]
+        assert df.loc[k, "angle"] == 90.0 * k
+        assert math.isclose(got, expected, rel_tol=1e-12), (k, got, expected)
+    assert df.loc[0, "equivariance_error"] == 0.0
+
+
+def test_equivariant_network_through_the_metric():
+    torch.manual_seed(0)
+    model = build_model("equivariant", group="rot4", scale=2, width=4, depth=2).double()
+    model.train()
+    images = [torch.randn(3, 14, 14, dtype=torch.float64), torch.randn(2, 3, 10, 12, dtype=torch.float64)]
+    df = equivariance_error(model, images, "rot4", batch_size=2)
+    assert model.training  # the training flag is restored
+    assert (df["n_images"] == 3).all()
+    assert df["equivariance_error"].max() < EXACT
+    plain = build_model("plain", scale=2, width=4, depth=2).double()
+    assert summarize(equivariance_error(plain, images, "rot4"))["worst"] > 1e-3
+
+
+class ShapeRecorder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return x * 2.0
+
+
+def test_mesh_batching_and_dtype():
+    rec = ShapeRecorder()
+    images = torch.rand(5, 1, 32, 32)
+    df = equivariance_error(rec, images, "flip", mesh=2.0, batch_size=2)
+    assert rec.shapes[0] == (2, 1, 16, 16)  # brought to mesh 2 and batched by 2
+    assert sorted({s[0] for s in rec.shapes}) == [1, 2]
+    assert df["equivariance_error"].max() < EXACT  # f(x) = 2x is equivariant
+    assert summarize(df)["worst_element"] == "flip"
+
+
+def test_errors_are_reported():
+    with pytest.raises(UsageError):
+        equivariance_error(GaussianBlur(), torch.rand(1, 3, 8, 8), "rot4", interpolation="lanczos")
+    with pytest.raises(DataError):
+        equivariance_error(GaussianBlur(), torch.rand(3, 8), "rot4")
+    with pytest.raises(DataError):
+        equivariance_error(GaussianBlur(), torch.rand(1, 3, 4, 4), "rot4", margin=3)
+    with pytest.raises(DataError):
+        equivariance_error(GaussianBlur(), [], "rot4")
+
+
+def test_disk_mask_is_centred_and_symmetric():
+    m = disk_mask(9, 12, 4.0)
+    assert torch.equal(m, m.flip(0)) and torch.equal(m, m.flip(1))
+    assert torch.equal(disk_mask(10, 10, 4.5), torch.rot90(disk_mask(10, 10, 4.5)))
+    assert isinstance(summarize(pd.DataFrame(columns=COLUMNS)), dict)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_runs_on_cuda():
+    model = GaussianBlur().cuda()
+    df = equivariance_error(model, torch.randn(2, 3, 16, 16, dtype=torch.float64), "rot4")
+    assert df["equivariance_error"].max() < EXACT

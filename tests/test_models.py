@@ -1,0 +1,259 @@
+"""Restoration networks: shapes, parameter matching, exact equivariance, SA-Conv, filter caching."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+import torch
+
+from analysis.basis import FourierBasis, kernel_grid, subpixel_grid
+from analysis.models import (
+    MODEL_KINDS,
+    build_model,
+    count_parameters,
+    matched_plain_width,
+    plain_parameter_count,
+)
+from symmetry.errors import UsageError
+
+SMALL = dict(width=4, depth=2)
+QUARTER_TURNS = (1, 2, 3)
+EXACT_TOL = 1e-5
+PLAIN_MIN_ERROR = 1e-3
+
+
+def rel_rot90_error(model: torch.nn.Module, x: torch.Tensor, k: int) -> float:
+    """||f(rot90^k x) - rot90^k f(x)||^2 / ||f(x)||^2."""
+    with torch.no_grad():
+        a = model(torch.rot90(x, k, dims=(-2, -1)))
+        b = torch.rot90(model(x), k, dims=(-2, -1))
+    return ((a - b).square().sum() / b.square().sum()).item()
+
+
+def adam_steps(model: torch.nn.Module, x: torch.Tensor, steps: int = 3) -> None:
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    target = torch.randn_like(model(x))
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = (model(x) - target).square().mean()
+        loss.backward()
+        opt.step()
+
+
+@pytest.fixture
+def image64() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(2, 3, 12, 12, dtype=torch.float64)
+
+
+# --- factory -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3])
+def test_plain_shapes(scale):
+    model = build_model("plain", scale=scale, **SMALL)
+    x = torch.randn(2, 3, 10, 14)
+    assert model(x).shape == (2, 3, 10 * scale, 14 * scale)
+
+
+def test_unknown_kind_and_options():
+    assert MODEL_KINDS == ("plain", "equivariant", "sa", "e2cnn")
+    with pytest.raises(UsageError):
+        build_model("resnet")
+    with pytest.raises(UsageError):
+        build_model("equivariant", plain_width=3)
+    with pytest.raises(UsageError):
+        build_model("equivariant", group="dih4")
+    with pytest.raises(UsageError):
+        build_model("equivariant", kernel_size=4)
+
+
+@pytest.mark.parametrize("group", ["rot4", "rot8"])
+@pytest.mark.parametrize("scale", [1, 2])
+def test_plain_matches_equivariant_parameter_count(group, scale):
+    eq = count_parameters(build_model("equivariant", group=group, scale=scale))
+    plain = build_model("plain", group=group, scale=scale)
+    n = count_parameters(plain)
+    assert abs(n - eq) / eq < 0.10
+    assert plain.width == matched_plain_width(group, 16, 4, 5, scale=scale)
+    assert n == plain_parameter_count(plain.width, scale=scale, in_channels=3, depth=4, kernel_size=5)
+    assert build_model("plain", plain_width=7).width == 7
+
+
+# --- basis -------------------------------------------------------------------------------
+
+
+def test_basis_independent_and_rotation_exact():
+    phi = FourierBasis(5)
+    grid = kernel_grid(5)
+    b = phi(grid)
+    assert b.shape == (25, phi.size) and phi.size == 13
+    assert torch.linalg.matrix_rank(b) == phi.size
+    assert torch.allclose(b.square().sum(0), torch.ones(phi.size, dtype=torch.float64))
+    quarter = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)  # R(90)^-1
+    rotated = phi(grid @ quarter.T).reshape(5, 5, -1)
+    # phi(R^-1 delta) on the grid is an exact permutation: the filter rotated by 90 degrees
+    assert torch.equal(rotated, torch.rot90(b.reshape(5, 5, -1), 1, dims=(0, 1)))
+    sub = subpixel_grid(3, 2)
+    assert sub.shape == (2, 2, 3, 3, 2)
+    pts = {tuple(p.tolist()) for p in sub.reshape(-1, 2)}
+    assert pts == {(-p[1], p[0]) for p in pts}  # closed under quarter turns
+
+
+# --- equivariance ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", ["rot4", "rot8"])
+@pytest.mark.parametrize("scale", [1, 2])
+def test_equivariant_exact_for_quarter_turns(group, scale, image64):
+    torch.manual_seed(1)
+    model = build_model("equivariant", group=group, scale=scale, **SMALL).double()
+    model.eval()
+    for k in QUARTER_TURNS:
+        assert rel_rot90_error(model, image64, k) < EXACT_TOL
+    adam_steps(model, image64)
+    model.eval()
+    for k in QUARTER_TURNS:
+        assert rel_rot90_error(model, image64, k) < EXACT_TOL
+
+
+@pytest.mark.parametrize("scale", [3, 4])
+def test_equivariant_upsampler_other_scales(scale):
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 8, 10, dtype=torch.float64)
+    model = build_model("equivariant", group="rot4", scale=scale, width=2, depth=1).double().eval()
+    assert model(x).shape == (1, 3, 8 * scale, 10 * scale)
+    for k in QUARTER_TURNS:
+        assert rel_rot90_error(model, x, k) < EXACT_TOL
+
+
+def test_cached_filters_work_after_inference_mode(image64):
+    model = build_model("equivariant", group="rot4", **SMALL).double().eval()
+    with torch.inference_mode():
+        expected = model(image64)
+    x = image64.clone().requires_grad_(True)
+    out = model(x)  # reuses the filters cached inside inference mode, with autograd on the input
+    out.sum().backward()
+    assert torch.allclose(out, expected) and x.grad is not None
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_plain_is_not_equivariant(scale, image64):
+    torch.manual_seed(1)
+    model = build_model("plain", scale=scale, **SMALL).double().eval()
+    assert min(rel_rot90_error(model, image64, k) for k in QUARTER_TURNS) > PLAIN_MIN_ERROR
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_e2cnn_reference_is_equivariant(scale, image64):
+    pytest.importorskip("e2cnn")
+    torch.manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model("e2cnn", group="rot4", scale=scale, **SMALL).double().eval()
+        assert model(image64).shape == (2, 3, 12 * scale, 12 * scale)
+        for k in QUARTER_TURNS:
+            assert rel_rot90_error(model, image64, k) < EXACT_TOL
+
+
+def test_e2cnn_missing_is_a_usage_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "e2cnn", None)  # makes `import e2cnn` raise ImportError
+    with pytest.raises(UsageError, match="install the e2cnn extra"):
+        build_model("e2cnn", **SMALL)
+
+
+def test_sa_equivariant_when_hypernetwork_outputs_zero(image64):
+    torch.manual_seed(1)
+    model = build_model("sa", group="rot4", scale=2, **SMALL).double().eval()
+    for k in QUARTER_TURNS:
+        assert rel_rot90_error(model, image64, k) < EXACT_TOL
+
+
+# --- sample-adaptive ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_sa_zero_hypernetwork_equals_equivariant(scale, image64):
+    torch.manual_seed(2)
+    eq = build_model("equivariant", group="rot8", scale=scale, **SMALL).double()
+    sa = build_model("sa", group="rot8", scale=scale, **SMALL).double()
+    missing = sa.load_equivariant_state(eq.state_dict())
+    assert missing and all(k.startswith("hyper.") for k in missing)
+    params = sa.predict_transform(image64)
+    assert params.shape == (2, 3)
+    assert torch.equal(params, torch.tensor([[0.0, 1.0, 1.0]] * 2, dtype=torch.float64))
+    for mode in (True, False):
+        eq.train(mode)
+        sa.train(mode)
+        with torch.no_grad():
+            assert (sa(image64) - eq(image64)).abs().max() < 1e-10
+
+    with torch.no_grad():
+        sa.hyper.out.weight.normal_(0.0, 0.5)
+        sa.hyper.out.bias.copy_(torch.tensor([0.3, 0.2, -0.1]))
+        batched = sa(image64)
+        single = torch.cat([sa(image64[i : i + 1]) for i in range(image64.shape[0])])
+        assert (batched - eq(image64)).abs().max() > 1e-3
+        assert (batched - single).abs().max() < 1e-10
+    assert not torch.allclose(sa.predict_transform(image64), params)
+
+
+def test_sa_rejects_foreign_checkpoint():
+    sa = build_model("sa", group="rot4", **SMALL)
+    other = build_model("equivariant", group="rot4", width=4, depth=3)
+    with pytest.raises(UsageError):
+        sa.load_equivariant_state(other.state_dict())
+
+
+def test_sa_hypernetwork_gets_gradients(image64):
+    sa = build_model("sa", group="rot4", **SMALL).double()
+    with torch.no_grad():
+        sa.hyper.out.weight.normal_(0.0, 0.1)
+    sa(image64).square().mean().backward()
+    assert sa.hyper.out.weight.grad.abs().sum() > 0
+    assert sa.hyper.features[0].weight.grad.abs().sum() > 0
+
+
+# --- buffers and caching -----------------------------------------------------------------
+
+
+def test_basis_is_a_float64_accurate_buffer():
+    model = build_model("equivariant", group="rot8", **SMALL)
+    names = {n for n, _ in model.named_buffers()}
+    assert "head.basis" in names and "head.basis" not in model.state_dict()
+    f32 = model.body[0].conv1.basis.clone()
+    model.double()
+    f64 = model.body[0].conv1.basis
+    assert f64.dtype == torch.float64
+    assert (f64.float() - f32).abs().max() < 1e-6 and (f64 - f32.double()).abs().max() > 0
+
+
+def test_eval_mode_caches_filters(image64):
+    model = build_model("equivariant", group="rot4", **SMALL).double()
+    layer = model.body[0].conv1
+    model.eval()
+    with torch.no_grad():
+        model(image64)
+        first = layer.filters()
+        model(image64)
+        assert layer.filters() is first
+        layer.weight.add_(1.0)  # a parameter change invalidates the cache
+        second = layer.filters()
+        assert second is not first and not torch.equal(second, first)
+    model.train()
+    assert layer._cache is None
+    built = layer.filters()
+    assert built.requires_grad and layer.filters() is not built  # rebuilt every call in training
+    model.eval()
+    assert layer.filters() is not second
+
+
+@pytest.mark.parametrize("kind", ["plain", "equivariant", "sa"])
+def test_default_models_train(kind):
+    model = build_model(kind, scale=2)
+    x = torch.randn(1, 3, 16, 16)
+    model(x).square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
