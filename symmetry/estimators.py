@@ -290,7 +290,7 @@ def _psd_sqrt(cov: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: torch.Tensor) -> torch.Tensor:
-    """Frechet distance ``|mu1-mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2)`` (squared 2-Wasserstein of Gaussians)."""
+    """Frechet distance ``|mu1-mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2)``: squared W2 of Gaussians."""
     root = _psd_sqrt(cov1)
     cross = torch.linalg.eigvalsh(root @ cov2 @ root).clamp_min(0).sqrt().sum()
     value = (mu1 - mu2).pow(2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross
