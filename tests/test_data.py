@@ -1,9 +1,14 @@
-"""Loaders: the channel rule, errors naming the path, Rain100L pairs, DIV2K layout and download, augmentation."""
+"""Loaders: the channel rule, errors that name the path, Rain100L pairs, DIV2K layout and download, augmentation."""
 
+import hashlib
 import http.server
 import io
+import socket
+import struct
 import threading
 import zipfile
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,118 +18,304 @@ from PIL import Image
 from symmetry import data
 from symmetry.errors import DataError, UsageError
 from symmetry.groups import get_group
-from symmetry.transforms import transform_image
+from symmetry.transforms import to_mesh, transform_image
+
+tifffile = pytest.importorskip("tifffile")
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def test_8_and_16_bit_and_tiff_agree(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
-    v8 = np.array([[0, 51, 255]], dtype=np.uint8)
-    v16 = v8.astype(np.uint16) * 257
-    Image.fromarray(v8).save(tmp_path / "a.png")
-    Image.fromarray(v16).save(tmp_path / "b.png")
+# --------------------------------------------------------------------------- helpers
+
+
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def png16(arr: np.ndarray, filters=(0, 1, 2, 3, 4)) -> bytes:
+    """A 16-bit PNG of ``(H, W, C)`` uint16 (C = 2, 3 or 4), row ``r`` filtered with ``filters[r % len]``."""
+    h, w, ch = arr.shape
+    bpp = 2 * ch
+    x = arr.astype(">u2").view(np.uint8).reshape(h, w * bpp).astype(np.int64)
+    zero = np.zeros(w * bpp, np.int64)
+    rows = []
+    for r in range(h):
+        cur, up = x[r], x[r - 1] if r else zero
+        left = np.concatenate([np.zeros(bpp, np.int64), cur[:-bpp]])
+        upleft = np.concatenate([np.zeros(bpp, np.int64), up[:-bpp]])
+        kind = filters[r % len(filters)]
+        pred = [0 * cur, left, up, (left + up) // 2, _paeth(left, up, upleft)][kind]
+        rows.append(bytes([kind]) + ((cur - pred) & 255).astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    colour = {2: 4, 3: 2, 4: 6}[ch]
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def save(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (Image.fromarray(arr, mode) if mode else Image.fromarray(arr)).save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- channel rule
+
+
+def test_8_and_16_bit_png_and_16_bit_tiff_agree(tmp_path):
+    v8 = np.array([[0, 51, 255], [3, 128, 200]], dtype=np.uint8)
+    v16 = v8.astype(np.uint16) * 257  # x/255 == (257 x)/65535
+    save(tmp_path / "a.png", v8)
+    save(tmp_path / "b.png", v16)  # Pillow writes 16-bit gray PNG (mode I;16)
     tifffile.imwrite(tmp_path / "c.tif", v16)
     a, b, c = (data.read_image(tmp_path / n) for n in ("a.png", "b.png", "c.tif"))
-    assert torch.allclose(a, torch.tensor([[[0.0, 0.2, 1.0]]], dtype=torch.float64))
-    assert torch.allclose(a, b) and torch.allclose(b, c)
+    assert a.dtype == torch.float64 and a.shape == (1, 2, 3)
+    assert torch.allclose(a[0, 0], torch.tensor([0.0, 0.2, 1.0], dtype=torch.float64))
+    assert torch.allclose(a, b, atol=1e-15) and torch.allclose(b, c, atol=1e-15)
+
+    rgb8 = np.stack([v8, 255 - v8, v8 // 2], axis=-1)
+    rgb16 = rgb8.astype(np.uint16) * 257
+    save(tmp_path / "rgb8.png", rgb8)
+    (tmp_path / "rgb16.png").write_bytes(png16(rgb16))
+    tifffile.imwrite(tmp_path / "rgb16.tif", rgb16, photometric="rgb")
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb16, -1, 0), photometric="rgb", planarconfig="separate")
+    loaded = [data.read_image(tmp_path / n, "rgb") for n in ("rgb8.png", "rgb16.png", "rgb16.tif", "planar.tif")]
+    assert loaded[0].shape == (3, 2, 3)
+    assert all(torch.allclose(loaded[0], x, atol=1e-15) for x in loaded[1:])
 
 
-def test_rgba_drops_alpha_and_gray_is_bt601(tmp_path):
-    px = np.array([[[200, 100, 50, 7]]], dtype=np.uint8)
-    Image.fromarray(px, "RGBA").save(tmp_path / "x.png")
+def test_16_bit_colour_png_keeps_full_precision_for_every_filter(tmp_path):
+    rng = np.random.default_rng(0)
+    for ch in (2, 3, 4):
+        arr = rng.integers(0, 65536, (9, 7, ch), dtype=np.uint16)
+        arr[0, 0] = [65535] * ch
+        path = tmp_path / f"c{ch}.png"
+        path.write_bytes(png16(arr))
+        got = data.read_image(path, "rgb")
+        colour = arr[..., :3] if ch >= 3 else np.repeat(arr[..., :1], 3, axis=-1)  # alpha dropped
+        assert torch.equal(got, torch.from_numpy(np.moveaxis(colour, -1, 0) / 65535.0))
+        if ch >= 3:  # an independent decoder (Pillow, 8-bit) reads the same file: the high bytes agree
+            with Image.open(path) as im:
+                assert np.array_equal(np.asarray(im.convert("RGB")), (colour >> 8).astype(np.uint8))
+    (tmp_path / "cut.png").write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(DataError, match=r"cut\.png: truncated PNG"):
+        data.read_image(tmp_path / "cut.png")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((4, 6, 3), np.uint8)
+    arr[0, 0] = 255  # top-left marker
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    Image.fromarray(arr).save(tmp_path / "x.jpg", exif=exif, quality=100)
+    img = data.read_image(tmp_path / "x.jpg", "rgb")
+    assert img.shape == (3, 6, 4) and int(img[0].argmax()) == 3  # the marker moved to the top-right corner
+
+
+def test_rgba_drops_alpha_and_gray_is_bt601_luma(tmp_path):
+    save(tmp_path / "x.png", np.array([[[200, 100, 50, 7]]], dtype=np.uint8), "RGBA")
     rgb = data.read_image(tmp_path / "x.png", "rgb")
     gray = data.read_image(tmp_path / "x.png", "gray")
-    assert rgb.shape == (3, 1, 1) and torch.allclose(
-        rgb[:, 0, 0], torch.tensor([200, 100, 50], dtype=torch.float64) / 255.0
+    assert rgb.shape == (3, 1, 1) and gray.shape == (1, 1, 1)
+    assert torch.allclose(rgb[:, 0, 0], torch.tensor([200.0, 100.0, 50.0], dtype=torch.float64) / 255)
+    assert float(gray) == pytest.approx((0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255, abs=1e-15)
+
+
+def test_palette_and_gray_channel_rules(tmp_path):
+    pal = Image.new("P", (2, 1))
+    pal.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    pal.putpixel((1, 0), 1)
+    pal.save(tmp_path / "p.png")
+    rgb = data.read_image(tmp_path / "p.png", "rgb")
+    assert torch.equal(rgb[:, 0], torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], dtype=torch.float64))
+    cmap = np.zeros((3, 256), np.uint16)
+    cmap[1, 1] = 65535
+    tifffile.imwrite(tmp_path / "p.tif", np.array([[0, 1]], np.uint8), photometric="palette", colormap=cmap)
+    assert torch.equal(data.read_image(tmp_path / "p.tif", "rgb")[:, 0, 1], torch.tensor([0.0, 1.0, 0.0]).double())
+
+    save(tmp_path / "g.png", np.array([[10, 250]], np.uint8))
+    gray, rgb = data.read_image(tmp_path / "g.png", "gray"), data.read_image(tmp_path / "g.png", "rgb")
+    assert gray.shape == (1, 1, 2) and rgb.shape == (3, 1, 2) and torch.equal(rgb, gray.expand(3, -1, -1))
+    with pytest.raises(UsageError, match="channels"):
+        data.read_image(tmp_path / "g.png", "bgr")
+
+
+def test_float_tiff_is_kept_and_must_be_finite(tmp_path):
+    arr = np.array([[0.25, 1.5], [-0.5, 0.0]], np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", arr)
+    assert torch.equal(data.read_image(tmp_path / "f.tif")[0], torch.from_numpy(arr).double())
+    for bad in (np.nan, np.inf):
+        arr[1, 1] = bad
+        tifffile.imwrite(tmp_path / "nan.tif", arr)
+        ds = data.load_dataset(f"folder:{tmp_path}")
+        with pytest.raises(DataError, match=r"nan\.tif.*NaN or infinite"):
+            ds[[s.name for s in ds].index("nan.tif")].load()
+
+
+def test_unsupported_channel_count(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "five.tif", np.zeros((4, 4, 5), np.uint16), photometric="minisblack", planarconfig="contig"
     )
-    assert float(gray) == pytest.approx((0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255)
+    with pytest.raises(DataError, match=r"five\.tif.*channel count \(5\)"):
+        data.read_image(tmp_path / "five.tif")
 
 
-def test_folder_is_recursive_and_sorted(tmp_path):
-    (tmp_path / "b").mkdir()
-    for name in ("b/z.png", "a.png", "b/a.jpg"):
-        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name)
+# --------------------------------------------------------------------------- folders and errors
+
+
+def test_folder_is_recursive_sorted_and_skips_other_files(tmp_path):
+    img = np.zeros((4, 4), np.uint8)
+    for name in ("b/z.png", "a.png", "b/a.jpg", "b/c/d.TIF", ".hidden/x.png", "b/.y.png"):
+        save(tmp_path / name, img)
     (tmp_path / "notes.txt").write_text("not an image")
     ds = data.load_dataset(f"folder:{tmp_path}")
-    assert [s.name for s in ds] == ["a.png", "b/a.jpg", "b/z.png"]
+    assert [s.name for s in ds] == ["a.png", "b/a.jpg", "b/c/d.TIF", "b/z.png"]
+    assert len(ds) == 4 and ds[-1].path == tmp_path / "b" / "z.png" and len(ds[1:3]) == 2
+    assert isinstance(ds[0], data.ImageSource) and ds[0].at_mesh(2.0).shape == (1, 2, 2)
 
 
 def test_errors_name_the_path(tmp_path):
-    with pytest.raises(DataError, match="missing-dir"):
+    with pytest.raises(DataError, match="missing-dir.*does not exist"):
         data.load_dataset(f"folder:{tmp_path / 'missing-dir'}")
-    with pytest.raises(DataError, match="no images found"):
+    with pytest.raises(DataError, match=rf"no images found in {tmp_path}.*\.png, \.jpg, \.jpeg, \.tif, \.tiff"):
         data.load_dataset(f"folder:{tmp_path}")
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "ok.png")
-    (tmp_path / "bad.png").write_bytes((tmp_path / "ok.png").read_bytes()[:40])
-    ds = data.load_dataset(f"folder:{tmp_path}")
-    with pytest.raises(DataError, match="bad.png"):
+    save(tmp_path / "ok.png", np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    with pytest.raises(DataError, match="ok.png is a file"):
+        data.load_dataset(f"folder:{tmp_path / 'ok.png'}")
+    (tmp_path / "bad.png").write_bytes((tmp_path / "ok.png").read_bytes()[:100])  # truncated
+    ds = data.load_dataset(f"folder:{tmp_path}")  # listing works: decoding is lazy
+    assert ds[1].load().shape == (1, 64, 64)
+    with pytest.raises(DataError, match=r"bad\.png: cannot read image"):
         ds[0].load()
-    with pytest.raises(UsageError, match="skimage"):
+    with pytest.raises(UsageError, match="skimage, folder:PATH, div2k, rain100l, synthetic"):
         data.load_dataset("imagenet")
+    with pytest.raises(UsageError, match=f"folder:{tmp_path}"):  # a bare folder gets a hint
+        data.load_dataset(str(tmp_path))
+    with pytest.raises(UsageError, match="channels"):
+        data.load_dataset("skimage", channels="cmyk")
+
+
+def test_data_root_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMMETRY_DATA", str(tmp_path / "env"))
+    assert data.data_root(tmp_path / "explicit") == tmp_path / "explicit"
+    assert data.data_root() == tmp_path / "env"
+    monkeypatch.delenv("SYMMETRY_DATA")
+    assert data.data_root() == Path.home() / ".cache" / "symmetry"
+
+
+def test_skimage_default_is_offline_and_real(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the skimage dataset must not touch the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    ds = data.load_dataset("skimage")
+    assert len(ds) >= 10 and [s.name for s in ds] == list(data.SKIMAGE_IMAGES)
+    for s in ds:
+        img = s.load()
+        assert img.shape[0] == 1 and min(img.shape[-2:]) >= 256 and 0 <= img.min() and img.max() <= 1
+        assert img.std() > 0.02  # real content, not a flat placeholder
+    assert data.load_dataset("skimage", channels="rgb")[0].load().shape == (3, 512, 512)  # astronaut
+
+
+def test_list_datasets_and_synthetic_delegation():
+    names = data.list_datasets()
+    assert {"skimage", "folder:PATH", "div2k", "rain100l"} <= set(names)
+    assert any(k.startswith("synthetic:") for k in names) and all(isinstance(v, str) and v for v in names.values())
+    family = next(k for k in names if k.startswith("synthetic:"))
+    ds = data.load_dataset(f"{family},n=2,size=16", split="test")
+    assert len(ds) == 2 and ds[0].at_mesh(1.0).shape[-1] == 16
+
+
+# --------------------------------------------------------------------------- Rain100L
+
+
+def _fake_rain100l(root: Path, ks=(1, 2, 10)) -> Path:
+    for split in ("train", "test"):
+        for kind in ("rain", "norain"):
+            for k in ks:
+                value = k + (100 if kind == "rain" else 0)
+                save(root / "rain100l" / split / kind / f"norain-{k}.png", np.full((6, 8, 3), value, np.uint8))
+    return root / "rain100l"
 
 
 def test_rain100l_pairs_from_a_fake_layout(tmp_path):
-    for split in ("train", "test"):
-        for kind in ("rain", "norain"):
-            (tmp_path / "rain100l" / split / kind).mkdir(parents=True)
-            for k in (1, 2):
-                Image.fromarray(np.full((8, 8, 3), k, np.uint8)).save(
-                    tmp_path / "rain100l" / split / kind / f"norain-{k}.png"
-                )
+    base = _fake_rain100l(tmp_path)
     pairs = data.load_pairs("rain100l", data_root=tmp_path, split="test")
-    assert len(pairs) == 2 and pairs[0][0].path.parent.name == "rain" and pairs[0][1].path.parent.name == "norain"
-    assert len(data.load_dataset("rain100l", data_root=tmp_path / "rain100l", split="train")) == 2
+    assert [c.name for _, c in pairs] == [f"test/norain/norain-{k}.png" for k in (1, 2, 10)]  # sorted by K
+    for (rain, clean), k in zip(pairs, (1, 2, 10)):
+        assert rain.path.parent.name == "rain" and rain.path.name == clean.path.name
+        assert float(rain.load()[0, 0, 0]) * 255 == pytest.approx(k + 100) and clean.load().shape == (3, 6, 8)
+    # the root may be the folder holding rain100l/ or rain100l/ itself; the dataset is the clean side
+    ds = data.load_dataset("rain100l", data_root=base, split="train")
+    assert [s.path for s in ds] == [c.path for _, c in data.load_pairs(data_root=tmp_path)]
+    assert ds[0].load().shape == (1, 6, 8)
+    with pytest.raises(UsageError, match="train, test"):
+        data.load_pairs(data_root=tmp_path, split="valid")
+    (base / "train" / "rain" / "norain-2.png").unlink()
+    with pytest.raises(DataError, match=r"norain-2\.png has no pair in .*rain"):
+        data.load_pairs(data_root=tmp_path)
+    with pytest.raises(DataError, match=rf"Rain100L not found under {tmp_path / 'nowhere'}.*--data-root"):
+        data.load_dataset("rain100l", data_root=tmp_path / "nowhere")
 
 
-def test_real_rain100l_has_200_training_pairs(shared_data):
-    assert len(data.load_pairs("rain100l", data_root=shared_data, split="train")) == 200
+@pytest.mark.skipif(not (SHARED_DATA / "rain100l").is_dir(), reason="../shared/data/rain100l is not present")
+def test_real_rain100l_has_200_training_pairs():
+    pairs = data.load_pairs("rain100l", data_root=SHARED_DATA, split="train")
+    assert len(pairs) == 200 and len(data.load_pairs(data_root=SHARED_DATA / "rain100l", split="test")) == 100
+    rain, clean = pairs[0]
+    assert rain.load().shape == clean.load().shape and clean.load().shape[0] == 3
 
 
-def test_skimage_default_is_offline_and_real():
-    ds = data.load_dataset("skimage")
-    assert len(ds) >= 10
-    assert all(min(s.load().shape[-2:]) >= 150 for s in ds)
-
-
-def test_augment_contains_exact_quarter_turns():
-    img = torch.rand(1, 6, 9, dtype=torch.float64)
-    base = data.Dataset("one", [data.ImageSource("x", array=img)])
-    closed = data.augment(base, "dih4")
-    assert len(closed) == 8
-    assert any(torch.equal(s.load(), torch.rot90(img, 1, (-2, -1))) for s in closed)
-    assert torch.equal(closed[4].load(), transform_image(img, get_group("dih4")[4])[0])
-    with pytest.raises(UsageError):
-        data.augment(base, "rot8")
+# --------------------------------------------------------------------------- DIV2K
 
 
 def test_div2k_missing_folder_says_how_to_get_it(tmp_path):
-    with pytest.raises(DataError, match="DIV2K_train_HR.*--download"):
+    with pytest.raises(DataError, match=rf"{tmp_path / 'DIV2K_train_HR'} is missing.*--download.*DIV2K_train_HR\.zip"):
         data.load_dataset("div2k", data_root=tmp_path)
+    with pytest.raises(DataError, match="DIV2K_valid_HR"):
+        data.load_dataset("div2k", data_root=tmp_path, split="test")
+    with pytest.raises(UsageError, match="train, valid, test"):
+        data.load_dataset("div2k", data_root=tmp_path, split="holdout")
 
 
-def _zip_bytes() -> bytes:
+def _div2k_zip(folder: str = "DIV2K_valid_HR") -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for i in range(2):
             png = io.BytesIO()
-            Image.fromarray(np.full((12, 12, 3), 10 * i, np.uint8)).save(png, "PNG")
-            zf.writestr(f"DIV2K_valid_HR/{i:04d}.png", png.getvalue())
+            Image.fromarray(np.full((12, 10, 3), 10 * i, np.uint8)).save(png, "PNG")
+            zf.writestr(f"{folder}/{801 + i:04d}.png", png.getvalue())
     return buf.getvalue()
 
 
-class _RangeHandler(http.server.BaseHTTPRequestHandler):
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``payload`` at any path, honouring ``Range: bytes=N-``; ``cut`` breaks the next transfer off."""
+
     payload = b""
-    cut: int | None = None  # serve only this many bytes once (an interrupted transfer)
+    cut: int | None = None
+    ranges: list = []
 
     def do_GET(self):  # noqa: N802
+        cls = type(self)
         start = 0
         if rng := self.headers.get("Range"):
             start = int(rng.split("=")[1].split("-")[0])
-        body = self.payload[start:]
-        if type(self).cut is not None:
-            body, type(self).cut = body[: type(self).cut], None
+        cls.ranges.append(start)
+        if start >= len(cls.payload):
+            self.send_error(416)
+            return
+        body = cls.payload[start:]
         self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(cls.payload) - 1}/{len(cls.payload)}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if cls.cut is not None:  # promise the whole body, send part of it, drop the connection
+            body, cls.cut = body[: cls.cut], None
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -133,33 +324,91 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(monkeypatch):
-    _RangeHandler.payload = _zip_bytes()
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _RangeHandler)
+    RangeHandler.payload, RangeHandler.cut, RangeHandler.ranges = _div2k_zip(), None, []
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), RangeHandler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setattr(data, "DIV2K_URL", f"http://127.0.0.1:{httpd.server_address[1]}")
-    yield _RangeHandler
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SYMMETRY_DIV2K_URL", f"http://127.0.0.1:{httpd.server_address[1]}/cvl/DIV2K/")
+    monkeypatch.setitem(data.DIV2K_SHA256, "DIV2K_valid_HR.zip", hashlib.sha256(RangeHandler.payload).hexdigest())
+    yield RangeHandler
     httpd.shutdown()
+    httpd.server_close()
 
 
-def test_div2k_download_resumes_verifies_and_extracts(server, tmp_path, monkeypatch):
-    import hashlib
+def _leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir())
 
-    monkeypatch.setitem(data.DIV2K_SHA256, "DIV2K_valid_HR", hashlib.sha256(server.payload).hexdigest())
-    server.cut = 100  # the first transfer breaks off after 100 bytes
-    archive = tmp_path / "DIV2K_valid_HR.zip"
-    with pytest.raises(DataError):  # truncated: checksum fails, nothing extracted
-        data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
-    assert not (tmp_path / "DIV2K_valid_HR").exists()
-    # a partial file left by an interrupted transfer is resumed with a Range request
-    (tmp_path / "DIV2K_valid_HR.zip.part").write_bytes(server.payload[:100])
+
+def test_div2k_download_is_verified_and_extracted(server, tmp_path):
     ds = data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
-    assert archive.exists() and [s.name for s in ds] == ["0000.png", "0001.png"]
+    assert [s.name for s in ds] == ["0801.png", "0802.png"] and server.ranges == [0]
     assert float(ds[1].load().mean()) == pytest.approx(10 / 255)
+    assert _leftovers(tmp_path) == ["DIV2K_valid_HR", "DIV2K_valid_HR.zip"]  # no .part, no temporary folder
+    again = data.load_dataset("div2k", data_root=tmp_path, split="test", download=True)  # present: no request
+    assert len(again) == 2 and server.ranges == [0]
+
+
+def test_div2k_interrupted_download_resumes(server, tmp_path):
+    server.cut = 100
+    with pytest.raises(DataError, match=r"interrupted at 100 of \d+ bytes.*resume"):
+        data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
+    assert _leftovers(tmp_path) == ["DIV2K_valid_HR.zip.part"]
+    assert (tmp_path / "DIV2K_valid_HR.zip.part").read_bytes() == server.payload[:100]
+    ds = data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
+    assert server.ranges == [0, 100] and len(ds) == 2  # the second request asked only for the rest
+    assert (tmp_path / "DIV2K_valid_HR.zip").read_bytes() == server.payload
+    assert _leftovers(tmp_path) == ["DIV2K_valid_HR", "DIV2K_valid_HR.zip"]
+
+
+def test_div2k_complete_part_is_only_verified(server, tmp_path):
+    (tmp_path / "DIV2K_valid_HR.zip.part").write_bytes(server.payload)  # whole, but not yet renamed
+    assert len(data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)) == 2
+    assert server.ranges == [len(server.payload)]  # answered 416: nothing left to fetch
 
 
 def test_div2k_wrong_checksum_leaves_no_dataset(server, tmp_path, monkeypatch):
-    monkeypatch.setitem(data.DIV2K_SHA256, "DIV2K_valid_HR", "0" * 64)
-    with pytest.raises(DataError, match="checksum mismatch"):
+    monkeypatch.setitem(data.DIV2K_SHA256, "DIV2K_valid_HR.zip", "0" * 64)
+    with pytest.raises(DataError, match=r"DIV2K_valid_HR\.zip: checksum mismatch.*expected 0{64}"):
         data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
-    assert not (tmp_path / "DIV2K_valid_HR").exists() and not (tmp_path / "DIV2K_valid_HR.zip").exists()
+    assert _leftovers(tmp_path) == []  # no folder, no archive, no partial download
+
+
+def test_div2k_placed_archive_is_extracted_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMMETRY_DIV2K_URL", "http://127.0.0.1:9/unreachable")
+    monkeypatch.setitem(data.DIV2K_SHA256, "DIV2K_train_HR.zip", None)
+    (tmp_path / "DIV2K_train_HR.zip").write_bytes(_div2k_zip("DIV2K_train_HR"))
+    assert len(data.load_dataset("div2k", data_root=tmp_path)) == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "DIV2K_train_HR.zip").write_bytes(_div2k_zip("wrong_folder"))
+    with pytest.raises(DataError, match="no DIV2K_train_HR/ folder inside"):
+        data.load_dataset("div2k", data_root=tmp_path / "other")
+    assert _leftovers(tmp_path / "other") == ["DIV2K_train_HR.zip"]  # the temporary folder is gone
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_augment_dih4_is_closed_and_holds_exact_quarter_turns():
+    rng = torch.Generator().manual_seed(0)
+    images = [torch.rand(1, 6, 9, generator=rng, dtype=torch.float64), torch.rand(3, 5, 4, generator=rng).double()]
+    base = data.Dataset("two", [data.ImageSource(f"x{i}", array=im) for i, im in enumerate(images)])
+    closed = data.augment(base, "dih4")
+    assert len(closed) == 8 * len(base) and closed.name == "two+dih4"
+    loaded = [s.load() for s in closed]
+    for im in images:
+        assert any(torch.equal(x, torch.rot90(im, 1, (-2, -1))) for x in loaded)
+        assert any(torch.equal(x, torch.flip(im, (-1,))) for x in loaded)
+    for x in loaded:  # closure: any element applied to any member is again a member
+        for e in get_group("dih4"):
+            y = transform_image(x, e)[0]
+            assert any(y.shape == z.shape and torch.equal(y, z) for z in loaded)
+    assert torch.equal(closed[4].load(), transform_image(images[0], get_group("dih4")[4])[0])
+    # at_mesh resamples before transforming, which commutes with a quarter turn
+    turned = next(s for s in closed if torch.equal(s.load(), torch.rot90(images[0], 1, (-2, -1))))
+    assert torch.allclose(turned.at_mesh(2.0), to_mesh(torch.rot90(images[0], 1, (-2, -1)), 2.0), atol=1e-12)
+    with pytest.raises(UsageError, match="quarter turns"):
+        data.augment(base, "rot8")
+    with pytest.raises(UsageError):
+        data.augment(base, "hexagon")
