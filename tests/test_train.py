@@ -1,0 +1,262 @@
+"""Training, resuming, data-parallel training, evaluation, comparison and their command-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from analysis import compare, evaluate
+from analysis import train as train_mod
+from analysis.models import build_model
+from analysis.train import read_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(
+    task="denoise",
+    model="plain",
+    width=4,
+    depth=1,
+    kernel_size=3,
+    patch_size=24,
+    batch_size=4,
+    steps=6,
+    data="skimage",
+    max_images=4,
+    val_images=1,
+    val_crop=32,
+    log_every=2,
+    val_every=1000,
+    ckpt_every=1000,
+    device="cpu",
+)
+
+
+def _argv(cfg: dict) -> list[str]:
+    out = []
+    for key, value in cfg.items():
+        out += [f"--{key.replace('_', '-')}", str(value)]
+    return out
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+
+
+# ---- training -------------------------------------------------------------------------
+
+
+def test_short_training_run_lowers_the_loss(tmp_path):
+    run = train({**TINY, "width": 8, "steps": 40, "lr": 3e-3, "val_every": 20, "out": str(tmp_path / "run")})
+    log = pd.read_csv(run / "log.csv")
+    assert list(log.columns) == ["step", "epoch", "loss", "lr", "val_psnr", "time_s"]
+    assert log["step"].tolist() == list(range(2, 41, 2))
+    assert log["loss"].iloc[-3:].mean() < 0.7 * log["loss"].iloc[:2].mean()
+    val = log["val_psnr"].dropna()
+    assert len(val) == 2 and val.iloc[-1] > val.iloc[0]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["steps"] == 40 and cfg["scale"] == 1 and cfg["model"] == "plain"
+    state = read_checkpoint(run / "checkpoint.pt")
+    assert state["step"] == 40
+    model = build_model("plain", group="rot4", in_channels=3, width=8, depth=1, kernel_size=3)
+    model.load_state_dict(state["model"])  # the run's network is the public build_model's
+
+
+def test_equivariant_model_trains_and_stays_quarter_turn_equivariant(tmp_path):
+    run = train(
+        {
+            **TINY,
+            "model": "equivariant",
+            "group": "rot4",
+            "width": 2,
+            "steps": 4,
+            "augment": "flip",
+            "out": str(tmp_path / "eq"),
+        }
+    )
+    metrics = evaluate.evaluate_run(run, group="rot4", max_images=1, crop=48, eq_images=1, eq_crop=32)
+    assert metrics["model"] == "equivariant" and metrics["params"] > 0
+    assert metrics["equivariance"]["worst"] < 1e-8  # exact for quarter turns
+    assert set(metrics["equivariance"]["per_element"]) == {"e", "rot90", "rot180", "rot270"}
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    cfg = {**TINY, "steps": 8, "augment": "dih4", "ckpt_every": 3, "val_every": 4}
+    full = train({**cfg, "out": str(tmp_path / "full")})
+    part = train({**cfg, "out": str(tmp_path / "part")}, stop_at=4)
+    assert read_checkpoint(part / "checkpoint.pt")["step"] == 4
+    train({**cfg, "out": str(tmp_path / "part")}, resume=True)
+    a, b = read_checkpoint(full / "checkpoint.pt"), read_checkpoint(part / "checkpoint.pt")
+    assert a["step"] == b["step"] == 8
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    la, lb = pd.read_csv(full / "log.csv"), pd.read_csv(part / "log.csv")
+    cols = ["step", "epoch", "loss", "lr", "val_psnr"]
+    pd.testing.assert_frame_equal(la[cols], lb[cols])
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    cfg = {**TINY, "steps": 6, "log_every": 1, "val_images": 0}
+    single = train({**cfg, "out": str(tmp_path / "one")})
+    res = _run(
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "analysis.train"]
+        + _argv({**cfg, "out": str(tmp_path / "two")})
+        + ["--quiet"]
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    one, two = pd.read_csv(single / "log.csv"), pd.read_csv(tmp_path / "two" / "log.csv")
+    assert one["step"].tolist() == two["step"].tolist() == list(range(1, 7))
+    assert one["loss"].to_numpy() == pytest.approx(two["loss"].to_numpy(), rel=1e-4)
+    wa = read_checkpoint(single / "checkpoint.pt")["model"]
+    wb = read_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-3, atol=1e-5)
+
+
+# ---- command-line errors --------------------------------------------------------------
+
+
+def test_run_directory_clash_needs_resume_or_overwrite(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = _argv({**TINY, "steps": 2, "out": out}) + ["--quiet"]
+    assert train_mod.main(argv) == 0
+    capsys.readouterr()
+    assert train_mod.main(argv + ["--lr", "0.01"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "already holds a different run" in line and "lr" in line and "--resume" in line and "--overwrite" in line
+    assert train_mod.main(argv + ["--lr", "0.01", "--resume"]) == 2
+    assert "lr: 0.001 -> 0.01" in _error_line(capsys.readouterr().err)
+    assert train_mod.main(argv + ["--lr", "0.01", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 0.01
+    # --resume of a finished run extends it when asked for more steps (identity unchanged)
+    assert train_mod.main(["--out", out, "--resume", "--steps", "4", "--quiet"]) == 0
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 4
+
+
+def test_bad_checkpoints_say_what_is_wrong(tmp_path, capsys):
+    run = train({**TINY, "steps": 2, "out": str(tmp_path / "a")})
+    # a checkpoint of another architecture: evaluate names the keys
+    cfg = json.loads((run / "config.json").read_text())
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({**cfg, "depth": 2, "out": str(other)}))
+    (other / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes())
+    assert evaluate.main([str(other), "--quiet"]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert "different architecture" in line and "missing keys: body.1." in line
+    # --init-from with a different width: shapes are listed
+    argv = _argv({**TINY, "width": 6, "steps": 1, "out": str(tmp_path / "c")})
+    assert train_mod.main(argv + ["--init-from", str(run / "checkpoint.pt"), "--quiet"]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert "shape mismatch (checkpoint vs model): body.0.conv1.bias (5,) vs (8,)" in line
+    # a corrupt file
+    (other / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert evaluate.main([str(other), "--quiet"]) == 1
+    assert "cannot read checkpoint" in _error_line(capsys.readouterr().err)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    calls = {"n": 0}
+    real = train_mod.loss_fn
+
+    def flaky(name, output, target):
+        calls["n"] += 1
+        loss = real(name, output, target)
+        return loss * math.nan if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(train_mod, "loss_fn", flaky)
+    out = tmp_path / "nan"
+    argv = _argv({**TINY, "steps": 8, "ckpt_every": 3, "val_images": 0, "out": str(out)})
+    assert train_mod.main(argv + ["--quiet"]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert "loss became nan at step 5" in line and "(step 3) is kept" in line
+    assert read_checkpoint(out / "checkpoint.pt")["step"] == 3
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"task": "deblur"}, "unknown task 'deblur'"),
+        ({"model": "resnet"}, "unknown model 'resnet'"),
+        ({"group": "rot4x"}, "unknown group 'rot4x'"),
+        ({"task": "sr", "scale": 5}, "scale 5 is not supported"),
+        ({"scale": 2}, "--scale applies to --task sr only"),
+        ({"augment": "rot8"}, "quarter turns and flips"),
+        ({"patch_size": 600}, "patch size 600 is larger than"),
+        ({"task": "derain"}, "needs paired data"),
+    ],
+)
+def test_bad_options_are_one_line_usage_errors(tmp_path, capsys, change, message):
+    assert train_mod.main(_argv({**TINY, **change, "out": str(tmp_path / "x")})) == 2
+    assert message in _error_line(capsys.readouterr().err)
+
+
+def test_cli_errors_in_a_subprocess_have_no_traceback(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = _run(["-m", "analysis.train", "--out", str(blocker / "run"), "--steps", "1"])
+    assert res.returncode == 2
+    assert "not a writable directory" in _error_line(res.stderr)
+    res = _run(["-m", "analysis.evaluate", str(tmp_path)])
+    assert res.returncode == 2
+    assert "not a run directory" in _error_line(res.stderr)
+
+
+# ---- config files, evaluation, comparison ---------------------------------------------
+
+
+def test_config_file_and_epochs(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({**TINY, "steps": None, "epochs": 2, "lr": 0.002}))
+    assert train_mod.main(["--config", str(path), "--out", str(tmp_path / "r"), "--seed", "3", "--quiet"]) == 0
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["lr"] == 0.002 and cfg["seed"] == 3 and cfg["epochs"] == 2 and cfg["steps"] == 2  # 2 * 4 / 4
+    path.write_text(json.dumps({"learning_rate": 1}))
+    assert train_mod.main(["--config", str(path), "--out", str(tmp_path / "s")]) == 2
+
+
+def test_evaluate_and_compare_sample_adaptive_and_plain_runs(tmp_path, capsys):
+    sa = train({**TINY, "model": "sa", "width": 2, "steps": 2, "out": str(tmp_path / "sa")})
+    plain = train({**TINY, "steps": 2, "out": str(tmp_path / "plain")})
+    for run in (sa, plain):
+        argv = [str(run), "--group", "rot4", "--max-images", "2", "--crop", "48", "--eq-images", "1", "--eq-crop", "32"]
+        assert evaluate.main(argv) == 0
+    metrics = json.loads((sa / "metrics.json").read_text())
+    for key in ("test_loss", "psnr", "ssim", "train_loss", "generalization_gap", "params", "time_per_step_s"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["equivariance"]["group"] == "rot4" and len(metrics["equivariance"]["per_element"]) == 4
+    transforms = pd.read_csv(sa / "transforms.csv")
+    assert list(transforms.columns) == ["name", "theta0", "theta0_deg", "cx", "cy"] and len(transforms) == 2
+    assert not (plain / "transforms.csv").exists()
+    capsys.readouterr()
+    csv_path, md_path = tmp_path / "cmp.csv", tmp_path / "cmp.md"
+    assert compare.main([str(sa), str(plain), str(tmp_path), "--csv", str(csv_path), "--markdown", str(md_path)]) == 0
+    table = pd.read_csv(csv_path)
+    assert table["model"].tolist() == ["sa", "plain"] and table["psnr"].notna().all()
+    assert md_path.read_text().count("\n") == 4
+    out = capsys.readouterr()
+    assert "PSNR" in out.out and "not a run directory" in out.err
+
+
+def test_malformed_options_are_one_line_usage_errors(tmp_path, capsys):
+    assert train_mod.main(["--steps", "abc", "--out", str(tmp_path / "r")]) == 2
+    assert "invalid int value: 'abc'" in _error_line(capsys.readouterr().err)
+    assert train_mod.main(["--steps", "2", "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "--steps or --epochs" in _error_line(capsys.readouterr().err)
+    assert compare.main([str(tmp_path)]) == 2
+    assert "none of the 1 path(s) is a run directory" in capsys.readouterr().err
