@@ -16,8 +16,11 @@ with ``kind`` in :data:`MODEL_KINDS`:
 
 The backbone: head conv, ``depth`` residual blocks (conv-ReLU-conv plus identity), a
 body conv and a long skip over the body, then for ``scale > 1`` a pixel-shuffle
-upsampler (x2 stages, or one x3 stage), then the tail conv. For ``scale == 1``
-(denoising, deraining) the network predicts a residual added to its input.
+upsampler (x2 stages, or one x3 stage), then the tail conv. The network predicts a
+residual: added to its input for ``scale == 1`` (denoising, deraining), to the bicubic
+upsampled input for SR (a fixed map that commutes with quarter turns and flips, so it
+keeps the equivariance exact). The tail starts at :data:`TAIL_INIT_SCALE` times its usual
+initialisation, so every flavour starts close to the identity (or bicubic) map.
 ``width`` counts fields: an equivariant feature has ``width * |G|`` channels.
 """
 
@@ -39,6 +42,8 @@ HYPER_WIDTH = 16
 """Channels of the sample-adaptive hypernetwork's convolutions and hidden linear layer."""
 HYPER_LAYERS = 3
 """Number of stride-2 convolutions in the hypernetwork before global pooling."""
+TAIL_INIT_SCALE = 0.1
+"""Factor on the tail conv's initial weights: the initial residual is small for every flavour."""
 MAX_LOG_SCALE = math.log(2.0)
 """Bound on ``|log cx|``, ``|log cy|``: the predicted axis scales lie in (1/2, 2)."""
 
@@ -91,6 +96,9 @@ class Backbone(nn.Module):
         self.tail = tail
         self.scale = scale
         self.in_channels = in_channels
+        with torch.no_grad():
+            for p in self.tail.parameters():
+                p.mul_(TAIL_INIT_SCALE)
 
     def deformation(self, x: torch.Tensor) -> torch.Tensor | None:
         """Per-sample ``D_w^-1`` ``(B, 2, 2)``, or ``None`` for a sample-independent network."""
@@ -108,7 +116,9 @@ class Backbone(nn.Module):
         for up in self.upsampler:
             y = up(y, d)
         out = self.tail(y, d)
-        return out + x if self.scale == 1 else out
+        if self.scale == 1:
+            return out + x
+        return out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
 
 
 # --- plain -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from symmetry.errors import UsageError
 SMALL = dict(width=4, depth=2)
 QUARTER_TURNS = (1, 2, 3)
 EXACT_TOL = 1e-5
-PLAIN_MIN_ERROR = 1e-3
+PLAIN_MIN_ERROR = 1e-4  # above EXACT_TOL; small because the identity/bicubic skip is itself equivariant
 
 
 def rel_rot90_error(model: torch.nn.Module, x: torch.Tensor, k: int) -> float:
