@@ -1,0 +1,62 @@
+"""``python -m experiments.figures [NAME ...]``: draw every figure from stored results into ``figures/``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from experiments.runner import (
+    DEFAULT_RESULTS,
+    EXPERIMENTS,
+    cell_key,
+    experiment_module,
+    load_config,
+    read_results,
+    results_path,
+)
+from experiments.style import save_figure
+from symmetry.errors import UsageError
+from symmetry.runtime import cli_entry
+
+
+def make_figures(
+    name: str, scale: str = "quick", results: str | Path = DEFAULT_RESULTS, out: str | Path = "figures"
+) -> list[Path]:
+    """Draw experiment ``name``'s figures from its stored results; returns the files written."""
+    module = experiment_module(name)
+    config = load_config(name, scale)
+    frame = read_results(name, scale, results)
+    frame = frame[frame["cell"].isin({cell_key(c) for c in module.cells(config)})]
+    if frame.empty:
+        raise UsageError(f"{results_path(name, scale, results)} holds no rows for the current {scale} config; rerun")
+    paths = []
+    for key, fig in module.figures(frame.reset_index(drop=True), config).items():
+        paths += save_figure(fig, out, f"{name}-{key}")
+    return paths
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see --help\n")
+
+
+@cli_entry
+def main(argv=None) -> int:
+    p = _Parser(prog="python -m experiments.figures", description=__doc__)
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"experiments (default: all): {', '.join(EXPERIMENTS)}")
+    p.add_argument("--scale", choices=("quick", "full"), default="quick", help="which stored results (default quick)")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS), help="results folder (default: results)")
+    p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    args = p.parse_args(argv)
+    names = args.names or [n for n in EXPERIMENTS if results_path(n, args.scale, args.results).exists()]
+    if not names:
+        raise UsageError(f"no results under {args.results}/; run `python -m experiments.run all --quick` first")
+    for name in names:
+        for path in make_figures(name, args.scale, args.results, args.out):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

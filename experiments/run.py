@@ -1,0 +1,58 @@
+"""``python -m experiments.run NAME|all [--quick]``: compute (or resume) experiments into ``results/NAME/``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from experiments.runner import DEFAULT_RESULTS, EXPERIMENTS, experiment_module, load_config, run_experiment
+from symmetry.runtime import cli_entry
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see --help\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m experiments.run", description=__doc__)
+    p.add_argument("names", nargs="+", metavar="NAME", help=f"experiment(s): {', '.join(EXPERIMENTS)} or all")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--quick", dest="scale", action="store_const", const="quick", help="minutes on a laptop CPU")
+    scale.add_argument("--full", dest="scale", action="store_const", const="full", help="paper scale (default)")
+    p.set_defaults(scale="full")
+    p.add_argument("--config", help="a TOML file with [quick]/[full] tables replacing experiments/configs/NAME.toml")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS), help="results folder (default: results)")
+    p.add_argument("--data-root", help="folder with rain100l/ or DIV2K (default: $SYMMETRY_DATA, else ../shared/data)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--force", action="store_true", help="recompute cells already stored")
+    p.add_argument("--max-cells", type=int, help="stop after this many new cells (resume later)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    names = list(EXPERIMENTS) if "all" in args.names else args.names
+    modules = {name: experiment_module(name) for name in names}  # fail on a bad name before any work
+    for name, module in modules.items():
+        config = load_config(name, args.scale, args.config)
+        frame = run_experiment(
+            name,
+            args.scale,
+            out=args.results,
+            config=config,
+            device=args.device,
+            data_root=args.data_root,
+            force=args.force,
+            progress=not args.quiet and sys.stderr.isatty(),
+            max_cells=args.max_cells,
+        )
+        if hasattr(module, "verdict") and len(frame):
+            print(f"{name}: {module.verdict(frame, config)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Resumable experiment runner: a config expands into cells, each cell yields tidy rows.
+
+An experiment is a module ``experiments.NAME`` with
+
+- ``cells(config: dict) -> list[dict]``: one JSON-serialisable dict per unit of work. A cell holds every
+  parameter its result depends on (seed included), so its hash identifies the result;
+- ``run_cell(cell: dict, ctx: Context) -> list[dict]``: the rows of that cell (one row per measurement);
+- optionally ``figures(frame, config) -> dict[str, Figure]`` and ``verdict(frame, config) -> str``.
+
+Its config lives in ``experiments/configs/NAME.toml`` with a ``[quick]`` and a ``[full]`` table. Results go to
+``results/NAME/{quick,full}.csv``: the cell's parameters, its hash (``cell``) and its rows. The file is rewritten
+atomically after every cell, so an interrupted run loses at most the cell in progress, and a rerun computes only
+the cells not yet in the file. Rows of cells no longer in the config are kept in the file but not returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from symmetry.errors import UsageError
+from symmetry.io import atomic_write_text
+
+EXPERIMENTS = ("symmetry_table", "bound", "bias_variance", "sa_alignment", "restoration_table")
+SCALES = ("quick", "full")
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_RESULTS = Path("results")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_root() -> Path | None:
+    """``$SYMMETRY_DATA``, else the development data beside a checkout (``../shared/data``), else None."""
+    import os
+
+    if os.environ.get("SYMMETRY_DATA"):
+        return Path(os.environ["SYMMETRY_DATA"]).expanduser()
+    shared = REPO_ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
+class SkipCell(Exception):
+    """Raised by ``run_cell`` when a cell cannot run here (say, its dataset is absent); it is not stored."""
+
+
+@dataclass
+class Context:
+    """What a cell may use besides its own parameters; nothing here changes a result."""
+
+    device: torch.device
+    data_root: Path | None = None
+    workdir: Path = Path("results/work")
+    progress: bool = True
+    log: Callable[[str], None] = print
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def data_available(self, relative: str) -> bool:
+        """Whether ``relative`` (for example ``rain100l``) exists under the data root."""
+        return self.data_root is not None and (self.data_root / relative).exists()
+
+
+def experiment_module(name: str):
+    """The module implementing experiment ``name``."""
+    if name not in EXPERIMENTS:
+        raise UsageError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or all")
+    return importlib.import_module(f"experiments.{name}")
+
+
+def load_config(name: str, scale: str = "quick", path: str | Path | None = None) -> dict[str, Any]:
+    """The ``[scale]`` table of the experiment's TOML config (``path`` overrides the packaged file)."""
+    if scale not in SCALES:
+        raise UsageError(f"scale must be quick or full, got {scale!r}")
+    path = Path(path) if path else CONFIG_DIR / f"{name}.toml"
+    try:
+        with open(path, "rb") as fh:
+            tables = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"config file {path} is not valid TOML: {err}") from None
+    if scale not in tables:
+        raise UsageError(f"config file {path} has no [{scale}] table")
+    return dict(tables[scale])
+
+
+def cell_key(cell: dict[str, Any]) -> str:
+    """A stable 12-hex-digit hash of a cell's parameters."""
+    text = json.dumps(cell, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def results_path(name: str, scale: str, out: str | Path = DEFAULT_RESULTS) -> Path:
+    return Path(out) / name / f"{scale}.csv"
+
+
+def read_results(name: str, scale: str = "quick", out: str | Path = DEFAULT_RESULTS) -> pd.DataFrame:
+    """Every stored row of an experiment (all cells ever run at this scale)."""
+    path = results_path(name, scale, out)
+    if not path.exists():
+        raise UsageError(f"no results at {path}; run `python -m experiments.run {name} --{scale}` first")
+    return pd.read_csv(path)
+
+
+def _flatten(cell: dict[str, Any]) -> dict[str, Any]:
+    """Cell parameters as CSV-friendly scalars (lists and dicts become JSON text)."""
+    return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in cell.items()}
+
+
+def _write(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def run_experiment(
+    name: str,
+    scale: str = "quick",
+    *,
+    out: str | Path = DEFAULT_RESULTS,
+    config: dict[str, Any] | None = None,
+    device: str | torch.device = "auto",
+    data_root: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    max_cells: int | None = None,
+) -> pd.DataFrame:
+    """Run (or resume) experiment ``name`` and return the rows of its current cells.
+
+    ``config`` replaces the packaged ``[scale]`` table; ``force`` recomputes every cell; ``max_cells`` stops after
+    that many new cells (the rest are computed by a later call).
+    """
+    from symmetry.runtime import resolve_device
+
+    module = experiment_module(name)
+    cfg = dict(config) if config is not None else load_config(name, scale)
+    cells = module.cells(cfg)
+    keys = [cell_key(c) for c in cells]
+    path = results_path(name, scale, out)
+    table = pd.read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
+    done = set() if force else set(table["cell"])
+    todo = [(k, c) for k, c in zip(keys, cells) if k not in done]
+    if max_cells is not None:
+        todo = todo[:max_cells]
+    ctx = Context(
+        device=resolve_device(device) if not isinstance(device, torch.device) else device,
+        data_root=Path(data_root).expanduser() if data_root else default_data_root(),
+        workdir=Path(out) / name / "work",
+        progress=False,
+        log=log,
+    )
+    if todo:
+        log(f"{name} ({scale}): {len(cells) - len(todo)} of {len(cells)} cells stored, computing {len(todo)} -> {path}")
+        meta = {"experiment": name, "scale": scale, "config": cfg}
+        atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str))
+    skipped: dict[str, int] = {}
+    with _cell_progress(progress and bool(todo), len(todo), name) as advance:
+        for key, cell in todo:
+            start = time.perf_counter()
+            try:
+                rows = module.run_cell(cell, ctx) or [{}]
+            except SkipCell as why:
+                skipped[str(why)] = skipped.get(str(why), 0) + 1
+                advance()
+                continue
+            seconds = time.perf_counter() - start
+            new = pd.DataFrame([{"cell": key, **_flatten(cell), **row, "cell_seconds": seconds} for row in rows])
+            table = pd.concat([table[table["cell"] != key], new], ignore_index=True)
+            _write(path, table)
+            advance()
+    for why, count in skipped.items():
+        log(f"{name}: skipped {count} cell(s): {why}")
+    return table[table["cell"].isin(keys)].reset_index(drop=True)
+
+
+@contextlib.contextmanager
+def _cell_progress(enabled: bool, total: int, name: str):
+    """A progress bar over cells (inner work runs without its own bar)."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task(name, total=total)
+        yield lambda: bar.advance(task)

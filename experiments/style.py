@@ -1,0 +1,59 @@
+"""One plotting style for every figure, and atomic PNG + PDF output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from symmetry.io import atomic_path  # noqa: E402
+
+#: Colours by model kind and by dataset family, fixed so a kind looks the same in every figure.
+MODEL_COLORS = {"plain": "#4C72B0", "equivariant": "#DD8452", "sa": "#55A868", "e2cnn": "#8172B3", "linear": "#937860"}
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
+
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+    "lines.linewidth": 1.5,
+    "lines.markersize": 4,
+    "pdf.fonttype": 42,
+}
+
+
+def use_style() -> None:
+    """Apply the project's matplotlib style (called by every figure function)."""
+    plt.rcParams.update(STYLE)
+
+
+def subplots(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float = 2.8, **kwargs):
+    """``plt.subplots`` in the project style; ``width``/``height`` are per panel, in inches."""
+    use_style()
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kwargs)
+
+
+def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
+    """Write ``name.png`` and ``name.pdf`` atomically (reproducible: no timestamps) and close ``fig``."""
+    out_dir = Path(out_dir)
+    paths = []
+    for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+        path = out_dir / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, metadata=metadata)
+        paths.append(path)
+    plt.close(fig)
+    return paths

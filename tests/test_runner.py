@@ -1,0 +1,114 @@
+"""The experiment runner: resumable cells, atomic results, clear errors (experiments/runner.py)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pandas as pd
+import pytest
+
+from experiments import runner
+from experiments.run import main as run_main
+from experiments.runner import SkipCell, cell_key, run_experiment
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """A registered experiment ``fake`` whose cells are counted; ``fail_on`` makes one cell raise."""
+    mod = types.ModuleType("experiments.fake")
+    mod.calls = []
+    mod.fail_on = None
+
+    def cells(config):
+        return [{"x": x, "seed": config["seed"]} for x in config["xs"]]
+
+    def run_cell(cell, ctx):
+        mod.calls.append(cell["x"])
+        if cell["x"] == mod.fail_on:
+            raise KeyboardInterrupt
+        if cell["x"] < 0:
+            raise SkipCell("negative x needs data that is absent")
+        return [{"y": cell["x"] ** 2 + cell["seed"], "k": k} for k in range(2)]
+
+    mod.cells, mod.run_cell = cells, run_cell
+    monkeypatch.setitem(sys.modules, "experiments.fake", mod)
+    monkeypatch.setattr(runner, "EXPERIMENTS", (*runner.EXPERIMENTS, "fake"))
+    return mod
+
+
+def test_rerun_recomputes_nothing(fake, tmp_path):
+    cfg = {"xs": [1, 2, 3], "seed": 10}
+    first = run_experiment("fake", out=tmp_path, config=cfg, progress=False, log=lambda s: None)
+    assert fake.calls == [1, 2, 3]
+    assert sorted(first["y"]) == [11, 11, 14, 14, 19, 19]
+    again = run_experiment("fake", out=tmp_path, config=cfg, progress=False, log=lambda s: None)
+    assert fake.calls == [1, 2, 3]
+    pd.testing.assert_frame_equal(first, again)
+    assert set(first["cell"]) == {cell_key(c) for c in fake.cells(cfg)}
+
+
+def test_interrupted_run_keeps_finished_cells_and_resumes(fake, tmp_path):
+    cfg = {"xs": [1, 2, 3], "seed": 0}
+    fake.fail_on = 2
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fake", out=tmp_path, config=cfg, progress=False, log=lambda s: None)
+    stored = pd.read_csv(tmp_path / "fake" / "quick.csv")
+    assert sorted(stored["x"].unique()) == [1]
+    fake.fail_on, fake.calls[:] = None, []
+    frame = run_experiment("fake", out=tmp_path, config=cfg, progress=False, log=lambda s: None)
+    assert fake.calls == [2, 3]
+    assert sorted(frame["x"].unique()) == [1, 2, 3]
+
+
+def test_changed_config_computes_only_new_cells_and_keeps_old_rows(fake, tmp_path):
+    log = lambda s: None  # noqa: E731
+    run_experiment("fake", out=tmp_path, config={"xs": [1, 2], "seed": 0}, progress=False, log=log)
+    fake.calls[:] = []
+    frame = run_experiment("fake", out=tmp_path, config={"xs": [2, 5], "seed": 0}, progress=False, log=log)
+    assert fake.calls == [5]
+    assert sorted(frame["x"].unique()) == [2, 5]  # only the current config's cells are returned
+    stored = pd.read_csv(tmp_path / "fake" / "quick.csv")
+    assert sorted(stored["x"].unique()) == [1, 2, 5]  # nothing written is lost
+
+
+def test_force_recomputes_and_skipped_cells_are_not_stored(fake, tmp_path):
+    cfg = {"xs": [-1, 4], "seed": 0}
+    messages = []
+    run_experiment("fake", out=tmp_path, config=cfg, progress=False, log=messages.append)
+    assert any("skipped 1 cell" in m for m in messages)
+    fake.calls[:] = []
+    frame = run_experiment("fake", out=tmp_path, config=cfg, progress=False, log=messages.append)
+    assert fake.calls == [-1]  # the skipped cell is tried again, the stored one is not
+    assert list(frame["x"].unique()) == [4]
+    fake.calls[:] = []
+    run_experiment("fake", out=tmp_path, config=cfg, force=True, progress=False, log=messages.append)
+    assert fake.calls == [-1, 4]
+    assert len(pd.read_csv(tmp_path / "fake" / "quick.csv")) == 2  # replaced, not duplicated
+
+
+def test_cell_key_is_order_independent():
+    assert cell_key({"a": 1, "b": [1, 2]}) == cell_key({"b": [1, 2], "a": 1})
+    assert cell_key({"a": 1}) != cell_key({"a": 2})
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nosuch", "--quick"], "unknown experiment 'nosuch'"),
+        (["bound", "--config", "/nonexistent.toml"], "does not exist"),
+    ],
+)
+def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
+    assert run_main([*argv, "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_every_packaged_config_has_quick_and_full_tables():
+    for name in runner.EXPERIMENTS:
+        quick, full = runner.load_config(name, "quick"), runner.load_config(name, "full")
+        module = runner.experiment_module(name)
+        assert module.cells(quick) and module.cells(full), name
+        keys = [cell_key(c) for c in module.cells(quick)]
+        assert len(keys) == len(set(keys)), f"{name}: two quick cells share parameters"
