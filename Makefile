@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: run test lint setup clean
+.PHONY: run test lint setup clean experiments figures
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+experiments: setup  # every experiment at the quick scale (resumes; stored cells are not recomputed)
+	$(BIN)/python -m experiments.run all --quick
+
+figures: setup  # every figure from the stored results
+	$(BIN)/python -m experiments.figures
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -173,7 +173,8 @@ def run_experiment(
                 continue
             seconds = time.perf_counter() - start
             new = pd.DataFrame([{"cell": key, **_flatten(cell), **row, "cell_seconds": seconds} for row in rows])
-            table = pd.concat([table[table["cell"] != key], new], ignore_index=True)
+            kept = table[table["cell"] != key]
+            table = pd.concat([kept, new], ignore_index=True) if len(kept) else new
             _write(path, table)
             advance()
     for why, count in skipped.items():
