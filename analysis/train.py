@@ -22,12 +22,10 @@ import argparse
 import csv
 import io
 import math
-import os
 import random
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,8 @@ from torch import nn
 from analysis.config import DEFAULT_STEPS, CliParser, TrainConfig, diff_configs
 from symmetry.errors import DataError, SymmetryError, UsageError
 from symmetry.io import atomic_path, atomic_write_text, check_writable
-from symmetry.runtime import cli_entry, resolve_device
+from symmetry.runtime import DistInfo, cli_entry, resolve_device, setup_distributed
+from symmetry.runtime import broadcast_object as _broadcast
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.csv"
@@ -187,41 +186,7 @@ def loss_fn(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 # ---- distributed ----------------------------------------------------------------------
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: torch.device) -> DistInfo:
-    """Join the process group that ``torchrun`` (or the caller) describes in the environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    owns = False
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-        owns = True
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
-
-
-def _broadcast(obj: Any, info: DistInfo) -> Any:
-    if info.world <= 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+# DistInfo, setup_distributed and _broadcast live in symmetry.runtime (shared with symmetry.measure).
 
 
 # ---- run directory --------------------------------------------------------------------

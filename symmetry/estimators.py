@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from symmetry.errors import DataError
-from symmetry.transforms import SUPPORT_MARGIN, disk_offsets, sample_windows
+from symmetry.runtime import DistInfo, all_reduce_sum, gather_objects
+from symmetry.transforms import SUPPORT_MARGIN, disk_offsets, sample_windows, to_mesh
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,7 @@ def image_windows(
     their Euclidean norm is the Riemann sum of the L2 norm over the disk.
     """
     rasters, boxes = [], []
-    for h in meshes:
-        raster = source.at_mesh(h)
+    for h, raster in zip(meshes, _rasters(source, meshes)):
         if not torch.isfinite(raster).all():
             raise DataError(f"{source.name}: image has NaN or infinite pixels")
         reach = settings.radius / h + SUPPORT_MARGIN[settings.interpolation]
@@ -149,6 +149,16 @@ def image_windows(
         win = win - win.mean(dim=-1, keepdim=True)
         out.append((win * h).flatten(-2))
     return out
+
+
+def _rasters(source, meshes: list[float]) -> list[torch.Tensor]:
+    """``source.at_mesh(h)`` for every mesh; an image file is read and decoded once for all of them."""
+    from symmetry.data import ImageSource
+
+    if isinstance(source, ImageSource) and type(source).at_mesh is ImageSource.at_mesh:
+        image = source.load()
+        return [to_mesh(image, h) for h in meshes]
+    return [source.at_mesh(h) for h in meshes]
 
 
 def median_bandwidth(sources, settings: Settings, device=None, images: int = 8, per_image: int = 64) -> float:
@@ -215,8 +225,11 @@ class MMDStatistics:
         self.windows += m
         self.windows_sq += m * m
         self.images += 1
-        self.perm += signs[:, None, None] * d
-        self.boot += weights[:, None, None] * d
+        # perm[b] += signs[b] * d and boot[b] += weights[b] * d as rank-one updates (no (B, G, D) temporary)
+        flat = d.reshape(-1)
+        self.perm, self.boot = self.perm.contiguous(), self.boot.contiguous()
+        self.perm.view(self.permutations, flat.numel()).addr_(signs, flat)
+        self.boot.view(self.bootstrap, flat.numel()).addr_(weights, flat)
         self.boot_dd += (weights**2)[:, None] * dd
         self.boot_m += weights * m
         self.boot_m2 += weights**2 * m * m
@@ -228,6 +241,27 @@ class MMDStatistics:
             if f.name in ("order", "features", "permutations", "bootstrap", "seed"):
                 continue
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def all_reduce(self, info: DistInfo) -> None:
+        """Sum the statistics of every rank (disjoint images) in place on every rank; per-image values are gathered."""
+        if info.world <= 1:
+            return
+        sums = [name for name in _SUMS if name != "per_image"]
+        flat = torch.cat([torch.as_tensor(getattr(self, n), dtype=torch.float64).reshape(-1) for n in sums])
+        total = all_reduce_sum(flat, info)
+        start = 0
+        for name in sums:
+            value = getattr(self, name)
+            size = value.numel() if isinstance(value, torch.Tensor) else 1
+            part = total[start : start + size]
+            start += size
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, part.reshape(value.shape).clone())
+            else:
+                setattr(self, name, type(value)(round(float(part)) if isinstance(value, int) else float(part)))
+        self.per_image = sorted(
+            (p for shard in gather_objects(self.per_image, info) for p in shard), key=lambda p: p[0]
+        )
 
     def state_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -246,6 +280,22 @@ class MMDStatistics:
         boot_denom = (self.boot_m**2 - self.boot_m2).clamp_min(1e-12)[:, None]
         boot = ((self.boot**2).sum(-1) - self.boot_dd) / boot_denom
         return {"eps": eps, "null": null, "boot": boot}
+
+
+_SUMS = (
+    "sum_d",
+    "sum_dd",
+    "windows",
+    "windows_sq",
+    "images",
+    "perm",
+    "boot",
+    "boot_dd",
+    "boot_m",
+    "boot_m2",
+    "per_image",
+)
+"""The additive fields of :class:`MMDStatistics` (the others are its settings)."""
 
 
 @dataclass
@@ -273,6 +323,16 @@ class MomentStatistics:
         self.count += other.count
         self.s1 += other.s1
         self.s2 += other.s2
+
+    def all_reduce(self, info: DistInfo) -> None:
+        """Sum the window moments of every rank in place on every rank."""
+        if info.world <= 1:
+            return
+        count = torch.tensor([self.count], dtype=torch.float64)
+        total = all_reduce_sum(torch.cat([count, self.s1.reshape(-1), self.s2.reshape(-1)]), info)
+        self.count = float(total[0])
+        self.s1 = total[1 : 1 + self.s1.numel()].reshape(self.s1.shape).clone()
+        self.s2 = total[1 + self.s1.numel() :].reshape(self.s2.shape).clone()
 
     def state_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -10,6 +10,14 @@ Python::
     import symmetry
     report = symmetry.measure("synthetic:kfold,k=4", "rot8", mesh=(2, 1, 0.5))
     report.to_frame()
+
+Several processes (``torchrun --nproc_per_node=K -m symmetry.measure ...``, or ``measure``
+called inside an initialised ``torch.distributed`` process group): image ``i`` is measured
+by rank ``i % K``, the sufficient statistics are summed across the ranks (all-reduce) and
+the per-image values gathered, so every rank returns the report a single process would
+(same seed; equal up to floating-point summation order). Rank 0 prints and writes the
+files. ``--checkpoint FILE`` then keeps one file per rank, ``FILE.rank{r}-of-{K}``, and a
+resumed run needs the same ``K``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from symmetry.errors import DataError, UsageError
+from symmetry.errors import DataError, SymmetryError, UsageError
 from symmetry.estimators import (
     MMDStatistics,
     MomentStatistics,
@@ -40,7 +48,15 @@ from symmetry.estimators import (
 from symmetry.groups import GROUP_NAMES_HELP, Group, UnknownGroupError, get_group
 from symmetry.io import atomic_path, check_writable
 from symmetry.report import SymmetryReport
-from symmetry.runtime import cli_entry, resolve_device
+from symmetry.runtime import (
+    DistInfo,
+    broadcast_object,
+    cli_entry,
+    gather_objects,
+    rank_device,
+    resolve_device,
+    setup_distributed,
+)
 from symmetry.transforms import INTERPOLATIONS, disk_offsets
 
 DEFAULT_DATASET = "skimage"
@@ -94,10 +110,9 @@ def _check_settings(meshes, settings: Settings) -> None:
         raise UsageError(f"unknown interpolation {settings.interpolation!r}; choose {', '.join(INTERPOLATIONS)}")
 
 
-def _fingerprint(name, sources, group, meshes, settings, bandwidth) -> str:
-    key = json.dumps(
-        [name, [s.name for s in sources], group.name, list(meshes), settings.__dict__, bandwidth], sort_keys=True
-    )
+def _fingerprint(name, sources, group, meshes, settings, bandwidth, shard=None) -> str:
+    parts = [name, [s.name for s in sources], group.name, list(meshes), settings.__dict__, bandwidth]
+    key = json.dumps(parts + ([list(shard)] if shard else []), sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -162,6 +177,11 @@ def measure(
     ``synthetic:...``; see ``symmetry.data.list_datasets``) or a sequence of image
     sources. ``checkpoint`` names a file where the running sums are saved every few
     images; rerunning with the same arguments resumes from it.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) or inside an initialised process group the
+    images are shared out across the ranks (image ``i`` to rank ``i % K``) and every rank
+    returns the whole report; with a ``checkpoint`` each rank keeps its own file
+    ``checkpoint.rank{r}-of-{K}``.
     """
     meshes = [float(h) for h in (mesh if isinstance(mesh, (list, tuple)) else [mesh])]
     settings = Settings(
@@ -169,31 +189,65 @@ def measure(
     )
     _check_settings(meshes, settings)
     grp = _resolve_group(group)
-    dev = resolve_device(device) if isinstance(device, str) or device is None else device
-    if checkpoint is not None:
-        check_writable(checkpoint, "checkpoint")
-    name, sources = _resolve_dataset(dataset, data_root, download, split, channels, augment, max_images)
+    dev = resolve_device(device) if isinstance(device, str) or device is None else torch.device(device)
+    info = setup_distributed(dev)
+    try:
+        if checkpoint is not None and info.world > 1:
+            checkpoint = Path(f"{checkpoint}.rank{info.rank}-of-{info.world}")  # one file per rank
+        if checkpoint is not None:
+            check_writable(checkpoint, "checkpoint")
+        name, sources = _resolve_dataset(dataset, data_root, download, split, channels, augment, max_images)
+        report = _measure(
+            name, sources, grp, meshes, settings, rank_device(dev, info), info, dtype, checkpoint, skip_bad, progress
+        )
+        report.alpha = alpha
+        report.meta["channels"] = channels
+        return report
+    finally:
+        if info.owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def _measure(
+    name: str,
+    sources: list,
+    grp: Group,
+    meshes: list[float],
+    settings: Settings,
+    dev: torch.device,
+    info: DistInfo,
+    dtype: torch.dtype,
+    checkpoint: str | Path | None,
+    skip_bad: bool,
+    progress: bool = False,
+) -> SymmetryReport:
+    """:func:`measure` once the arguments are checked: this rank's share of the images, then the totals."""
+    radius, features, bandwidth = settings.radius, settings.features, settings.bandwidth
+    permutations, bootstrap, seed, frechet = settings.permutations, settings.bootstrap, settings.seed, settings.frechet
+    shard = (info.rank, info.world) if info.world > 1 else None
     started = time.perf_counter()
 
     skipped: list[str] = []
     if bandwidth is None:
         good = _pilot_sources(sources, settings, skip_bad)
-        bandwidth = median_bandwidth(good, settings, dev)
-    fp = _fingerprint(name, sources, grp, meshes, settings, bandwidth)
+        bandwidth = broadcast_object(median_bandwidth(good, settings, dev), info)  # every rank: one kernel
+    fp = _fingerprint(name, sources, grp, meshes, settings, bandwidth, shard)
     matrices = grp.matrices()
 
     mmd = [MMDStatistics(len(grp), features, permutations, bootstrap, seed) for _ in meshes]
     moments: list[MomentStatistics | None] = [None] * len(meshes)
     rff: RandomFourierFeatures | None = None  # one kernel for every mesh
     weights: list[torch.Tensor | None] = [None] * len(meshes)
+    mine = range(info.rank, len(sources), info.world)  # this rank's images (all of them in one process)
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
         start, skipped = _load_checkpoint(checkpoint, fp, mmd, moments)
 
-    bar = _Progress(progress, len(sources), f"{name} {grp.name}")
+    bar = _Progress(progress and info.main, len(mine), f"{name} {grp.name}")
     bar.advance(start)
+    failure: SymmetryError | None = None
     try:
-        for index in range(start, len(sources)):
+        for done, index in enumerate(mine[start:], start=start + 1):
             src = sources[index]
             try:
                 per_mesh = image_windows(src, index, meshes, matrices, settings, dev, dtype)
@@ -217,13 +271,21 @@ def measure(
                         moments[mi] = MomentStatistics(len(grp), win.shape[-1])
                     moments[mi].add(win)
             bar.advance()
-            done = index + 1
-            if checkpoint is not None and (done % CHECKPOINT_EVERY == 0 or done == len(sources)):
+            if checkpoint is not None and (done % CHECKPOINT_EVERY == 0 or done == len(mine)):
                 _save_checkpoint(checkpoint, fp, done, skipped, mmd, moments)
+    except SymmetryError as err:
+        if info.world <= 1:
+            raise
+        failure = err  # raised on every rank below, so that no rank waits for the others forever
     finally:
         bar.close()
+    if info.world > 1:
+        failures = [f for f in gather_objects(failure, info) if f is not None]
+        if failures:
+            raise failures[0]
+        skipped = _combine_shards(info, sources, mmd, moments, skipped)
 
-    report = _assemble(name, grp, meshes, sources, mmd, moments, settings, alpha)
+    report = _assemble(name, grp, meshes, sources, mmd, moments, settings)
     report.meta.update(
         images=mmd[0].images,
         skipped=len(skipped),
@@ -231,9 +293,28 @@ def measure(
         bandwidth=bandwidth,
         device=str(dev),
         seconds=round(time.perf_counter() - started, 3),
-        channels=channels,
     )
+    if info.world > 1:
+        report.meta["processes"] = info.world
     return report
+
+
+def _combine_shards(info: DistInfo, sources, mmd, moments, skipped: list[str]) -> list[str]:
+    """Sum every rank's statistics in place (all ranks end with the totals); returns all skipped images, in order."""
+    for stats in mmd:
+        stats.all_reduce(info)
+    dims = gather_objects([m.dim if m is not None else None for m in moments], info)
+    for mi in range(len(moments)):
+        dim = next((d[mi] for d in dims if d[mi] is not None), None)
+        if dim is not None:
+            if moments[mi] is None:  # this rank had no readable image
+                moments[mi] = MomentStatistics(mmd[mi].order, dim)
+            moments[mi].all_reduce(info)
+    order = {}
+    for i, src in enumerate(sources):
+        order.setdefault(src.name, i)
+    everything = [s for shard in gather_objects(skipped, info) for s in shard]
+    return sorted(everything, key=lambda s: order.get(s.split(": ", 1)[0], len(sources)))
 
 
 def _pilot_sources(sources, settings, skip_bad, count: int = 8):
@@ -288,7 +369,7 @@ def _quantile(x: np.ndarray, q: float) -> float:
     return float(np.quantile(x, q)) if len(x) else float("nan")
 
 
-def _assemble(name, grp, meshes, sources, mmd, moments, settings, alpha) -> SymmetryReport:
+def _assemble(name, grp, meshes, sources, mmd, moments, settings, alpha: float = 0.05) -> SymmetryReport:
     rows, per_image, boots = [], [], {"worst": [], "mean": []}
     names = grp.names
     for h, stats, mom in zip(meshes, mmd, moments):
@@ -443,9 +524,30 @@ def main(argv=None) -> int:
         for key in EXAMPLE_GROUPS:
             print(f"  {key:<8} {', '.join(get_group(key).names)}")
         return 0
-    for option in ("json", "csv"):
-        if getattr(args, option):
-            check_writable(getattr(args, option), f"--{option}")
+    info = setup_distributed(resolve_device(args.device))
+    try:
+        return _run(args, info)
+    except SymmetryError as err:
+        if not info.main:
+            return err.exit_code  # every rank raises the same error; rank 0 alone reports it
+        raise
+    finally:
+        if info.owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, info: DistInfo) -> int:
+    verdict = None  # rank 0 checks the output paths (its file system), the others follow
+    if info.main:
+        try:
+            for option in ("json", "csv"):
+                if getattr(args, option):
+                    check_writable(getattr(args, option), f"--{option}")
+        except UsageError as err:
+            verdict = err
+    verdict = broadcast_object(verdict, info)
+    if verdict is not None:
+        raise verdict
     report = measure(
         args.dataset,
         args.group,
@@ -471,6 +573,8 @@ def main(argv=None) -> int:
         checkpoint=args.checkpoint,
         progress=not args.quiet and sys.stderr.isatty(),
     )
+    if not info.main:
+        return 0
     if not args.quiet:
         report.render()
     if args.json:

@@ -1,11 +1,15 @@
-"""Device choice and the guard that turns user errors into one-line messages."""
+"""Device choice, the process group under ``torchrun``, and the guard that turns user errors into one-line messages."""
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from symmetry.errors import SymmetryError, UsageError
 
@@ -38,3 +42,77 @@ def cli_entry(main):
             return 130
 
     return wrapper
+
+
+# ---- several processes (torchrun) -----------------------------------------------------
+
+
+@dataclass
+class DistInfo:
+    """This process's place in the process group (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # True when setup_distributed created the group (and its caller destroys it)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> DistInfo:
+    """Join the process group that ``torchrun`` (or the caller) describes.
+
+    An already initialised group is used as it is. Otherwise, when ``WORLD_SIZE > 1`` in
+    the environment (``torchrun`` sets it with ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+    ``MASTER_PORT``), the group is created: gloo on the CPU, nccl on CUDA with this process
+    on GPU ``LOCAL_RANK``.
+    """
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return DistInfo()
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local, True)
+
+
+def rank_device(device: torch.device, info: DistInfo) -> torch.device:
+    """``device`` with CUDA replaced by this rank's GPU (``cuda:LOCAL_RANK``) when there are several processes."""
+    if info.world > 1 and device.type == "cuda":
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (a picklable object)."""
+    if info.world <= 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if info.world <= 1:
+        return [obj]
+    out: list[Any] = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The sum of ``tensor`` over the ranks (a new tensor on ``tensor``'s device); nccl reduces on this GPU."""
+    if info.world <= 1:
+        return tensor
+    device = tensor.device
+    if dist.get_backend() == "nccl":
+        work = tensor.to(torch.device("cuda", torch.cuda.current_device()), copy=True)
+    else:
+        work = tensor.to("cpu", copy=True)
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return work.to(device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +20,7 @@ from symmetry.groups import GroupElement
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 KEYS_A = -0.5  # Keys' cubic convolution parameter used by MATLAB's imresize/interp2 'cubic'
 SUPPORT_MARGIN = {"bicubic": 2, "bilinear": 1, "nearest": 1}  # pixels a sample may read beyond its position
+_CHUNK = 1 << 16  # points interpolated at once on the CPU (bounds the tap temporaries, stays in cache)
 
 
 def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
@@ -36,6 +38,8 @@ def interpolate(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, met
     Positions are in pixel units (row 0, column 0 is the first pixel's centre).
     Taps outside the image are clamped to the border; callers keep their samples at
     least :data:`SUPPORT_MARGIN` pixels inside when the border must not matter.
+    Points are processed in chunks (bounded temporaries); when every tap of the call
+    lies inside the image the flat tap indices are one base index plus fixed offsets.
     """
     if method not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERPOLATIONS)}")
@@ -47,21 +51,33 @@ def interpolate(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, met
         r = torch.round(rows).long().clamp(0, h - 1)
         q = torch.round(cols).long().clamp(0, w - 1)
         return flat[:, r * w + q].reshape(c, *shape)
-    r0, q0 = torch.floor(rows), torch.floor(cols)
-    tr, tq = (rows - r0).to(image.dtype), (cols - q0).to(image.dtype)
-    if method == "bilinear":
-        taps = torch.arange(0, 2, device=image.device)
-        wr = torch.stack([1 - tr, tr], dim=-1)
-        wq = torch.stack([1 - tq, tq], dim=-1)
-    else:
-        taps = torch.arange(-1, 3, device=image.device)
-        wr, wq = _cubic_weights(tr), _cubic_weights(tq)
-    ri = (r0.long()[:, None] + taps).clamp(0, h - 1)  # (P, T)
-    qi = (q0.long()[:, None] + taps).clamp(0, w - 1)
-    idx = ri[:, :, None] * w + qi[:, None, :]  # (P, T, T)
-    vals = flat[:, idx.reshape(-1)].reshape(c, *idx.shape)  # (C, P, T, T)
-    out = (vals * wq[None, :, None, :]).sum(-1)  # along columns first
-    out = (out * wr[None]).sum(-1)
+    first, count = (0, 2) if method == "bilinear" else (-1, 4)  # taps at offsets first .. first + count - 1
+    index = torch.int32 if h * w < 2**31 else torch.int64
+    taps = torch.arange(first, first + count, device=image.device, dtype=index)
+    offsets = (taps[:, None] * w + taps).reshape(-1)  # flat offsets of the count x count taps
+    last = 1 - first - count  # floor(x) + first + count - 1 <= size - 1  <=>  x < size + last
+    inside = rows.numel() > 0 and bool(
+        (rows.min() >= -first) & (rows.max() < h + last) & (cols.min() >= -first) & (cols.max() < w + last)
+    )
+    out = torch.empty(c, rows.numel(), dtype=image.dtype, device=image.device)
+    chunk = _CHUNK if image.device.type == "cpu" else 64 * _CHUNK
+    for s in range(0, rows.numel(), chunk):
+        r, q = rows[s : s + chunk], cols[s : s + chunk]
+        r0, q0 = torch.floor(r), torch.floor(q)
+        tr, tq = (r - r0).to(image.dtype), (q - q0).to(image.dtype)
+        if method == "bilinear":
+            wr, wq = torch.stack([1 - tr, tr], dim=-1), torch.stack([1 - tq, tq], dim=-1)
+        else:
+            wr, wq = _cubic_weights(tr), _cubic_weights(tq)
+        if inside:
+            idx = (r0.to(index) * w + q0.to(index))[:, None] + offsets  # (P, T*T)
+        else:
+            ri = (r0.to(index)[:, None] + taps).clamp_(0, h - 1) * w  # (P, T)
+            qi = (q0.to(index)[:, None] + taps).clamp_(0, w - 1)
+            idx = ri[:, :, None] + qi[:, None, :]
+        vals = flat.index_select(1, idx.reshape(-1)).reshape(c, len(r), count, count)  # (C, P, T, T)
+        along_cols = (vals @ wq[:, :, None])[..., 0]  # along columns first
+        out[:, s : s + chunk] = (along_cols * wr).sum(-1)
     return out.reshape(c, *shape)
 
 
@@ -93,6 +109,28 @@ def window_positions(centers: torch.Tensor, offsets: torch.Tensor, matrices: tor
     return rows, cols
 
 
+def lattice_permutations(offsets: torch.Tensor, matrices: torch.Tensor) -> list[torch.Tensor | None]:
+    """For each ``A``, the permutation ``perm`` with ``A^-1 offsets[i] == offsets[perm[i]]`` bit for bit, or None.
+
+    Quarter turns and axis flips map a disk lattice onto itself with exact arithmetic,
+    so their windows are the identity window's samples reordered (same positions, same
+    floating-point values); other elements return None and are interpolated.
+    """
+    moved = torch.einsum("gij,pj->gpi", matrices.transpose(-1, -2).to(offsets.dtype), offsets)  # as window_positions
+    key = offsets.detach().cpu().numpy()
+    order = np.lexsort(key.T[::-1])
+    out: list[torch.Tensor | None] = []
+    for points in moved.detach().cpu().numpy():
+        by = np.lexsort(points.T[::-1])
+        if not np.array_equal(points[by], key[order]):
+            out.append(None)
+            continue
+        perm = np.empty(len(points), dtype=np.int64)
+        perm[by] = order
+        out.append(torch.from_numpy(perm).to(offsets.device))
+    return out
+
+
 def sample_windows(
     image: torch.Tensor,
     centers: torch.Tensor,
@@ -100,10 +138,23 @@ def sample_windows(
     matrices: torch.Tensor,
     method: str = "bicubic",
 ) -> torch.Tensor:
-    """Windows of ``image`` ``(C, H, W)`` on the grid transformed by each ``A^-1``: ``(G, M, C, P)``."""
-    rows, cols = window_positions(centers, offsets, matrices)
-    out = interpolate(image, rows, cols, method)  # (C, G, M, P)
-    return out.permute(1, 2, 0, 3)
+    """Windows of ``image`` ``(C, H, W)`` on the grid transformed by each ``A^-1``: ``(G, M, C, P)``.
+
+    Elements that permute the offsets (quarter turns and flips of a disk lattice, see
+    :func:`lattice_permutations`) reuse the identity window's samples, bit for bit.
+    """
+    perms = lattice_permutations(offsets, matrices)
+    rows, cols = window_positions(centers, offsets, matrices)  # (G, M, P), computed as for every element
+    direct = [g for g, perm in enumerate(perms) if perm is None]
+    if len(direct) == len(perms):
+        return interpolate(image, rows, cols, method).permute(1, 2, 0, 3)  # (C, G, M, P) -> (G, M, C, P)
+    base_rows, base_cols = window_positions(centers, offsets, torch.eye(2, dtype=matrices.dtype)[None].to(matrices))
+    rows, cols = torch.cat([base_rows, rows[direct]]), torch.cat([base_cols, cols[direct]])
+    sampled = interpolate(image, rows, cols, method).permute(1, 2, 0, 3)  # the identity first, then the others
+    out = sampled.new_empty(len(perms), *sampled.shape[1:])
+    for g, perm in enumerate(perms):
+        out[g] = sampled[0].index_select(-1, perm) if perm is not None else sampled[1 + direct.index(g)]
+    return out
 
 
 def transform_image(
