@@ -13,12 +13,22 @@ symmetry of the dataset is the symmetry of its orientation distribution (mod 180
   is still left-right and up-down symmetric, but not rotation symmetric;
 - ``kfold``: a mixture of ``k`` von Mises laws at ``mu + 360 j / k`` degrees: invariant
   under ``rotK`` but not a finer rotation group (``k=4``: rot4 yes, rot8 no), and, with
-  ``mu`` not a multiple of 45 degrees, not under flips either (chiral).
+  ``mu`` not a multiple of 45 degrees, not under flips either (chiral);
+- ``deformed``: k-fold motifs (``k`` atoms at ``alpha + 360 j / k`` degrees crossing at one
+  centre, ``alpha`` von Mises around ``mu``; each motif is rotK-symmetric, so each image, not
+  only the distribution, is rotK-symmetric up to the random placement; ``atoms`` sets the same
+  atom density as the other families) seen through a known per-image linear map
+  ``D_n = R(theta_n) diag(cx_n, cy_n)`` (``cx_n cy_n = 1``), i.e. ``x_n(p) = y_n(D_n^-1 p)``, the
+  parameterisation of SA-Conv's deformation ``D_w`` (theory.md, section 3). Each image is
+  rotK-symmetric only once aligned by ``D_n``. ``theta_n`` is uniform in ``[0, pi)``,
+  ``|log(cx_n / cy_n)|`` uniform in ``[stretch / 2, stretch]`` with a random sign, and
+  ``(theta, cx, cy, log_ratio)`` are stored in each image's ``meta``.
 
 Spec strings (``--dataset``): ``synthetic:NAME[,key=value...]``, e.g.
 ``synthetic:kfold,k=4,kappa=8,mu=20`` or ``synthetic:vonmises,kappa=2,n=32``.
 Keys: n (images, 64), size (side in native pixels, 64), atoms (per image, 30),
-kappa (16), mu (degrees, 0), k (4), long (atom s_u, 6.0), short (atom s_v, 1.2), seed (0).
+kappa (16), mu (degrees, 0), k (4), long (atom s_u, 6.0), short (atom s_v, 1.2), seed (0);
+``deformed`` also takes stretch (the largest ``|log(cx/cy)|``, 0.6).
 """
 
 from __future__ import annotations
@@ -35,9 +45,12 @@ FAMILIES = {
     "isotropic": "oriented atoms with uniform orientations: symmetric under every rotation and flip",
     "vonmises": "atoms oriented by a von Mises law (kappa sets the anisotropy): mirror- but not rotation-symmetric",
     "kfold": "atoms from a k-fold von Mises mixture: rotK-symmetric, not finer, chiral unless mu % 45 == 0",
+    "deformed": "k-fold atom motifs through a known per-image R(theta) diag(cx, cy): rotK-symmetric once aligned",
 }
 DEFAULTS = {"n": 64, "size": 64, "atoms": 30, "kappa": 16.0, "mu": 0.0, "k": 4, "long": 6.0, "short": 1.2, "seed": 0}
 _SPLIT_OFFSET = {"train": 0, "valid": 1_000_003, "test": 2_000_003}
+FAMILY_DEFAULTS = {"deformed": {"stretch": 0.6}}
+"""Parameters of one family only, beside :data:`DEFAULTS`."""
 
 
 @dataclass
@@ -52,11 +65,14 @@ class AtomField:
     long: float
     short: float
     meta: dict = field(default_factory=dict)
+    deform: torch.Tensor | None = None  # (2, 2) D: the field is r(D^-1 p) (family ``deformed``); None: identity
 
     def evaluate(self, points: torch.Tensor) -> torch.Tensor:
         """``r`` at physical points ``(..., 2)`` (x, y): returns ``(1, ...)``."""
         pts = points.to(torch.float64)
         shape = pts.shape[:-1]
+        if self.deform is not None:
+            pts = pts @ torch.linalg.inv(self.deform.to(torch.float64)).T  # D^-1 p
         p = pts.reshape(-1, 1, 2) - self.centres[None]  # (Q, K, 2)
         c, s = torch.cos(self.angles), torch.sin(self.angles)
         u = p[..., 0] * c + p[..., 1] * s
@@ -91,26 +107,57 @@ def _orientations(family: str, rng: np.random.Generator, count: int, p: dict) ->
     return mu + branch + noise
 
 
+def _deformed_atoms(rng: np.random.Generator, p: dict, density: float):
+    """One ``deformed`` image: k-fold motifs (``k`` atoms crossing at one centre) and its ``D = R(theta) diag(cx, cy)``.
+
+    Motif centres are uniform, at the atom ``density`` of the other families, on the bounding box of the frame's
+    preimage ``D^-1 [-size/2, size/2]^2`` widened by three atom lengths (what can reach into the frame).
+    """
+    theta = float(rng.uniform(0.0, math.pi))
+    log_ratio = float(rng.choice([-1.0, 1.0]) * rng.uniform(p["stretch"] / 2, p["stretch"]))
+    cx, cy = math.exp(log_ratio / 2), math.exp(-log_ratio / 2)
+    c, s = math.cos(theta), math.sin(theta)
+    deform = np.array([[c * cx, -s * cy], [s * cx, c * cy]])  # R(theta) diag(cx, cy)
+    corners = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]]) * p["size"] / 2
+    half = np.abs(corners @ np.linalg.inv(deform).T).max(axis=0) + 3 * p["long"]  # (x, y) half extents
+    order = int(p["k"])
+    motifs = max(1, math.ceil(density * 4 * half[0] * half[1] / order))
+    centres = np.repeat(rng.uniform(-half, half, (motifs, 2)), order, axis=0)
+    alpha = math.radians(p["mu"]) + (rng.vonmises(0.0, p["kappa"], motifs) if p["kappa"] > 0 else np.zeros(motifs))
+    angles = (alpha[:, None] + 2 * math.pi * np.arange(order) / order).reshape(-1)
+    amps = np.repeat(rng.choice([-1.0, 1.0], motifs) * rng.uniform(0.5, 1.0, motifs), order)
+    truth = {"theta": theta, "cx": cx, "cy": cy, "log_ratio": log_ratio}
+    return centres, angles, amps, torch.from_numpy(deform), truth
+
+
 def make_fields(family: str, *, split: str = "train", **params) -> list[AtomField]:
     """Draw the images of a synthetic family (see the module docstring for parameters)."""
     if family not in FAMILIES:
         raise UsageError(f"unknown synthetic family {family!r}; choose one of {', '.join(FAMILIES)}")
-    unknown = set(params) - set(DEFAULTS)
+    known = {**DEFAULTS, **FAMILY_DEFAULTS.get(family, {})}
+    unknown = set(params) - set(known)
     if unknown:
-        raise UsageError(f"unknown synthetic parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
+        raise UsageError(f"unknown synthetic parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    p = {**known, **params}
     if p["n"] < 1 or p["size"] <= 0 or p["atoms"] < 1 or p["long"] <= 0 or p["short"] <= 0 or p["k"] < 1:
         raise UsageError("synthetic parameters n, size, atoms, k, long, short must be positive")
     if p["kappa"] < 0:
         raise UsageError(f"synthetic kappa must be >= 0, got {p['kappa']}")
+    if p.get("stretch", 0.0) < 0:
+        raise UsageError(f"synthetic stretch must be >= 0, got {p['stretch']}")
     rng = np.random.default_rng([int(p["seed"]), _SPLIT_OFFSET.get(split, 0)])
     reach = p["size"] / 2 + 3 * p["long"]  # atoms just outside the frame still reach into it
     fields = []
     for i in range(int(p["n"])):
         k = int(p["atoms"])
-        centres = rng.uniform(-reach, reach, (k, 2))
-        angles = _orientations(family, rng, k, p)
-        amps = rng.choice([-1.0, 1.0], k) * rng.uniform(0.5, 1.0, k)
+        meta, deform = {"family": family, **p}, None
+        if family == "deformed":
+            centres, angles, amps, deform, truth = _deformed_atoms(rng, p, k / (2 * reach) ** 2)
+            meta.update(truth)
+        else:
+            centres = rng.uniform(-reach, reach, (k, 2))
+            angles = _orientations(family, rng, k, p)
+            amps = rng.choice([-1.0, 1.0], k) * rng.uniform(0.5, 1.0, k)
         fields.append(
             AtomField(
                 name=f"{family}-{split}-{i:04d}",
@@ -120,7 +167,8 @@ def make_fields(family: str, *, split: str = "train", **params) -> list[AtomFiel
                 amplitudes=torch.from_numpy(amps),
                 long=float(p["long"]),
                 short=float(p["short"]),
-                meta={"family": family, **p},
+                meta=meta,
+                deform=deform,
             )
         )
     return fields
@@ -132,15 +180,16 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     if not body:
         raise UsageError(f"synthetic dataset needs a family, e.g. synthetic:isotropic; families: {', '.join(FAMILIES)}")
     family, *pairs = body.split(",")
+    known = {**DEFAULTS, **FAMILY_DEFAULTS.get(family, {})}
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in DEFAULTS:
+        if not sep or key not in known:
             raise UsageError(
-                f"bad synthetic parameter {pair!r} in {spec!r}; use key=value with keys {', '.join(DEFAULTS)}"
+                f"bad synthetic parameter {pair!r} in {spec!r}; use key=value with keys {', '.join(known)}"
             )
         try:
-            params[key] = type(DEFAULTS[key])(float(value)) if isinstance(DEFAULTS[key], int) else float(value)
+            params[key] = type(known[key])(float(value)) if isinstance(known[key], int) else float(value)
         except ValueError:
             raise UsageError(f"synthetic parameter {key} needs a number, got {value!r}") from None
     return family, params
