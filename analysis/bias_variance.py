@@ -1,0 +1,346 @@
+"""Bias-variance decomposition of a restoration risk; linear denoisers of chosen equivariance (theory.md, Section 4).
+
+Section 4 of the theory splits a model's expected risk into bias and variance: forcing more equivariance than the
+data has adds bias (growing with the data's symmetry error eps), allowing less leaves more variance (worst with little
+data). This module measures both.
+
+- :func:`decompose`: for predictions ``f_s`` of ``S`` models trained on independent (disjoint) training sets and the
+  clean targets ``y``, ``risk = mean_s ||f_s - y||^2`` splits exactly into ``bias2 = ||f_bar - y||^2`` (``f_bar`` the
+  seed-averaged prediction) and ``variance = mean_s ||f_s - f_bar||^2`` (all norms are means over values);
+  :func:`tidy` turns a wide table of such rows into one row per component, for plotting.
+- Linear convolutional denoisers ``x_hat(p) = sum_d w(d) y(p + d)`` with taps ``d`` on a disk of radius ``radius``,
+  fitted in closed form by least squares (:func:`normal_equations`, :func:`fit_filter`), with the filter constrained
+  to be G-invariant by group averaging (Lemma 4.1: ``w_bar = (1/|G|) sum_A pi_A w``, :func:`group_average_operator`,
+  :func:`invariant_basis`). A correlation with a G-invariant filter is a G-equivariant operator; for quarter turns the
+  filter rotation is an exact tap permutation, for other angles it is a bicubic interpolation (error O(h^2), Lemma
+  3.4). The sample-adaptive variant rotates a G-invariant filter per sample by the sample's dominant orientation
+  (:func:`dominant_orientation`, a structure-tensor angle), like SA-Conv's per-sample ``D_w`` (theory.md section 3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from symmetry.errors import UsageError
+from symmetry.groups import get_group
+from symmetry.transforms import disk_offsets, interpolate, window_positions
+
+COMPONENTS = ("risk", "bias2", "variance", "noise")
+INTERP_PAD = 2
+"""Zero margin around the filter before interpolating it (the bicubic stencil reaches 2 taps)."""
+KEEP_SINGULAR = 0.75
+"""Singular values of the group average above which a direction counts as G-invariant. They are 0 or 1 for
+grid-exact groups; with interpolated rotations the invariant directions have values near 1, while quarter-turn
+invariant filters that an interpolated rotation wipes out (fine detail) sit near 1/2 (rot8) and are dropped."""
+
+
+# ---- decomposition ----------------------------------------------------------------------
+
+
+def _as_float64(x) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64)
+    return torch.as_tensor(np.asarray(x), dtype=torch.float64)
+
+
+def decompose(predictions, targets, *, noise: float | None = None) -> dict[str, float]:
+    """Split the mean squared error of ``S`` trained models into bias^2 and variance (theory.md, Section 4).
+
+    ``predictions``: ``(S, N, ...)``, model ``s``'s prediction of every test value; ``targets``: ``(N, ...)`` (the
+    clean targets, the same for every seed) or ``(S, N, ...)`` holding the same targets per seed. With
+    ``f_bar = mean_s f_s`` and all norms means over the ``N * ...`` values, the identity
+
+        mean_s ||f_s - y||^2 = ||f_bar - y||^2 + mean_s ||f_s - f_bar||^2
+
+    holds exactly (the cross term sums to zero); computed in float64 it holds to rounding. ``noise`` is the
+    irreducible part of the error when known; it is then returned with ``excess_bias2 = bias2 - noise`` (otherwise
+    bias^2 includes it). Returns ``risk, bias2, variance, n_seeds, n_values, risk_seed_std`` (+ ``noise``,
+    ``excess_bias2``).
+    """
+    f = _as_float64(predictions)
+    y = _as_float64(targets)
+    if f.dim() < 2:
+        raise UsageError(f"predictions must be (S, N, ...), got shape {tuple(f.shape)}")
+    if y.shape == f.shape:
+        if not torch.equal(y, y[:1].expand_as(y)):
+            raise UsageError("per-seed targets differ between seeds; the decomposition needs one target per value")
+        y = y[0]
+    if y.shape != f.shape[1:]:
+        raise UsageError(f"targets {tuple(y.shape)} do not match predictions {tuple(f.shape)} (S, N, ...)")
+    f = f.reshape(f.shape[0], -1)
+    y = y.reshape(-1)
+    f_bar = f.mean(0)
+    per_seed = (f - y).square().mean(1)
+    out = {
+        "risk": float(per_seed.mean()),
+        "bias2": float((f_bar - y).square().mean()),
+        "variance": float((f - f_bar).square().mean()),
+        "n_seeds": int(f.shape[0]),
+        "n_values": int(f.shape[1]),
+        "risk_seed_std": float(per_seed.std(unbiased=False)),
+    }
+    if noise is not None:
+        out["noise"] = float(noise)
+        out["excess_bias2"] = out["bias2"] - float(noise)
+    return out
+
+
+def tidy(
+    frame: pd.DataFrame, id_vars: Sequence[str] | None = None, components: Iterable[str] = COMPONENTS
+) -> pd.DataFrame:
+    """One row per (experiment row, component): columns ``id_vars + [component, value]``.
+
+    ``components`` absent from ``frame`` are skipped, as are missing values (say, ``noise`` where it is unknown).
+    ``id_vars`` defaults to every column that is not a component.
+    """
+    comps = [c for c in components if c in frame.columns]
+    if not comps:
+        raise UsageError(f"frame has none of the components {', '.join(components)}")
+    ids = list(id_vars) if id_vars is not None else [c for c in frame.columns if c not in comps]
+    long = frame.melt(id_vars=ids, value_vars=comps, var_name="component", value_name="value")
+    return long.dropna(subset=["value"]).reset_index(drop=True)
+
+
+# ---- filters on a disk of taps ----------------------------------------------------------
+
+
+def filter_taps(radius: int) -> torch.Tensor:
+    """Integer tap offsets ``(x, y)`` (x along columns, y up) of a disk of radius ``radius``: ``(P, 2)`` float64."""
+    if radius < 0:
+        raise UsageError(f"filter radius must be >= 0, got {radius}")
+    if radius == 0:
+        return torch.zeros(1, 2, dtype=torch.float64)
+    return disk_offsets(float(radius), 1.0)
+
+
+def rotation_matrix(angle_deg: float) -> torch.Tensor:
+    """The 2x2 rotation by ``angle_deg`` (counter-clockwise), exact for multiples of 90 degrees."""
+    quarter = angle_deg / 90.0
+    if abs(quarter - round(quarter)) < 1e-12:
+        c, s = [(1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)][round(quarter) % 4]
+    else:
+        c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+
+
+def rotation_operator(radius: int, matrix: torch.Tensor) -> torch.Tensor:
+    """The matrix ``R`` ``(P, P)`` with ``(R w)(d) = w(A^-1 d)`` on the disk taps: ``pi~_A`` acting on a filter.
+
+    ``matrix`` is ``A`` ``(2, 2)``, or a stack ``(G, 2, 2)`` giving ``(G, P, P)``. Grid-exact ``A`` (entries in
+    {-1, 0, 1}) give an exact permutation; other angles read the filter, zero-padded, by bicubic interpolation
+    (:func:`symmetry.transforms.interpolate`; its weights are exactly 0 and 1 at integer positions).
+    """
+    taps = filter_taps(radius)
+    p = taps.shape[0]
+    side = 2 * (radius + INTERP_PAD) + 1
+    centre = float(radius + INTERP_PAD)
+    rows = (centre - taps[:, 1]).long()
+    cols = (centre + taps[:, 0]).long()
+    basis = torch.zeros(p, side, side, dtype=torch.float64)
+    basis[torch.arange(p), rows, cols] = 1.0
+    matrices = matrix.to(torch.float64)
+    single = matrices.dim() == 2
+    matrices = matrices[None] if single else matrices
+    exact = bool(torch.all((matrices == 0) | (matrices.abs() == 1)))
+    r, c = window_positions(torch.tensor([[centre, centre]], dtype=torch.float64), taps, matrices)  # (G, 1, P)
+    values = interpolate(basis, r[:, 0], c[:, 0], "nearest" if exact else "bicubic")  # (P basis, G, P taps)
+    ops = values.permute(1, 2, 0).contiguous()  # (G, P taps, P basis)
+    return ops[0] if single else ops
+
+
+def group_average_operator(radius: int, group: str | None) -> torch.Tensor:
+    """Lemma 4.1 on filters: ``Pi_G = (1/|G|) sum_A R_A`` ``(P, P)``; ``Pi_G w`` is G-invariant (exactly for quarter
+    turns). ``group`` ``None``, ``"plain"`` or ``"rot1"`` gives the identity."""
+    p = filter_taps(radius).shape[0]
+    if group in (None, "plain", "rot1"):
+        return torch.eye(p, dtype=torch.float64)
+    g = get_group(group)
+    if any(e.is_reflection for e in g):
+        raise UsageError(f"linear filters here use rotation groups (rotN), got {group}")
+    ops = [rotation_operator(radius, e.tensor()) for e in g]
+    return torch.stack(ops).mean(0)
+
+
+def invariant_basis(radius: int, group: str | None) -> torch.Tensor:
+    """Orthonormal basis ``(P, r)`` of the G-invariant filters: the range of the group average ``Pi_G``.
+
+    For grid-exact groups ``Pi_G`` is an orthogonal projection (singular values 0 or 1) and this is exactly its
+    range; with interpolated rotations the directions with singular value above :data:`KEEP_SINGULAR` are kept.
+    """
+    avg = group_average_operator(radius, group)
+    if group in (None, "plain", "rot1"):
+        return avg
+    u, s, _ = torch.linalg.svd(avg)
+    return u[:, s > KEEP_SINGULAR].contiguous()
+
+
+@lru_cache(maxsize=8)
+def _rotation_table(radius: int, step_deg: float) -> torch.Tensor:
+    count = round(360.0 / step_deg)
+    if abs(count * step_deg - 360.0) > 1e-9:
+        raise UsageError(f"angle step {step_deg} must divide 360 degrees")
+    return rotation_operator(radius, torch.stack([rotation_matrix(k * step_deg) for k in range(count)]))
+
+
+def rotation_operators(radius: int, angles_deg: torch.Tensor, step_deg: float = 1.0) -> torch.Tensor:
+    """``(N, P, P)`` rotation operators for per-sample angles (degrees), rounded to multiples of ``step_deg``."""
+    table = _rotation_table(radius, float(step_deg))
+    bins = torch.round(angles_deg.to(torch.float64) / step_deg).long() % table.shape[0]
+    return table[bins]
+
+
+def rotatable_basis(radius: int, group: str | None, step_deg: float = 1.0) -> torch.Tensor:
+    """Orthonormal basis ``(P, r)`` of the G-invariant filters that interpolated rotations keep: the eigenvectors of
+    ``mean_theta R_theta^T R_theta`` (on the G-invariant filters) with eigenvalue above 1/2.
+
+    A bicubic rotation wipes out the finest filter patterns (at 45 degrees some exactly); a sample-adaptive filter
+    ``R_theta w`` fitted at a few angles would leave those undetermined and blow up at other angles. On this subspace
+    every rotation keeps at least a fixed fraction of the filter (about 0.4 in norm for radius 4).
+    """
+    table = _rotation_table(radius, float(step_deg))
+    base = invariant_basis(radius, group)
+    kept = torch.einsum("tqp,tqr->pr", table, table) / table.shape[0]
+    vals, vecs = torch.linalg.eigh(base.T @ kept @ base)
+    return (base @ vecs[:, vals > 0.5]).flip(1).contiguous()
+
+
+# ---- least-squares fitting ---------------------------------------------------------------
+
+
+def patch_vectors(images: torch.Tensor, radius: int) -> torch.Tensor:
+    """Tap values around every interior pixel: ``(N, H - 2r, W - 2r, P)`` for images ``(N, H, W)``.
+
+    Entry ``[n, i, j, t]`` is ``images[n, i + r - y_t, j + r + x_t]`` for tap ``(x_t, y_t)``, so that a filter ``w``
+    predicts ``patch_vectors(...) @ w`` at the interior pixels (a cross-correlation, as in ``F.conv2d``).
+    """
+    if images.dim() != 3:
+        raise UsageError(f"images must be (N, H, W), got shape {tuple(images.shape)}")
+    n, h, w = images.shape
+    if h <= 2 * radius or w <= 2 * radius:
+        raise UsageError(f"images of {h}x{w} are too small for a filter of radius {radius}")
+    side = 2 * radius + 1
+    taps = filter_taps(radius).long()
+    index = (radius - taps[:, 1]) * side + (radius + taps[:, 0])  # row-major position in the side x side patch
+    cols = F.unfold(images[:, None], side)[:, index]  # (N, P, L)
+    return cols.transpose(1, 2).reshape(n, h - 2 * radius, w - 2 * radius, -1)
+
+
+def interior(images: torch.Tensor, radius: int) -> torch.Tensor:
+    """The pixels a radius-``radius`` filter predicts: ``images[:, r:-r, r:-r]``."""
+    return images[:, radius : images.shape[1] - radius, radius : images.shape[2] - radius]
+
+
+def normal_equations(
+    noisy: torch.Tensor,
+    clean: torch.Tensor,
+    radius: int,
+    operators: torch.Tensor | None = None,
+    chunk: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``A = sum V^T V``, ``b = sum V^T x`` and the number of samples for least squares ``min_w ||V w - x||^2``.
+
+    ``V`` holds the :func:`patch_vectors` of ``noisy`` ``(N, H, W)``, ``x`` the interior of ``clean``. With
+    per-sample ``operators`` ``(N, P, P)`` the filter of sample ``n`` is ``operators[n] @ w`` (the sample-adaptive
+    model), i.e. ``V_n`` is replaced by ``V_n @ operators[n]``. Computed in float64, ``chunk`` images at a time.
+    """
+    p = filter_taps(radius).shape[0]
+    a = torch.zeros(p, p, dtype=torch.float64)
+    b = torch.zeros(p, dtype=torch.float64)
+    count = 0
+    for start in range(0, noisy.shape[0], chunk):
+        v = patch_vectors(noisy[start : start + chunk].to(torch.float64), radius)
+        x = interior(clean[start : start + chunk].to(torch.float64), radius)
+        v = v.reshape(v.shape[0], -1, p)
+        x = x.reshape(x.shape[0], -1)
+        if operators is not None:
+            v = v @ operators[start : start + chunk].to(torch.float64)
+        a += torch.einsum("nqi,nqj->ij", v, v)
+        b += torch.einsum("nqi,nq->i", v, x)
+        count += x.numel()
+    return a, b, count
+
+
+def fit_filter(a: torch.Tensor, b: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Least-squares filter in the span of ``basis`` ``(P, r)``: ``w = B (B^T A B)^+ B^T b``, ``(P,)``."""
+    lhs = basis.T @ a @ basis
+    rhs = basis.T @ b
+    coef = torch.linalg.lstsq(lhs, rhs[:, None], driver="gelsd").solution[:, 0]
+    return basis @ coef
+
+
+def apply_filter(
+    noisy: torch.Tensor, weights: torch.Tensor, radius: int, operators: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Predictions at the interior pixels: ``(N, H - 2r, W - 2r)``; per-sample ``operators`` rotate the filter."""
+    v = patch_vectors(noisy.to(torch.float64), radius)
+    if operators is None:
+        return v @ weights.to(torch.float64)
+    per_sample = torch.einsum("npq,q->np", operators.to(torch.float64), weights.to(torch.float64))
+    return torch.einsum("nhwp,np->nhw", v, per_sample)
+
+
+def filter_image(weights: torch.Tensor, radius: int) -> torch.Tensor:
+    """The filter as a ``(2r+1, 2r+1)`` array (row-major, y up), zeros off the disk; usable with ``F.conv2d``."""
+    taps = filter_taps(radius).long()
+    out = torch.zeros(2 * radius + 1, 2 * radius + 1, dtype=weights.dtype)
+    out[radius - taps[:, 1], radius + taps[:, 0]] = weights
+    return out
+
+
+# ---- per-sample orientation (the sample-adaptive linear model) ---------------------------
+
+
+def _gaussian_derivatives(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    half = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-half, half + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    dg = -t / sigma**2 * g
+    # d/dx along columns, d/dy with y up (against rows)
+    kx = g[:, None] * dg[None, :]
+    ky = -(dg[:, None] * g[None, :])
+    return kx, ky
+
+
+def dominant_orientation(images: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """Per-image dominant gradient orientation in degrees, in ``[0, 180)``: ``(N,)`` for images ``(N, H, W)``.
+
+    The angle of the leading eigenvector of the structure tensor ``sum grad grad^T`` (Gaussian-derivative gradients of
+    scale ``sigma``, valid region only). It is rotation-equivariant: rotating an image by a quarter turn adds 90
+    degrees (mod 180) exactly, other angles up to interpolation; white noise adds an isotropic term and no bias.
+    """
+    kx, ky = _gaussian_derivatives(sigma)
+    x = images.to(torch.float64)[:, None]
+    gx = F.conv2d(x, kx[None, None])
+    gy = F.conv2d(x, ky[None, None])
+    jxx, jyy, jxy = (gx * gx).sum((1, 2, 3)), (gy * gy).sum((1, 2, 3)), (gx * gy).sum((1, 2, 3))
+    angle = 0.5 * torch.atan2(2 * jxy, jxx - jyy)
+    return torch.rad2deg(angle) % 180.0
+
+
+__all__ = [
+    "COMPONENTS",
+    "decompose",
+    "tidy",
+    "filter_taps",
+    "rotation_matrix",
+    "rotation_operator",
+    "rotation_operators",
+    "rotatable_basis",
+    "group_average_operator",
+    "invariant_basis",
+    "patch_vectors",
+    "interior",
+    "normal_equations",
+    "fit_filter",
+    "apply_filter",
+    "filter_image",
+    "dominant_orientation",
+]
