@@ -1,0 +1,102 @@
+"""The ``sa_alignment`` experiment (experiments/sa_alignment.py) on a tiny configuration."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import sa_alignment
+from experiments.runner import load_config, run_experiment
+
+COLUMNS = [
+    "image",
+    "pred_theta0",
+    "pred_cx",
+    "pred_cy",
+    "pred_log_ratio",
+    "align_theta0",
+    "align_cx",
+    "align_cy",
+    "align_log_ratio",
+    "self_symmetry_error",
+    "aligned_error",
+    "truth_theta0",
+    "truth_log_ratio",
+    "truth_error",
+    "mmd_theta0",
+    "mmd_log_ratio",
+    "psnr_input",
+    "psnr_output",
+]
+
+
+def small_config(**datasets) -> dict:
+    cfg = load_config("sa_alignment", "quick")
+    cfg.update(steps=12, patch=24, mmd_images=2, mmd_windows=16, angles=4, scales=3, refine=1, radius=3.0)
+    cfg.update(datasets=list(datasets) or ["synthetic"])
+    cfg["synthetic"] = dict(
+        cfg["synthetic"], train_images=2, test_images=4, spec="synthetic:deformed,size=40,atoms=150,long=2.5,short=0.7"
+    )
+    cfg["rain100l"] = dict(cfg["rain100l"], train_images=2, test_images=3, crop=40)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cfg = small_config()
+    out = tmp_path_factory.mktemp("results")
+    return cfg, run_experiment("sa_alignment", out=out, config=cfg, device="cpu", progress=False, log=lambda s: None)
+
+
+def test_one_finite_row_per_test_image(tiny):
+    cfg, frame = tiny
+    assert len(frame) == cfg["synthetic"]["test_images"]
+    assert frame["image"].is_unique
+    assert set(COLUMNS) <= set(frame.columns)
+    always = [c for c in COLUMNS if c != "image" and not c.startswith("mmd_")]
+    assert np.isfinite(frame[always].to_numpy(float)).all()
+    assert frame["mmd_theta0"].notna().sum() == cfg["mmd_images"]
+    np.testing.assert_allclose(frame["pred_log_ratio"], np.log(frame["pred_cx"] / frame["pred_cy"]))
+    assert (frame["pred_theta0"].abs() < math.pi / 4).all()  # the hypernetwork's range: (-pi/N, pi/N)
+    assert ((frame["align_theta0"] >= 0) & (frame["align_theta0"] < math.pi / 2)).all()
+
+
+def test_figures_and_verdict(tiny):
+    cfg, frame = tiny
+    figs = sa_alignment.figures(frame, cfg)
+    assert set(figs) == {"angles", "scales"}
+    text = sa_alignment.verdict(frame, cfg)
+    assert "estimator vs truth (synthetic)" in text and f"{cfg['steps']} steps" in text
+
+
+def test_compare_identities():
+    rng = np.random.default_rng(0)
+    theta, ratio = rng.uniform(0, math.pi, 12), rng.uniform(-0.6, 0.6, 12)
+    frame = pd.DataFrame(
+        {
+            "truth_theta0": theta,
+            "truth_log_ratio": ratio,
+            "align_theta0": theta + math.pi / 2,  # the same stretch: a quarter turn with the axes swapped
+            "align_log_ratio": -ratio,
+            "pred_theta0": np.full(12, 0.3),  # a constant prediction
+            "pred_log_ratio": np.full(12, 0.1),
+        }
+    )
+    same = sa_alignment.compare(frame, "align", "truth")
+    assert same["circular_r"] == pytest.approx(1.0)
+    assert same["log_ratio_r"] == pytest.approx(1.0)
+    assert same["median_abs_deg"] == pytest.approx(0.0, abs=1e-9)
+    const = sa_alignment.compare(frame, "pred", "truth")
+    assert const["spread_deg"] == pytest.approx(0.0, abs=1e-6)
+    assert not sa_alignment.learned(const) and sa_alignment.learned(same)
+
+
+def test_rain100l_cell_is_skipped_without_data(tmp_path):
+    cfg = small_config(rain100l=True)
+    frame = run_experiment(
+        "sa_alignment", out=tmp_path, config=cfg, data_root=tmp_path / "absent", progress=False, log=lambda s: None
+    )
+    assert frame.empty
