@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from symmetry.io import atomic_path  # noqa: E402
+from symmetry.io import atomic_path
 
 #: Colours by model kind and by dataset family, fixed so a kind looks the same in every figure.
 MODEL_COLORS = {"plain": "#4C72B0", "equivariant": "#DD8452", "sa": "#55A868", "e2cnn": "#8172B3", "linear": "#937860"}
@@ -35,19 +33,20 @@ STYLE = {
 }
 
 
-def use_style() -> None:
-    """Apply the project's matplotlib style (called by every figure function)."""
-    plt.rcParams.update(STYLE)
-
-
 def subplots(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float = 2.8, **kwargs):
-    """``plt.subplots`` in the project style; ``width``/``height`` are per panel, in inches."""
-    use_style()
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kwargs)
+    """A new ``Figure`` and its ``(nrows, ncols)`` axes in the project style; ``width``/``height`` per panel, inches.
+
+    Applies ``STYLE`` to ``matplotlib.rcParams`` (artists read it when drawn). The figure is not registered
+    with pyplot: the backend is left alone, nothing opens a window, and a notebook shows it once with
+    ``display(fig)``.
+    """
+    matplotlib.rcParams.update(STYLE)
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
 
 
 def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
-    """Write ``name.png`` and ``name.pdf`` atomically (reproducible: no timestamps) and close ``fig``."""
+    """Write ``name.png`` and ``name.pdf`` atomically (reproducible: no timestamps)."""
     out_dir = Path(out_dir)
     paths = []
     for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
@@ -55,5 +54,4 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, metadata=metadata)
         paths.append(path)
-    plt.close(fig)
     return paths
