@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from symmetry.errors import DataError, UsageError
 from symmetry.estimators import RandomFourierFeatures, Settings, _rng, median_bandwidth
 from symmetry.groups import Group, GroupElement, UnknownGroupError, get_group
+from symmetry.io import atomic_write_text, check_writable
 from symmetry.runtime import cli_entry, resolve_device
 from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, disk_offsets
 
@@ -464,6 +465,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--csv", help="write the table to this CSV file")
     args = p.parse_args(argv)
+    if args.csv:
+        check_writable(args.csv, "--csv")  # before the work, not after it
     frame = best_alignment(
         args.dataset,
         args.group,
@@ -478,9 +481,9 @@ def main(argv=None) -> int:
         seed=args.seed,
     )
     if args.csv:
-        from symmetry.io import atomic_write_text
-
         atomic_write_text(args.csv, frame.to_csv(index=False))
+    period = math.degrees(angle_period(_resolve_group(args.group)))
+    print(f"theta0 in radians, modulo {period:g} degrees; cx * cy = 1; errors: {args.distance} distance")
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0

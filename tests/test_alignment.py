@@ -131,3 +131,6 @@ def test_cli_writes_csv_and_reports_errors(tmp_path, capsys):
     assert main(["--dataset", spec, "--group", "rot5x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown group")
+    assert main(["--dataset", spec, "--csv", str(tmp_path)]) == 2  # a directory: refused before any work
+    captured = capsys.readouterr()
+    assert "is a directory" in captured.err and captured.out == ""
