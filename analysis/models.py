@@ -105,9 +105,14 @@ class Backbone(nn.Module):
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x, self.deformation(self._checked(x)))
+
+    def _checked(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected a (B, {self.in_channels}, H, W) batch, got shape {tuple(x.shape)}")
-        d = self.deformation(x)
+        return x
+
+    def _forward(self, x: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
         feat = self.head(x, d)
         y = feat
         for block in self.body:
@@ -265,6 +270,18 @@ class SampleAdaptiveNet(EquivariantNet):
     def __init__(self, *, hyper_width: int = HYPER_WIDTH, **kwargs) -> None:
         super().__init__(**kwargs)
         self.hyper = TransformHyperNet(self.in_channels, self.group.order, hyper_width)
+
+    def forward(self, x: torch.Tensor, transform: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore ``x``; ``transform`` ``(B, 3)`` or ``(3,)``, if given, replaces the predicted ``(theta0, cx, cy)``.
+
+        The override is for controlled studies (the identity, a known per-sample deformation, a constant one);
+        the hypernetwork is then not evaluated and gets no gradient.
+        """
+        x = self._checked(x)
+        if transform is None:
+            return self._forward(x, self.deformation(x))
+        transform = torch.as_tensor(transform, dtype=x.dtype, device=x.device).expand(x.shape[0], 3)
+        return self._forward(x, inverse_deformation(transform))
 
     def predict_transform(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample ``(theta0, cx, cy)``, ``(B, 3)``."""

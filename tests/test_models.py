@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 
@@ -198,7 +199,26 @@ def test_sa_zero_hypernetwork_equals_equivariant(scale, image64):
         single = torch.cat([sa(image64[i : i + 1]) for i in range(image64.shape[0])])
         assert (batched - eq(image64)).abs().max() > 1e-3
         assert (batched - single).abs().max() < 1e-10
+        # an explicit transform overrides the (now non-zero) hypernetwork: the identity gives back `equivariant`,
+        # the hypernetwork's own prediction gives back the default forward
+        assert (sa(image64, transform=torch.tensor([0.0, 1.0, 1.0])) - eq(image64)).abs().max() < 1e-10
+        assert (sa(image64, transform=sa.predict_transform(image64)) - batched).abs().max() < 1e-10
     assert not torch.allclose(sa.predict_transform(image64), params)
+
+
+def test_sa_transform_override_is_a_per_sample_deformation(image64):
+    """Deforming by a quarter turn is a relabelling of the rot4 group axis, so the output does not change;
+    a stretch does change it, per sample."""
+    torch.manual_seed(3)
+    sa = build_model("sa", group="rot4", **SMALL).double().eval()
+    identity = torch.tensor([0.0, 1.0, 1.0])
+    stretch = torch.tensor([[0.0, 1.0, 1.0], [0.4, 1.3, 1 / 1.3]], dtype=torch.float64)
+    with torch.no_grad():
+        base = sa(image64, transform=identity)
+        quarter = sa(image64, transform=torch.tensor([math.pi / 2, 1.0, 1.0], dtype=torch.float64))
+        mixed = sa(image64, transform=stretch)
+    assert (quarter - base).abs().max() < 1e-10
+    assert (mixed[0] - base[0]).abs().max() < 1e-10 and (mixed[1] - base[1]).abs().max() > 1e-4
 
 
 def test_sa_rejects_foreign_checkpoint():
