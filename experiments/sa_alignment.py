@@ -18,6 +18,13 @@ the log-ratio ``log(cx / cy)``. Angles are compared by the circular correlation 
 log-ratios by Pearson's r after moving each estimate to the representative nearest to the reference angle
 (:func:`symmetry.alignment.match_to`). A near-constant prediction makes a circular correlation meaningless, so the
 spread (circular standard deviation) of the predicted angles is reported beside it.
+
+Controls: does the loss reward the right transform? The same network is retrained (same seed, data and steps) with
+the hypernetwork replaced by a fixed per-image transform (``model(x, transform=...)``) and scored on the same test
+images (``psnr_{control}`` columns): ``identity`` (``D = I``: the equivariant network), ``truth`` (each image's
+known ``D_n``), ``truth_scaled`` (``D_n`` times the isotropic scale ``sqrt(cx cy)`` the hypernetwork learned on
+average) and ``learned_mean`` (the hypernetwork's mean prediction over the test images, the same for every image).
+If ``truth`` does not beat ``identity``, denoising gives the hypernetwork no reason to learn per-image transforms.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import pandas as pd
 import torch
 
 from experiments.runner import Context, SkipCell
+from symmetry.errors import UsageError
 
 DATASETS = ("synthetic", "rain100l")
 MODEL_KEYS = ("group", "sigma", "width", "depth", "kernel_size", "hyper_width", "steps", "batch_size", "patch", "lr")
@@ -37,6 +45,8 @@ LEARNED_R = 0.5
 """A hypernetwork 'learned' the per-image transform when both correlations with the truth exceed this ..."""
 LEARNED_SPREAD_DEG = 5.0
 """... and its predicted angles spread by more than this (degrees, circular standard deviation)."""
+CONTROLS = ("identity", "truth", "truth_scaled", "learned_mean")
+"""Fixed transforms the network is retrained with (see the module docstring); ``truth*`` need a known truth."""
 
 
 def cells(config: dict) -> list[dict]:
@@ -45,6 +55,9 @@ def cells(config: dict) -> list[dict]:
     out = []
     for name in config["datasets"]:
         data = dict(config[name])
+        unknown = set(data.get("controls", [])) - set(CONTROLS)
+        if unknown:
+            raise UsageError(f"unknown sa_alignment control(s) {sorted(unknown)}; choose from {', '.join(CONTROLS)}")
         for seed in config["seeds"]:
             out.append({"dataset": name, **data, **shared, "seed": seed})
     return out
@@ -54,7 +67,8 @@ def cells(config: dict) -> list[dict]:
 
 
 def _synthetic(cell: dict):
-    """Training rasters and test rasters ``(N, 1, H, W)`` scaled to pixel std ``signal_std``, test sources, truths.
+    """Training and test rasters ``(N, 1, H, W)`` scaled to pixel std ``signal_std``, test sources, test and
+    training truths.
 
     Values below ``1e-30`` (far from every atom) are set to 0: as float32 subnormals they slow CPU convolutions
     several fold.
@@ -70,7 +84,8 @@ def _synthetic(cell: dict):
     scale = cell["signal_std"] / float(rasters["train"].std())
     test = fields["test"][: cell["test_images"]]
     sources = [ImageSource(f.name, array=x) for f, x in zip(test, rasters["test"])]
-    return list(rasters["train"] * scale), rasters["test"] * scale, sources, [f.meta for f in test]
+    train_truths = [f.meta for f in fields["train"][: cell["train_images"]]]
+    return list(rasters["train"] * scale), rasters["test"] * scale, sources, [f.meta for f in test], train_truths
 
 
 def _rain100l(cell: dict, ctx: Context):
@@ -89,14 +104,17 @@ def _rain100l(cell: dict, ctx: Context):
         c = img[:, top : top + crop, left : left + crop]
         crops.append(c)
         sources.append(ImageSource(s.name, array=c))
-    return xtr, torch.stack(crops), sources, [{} for _ in sources]
+    return xtr, torch.stack(crops), sources, [{} for _ in sources], [{} for _ in xtr]
 
 
 # ---- model ----------------------------------------------------------------------------------------
 
 
-def train_sa(cell: dict, images: list[torch.Tensor], device: torch.device):
-    """A short Adam loop (cosine learning rate, fresh noise) on random ``patch`` crops of clean images."""
+def train_sa(cell: dict, images: list[torch.Tensor], device: torch.device, transforms: torch.Tensor | None = None):
+    """A short Adam loop (cosine learning rate, fresh noise) on random ``patch`` crops of clean images.
+
+    ``transforms`` ``(len(images), 3)``: a fixed ``(theta0, cx, cy)`` per image replacing the hypernetwork.
+    """
     from analysis.models import build_model
     from analysis.train import loss_fn
 
@@ -118,15 +136,19 @@ def train_sa(cell: dict, images: list[torch.Tensor], device: torch.device):
     images = [x.to(device, torch.float32) for x in images]
     net.train()
     losses = []
+    if transforms is not None:
+        transforms = transforms.to(device, torch.float32)
     for _ in range(cell["steps"]):
         batch = []
-        for i in rng.integers(0, len(images), cell["batch_size"]):
+        index = rng.integers(0, len(images), cell["batch_size"])
+        for i in index:
             h, w = images[i].shape[-2:]
             top, left = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
             batch.append(images[i][:, top : top + p, left : left + p])
         clean = torch.stack(batch)
         noisy = clean + sigma * torch.randn(clean.shape, generator=noise, device=device)
-        loss = loss_fn("l2", net(noisy), clean)
+        out = net(noisy) if transforms is None else net(noisy, transform=transforms[torch.from_numpy(index)])
+        loss = loss_fn("l2", out, clean)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -134,6 +156,29 @@ def train_sa(cell: dict, images: list[torch.Tensor], device: torch.device):
         losses.append(loss.item())
     net.eval()
     return net, losses
+
+
+def control_transforms(control: str, pred: np.ndarray, train_truths: list[dict], test_truths: list[dict]):
+    """The fixed ``(theta0, cx, cy)`` of a control for the training and the test images, or ``None`` if it needs a
+    truth the dataset lacks. ``pred``: the hypernetwork's predictions on the test images ``(N, 3)``."""
+
+    def truth(metas: list[dict], scale: float = 1.0) -> np.ndarray:
+        return np.array([[m["theta"], scale * m["cx"], scale * m["cy"]] for m in metas])
+
+    def same(row: np.ndarray, count: int) -> np.ndarray:
+        return np.repeat(row[None], count, axis=0)
+
+    has_truth = all("theta" in m for m in train_truths + test_truths)
+    if control == "identity":
+        row = np.array([0.0, 1.0, 1.0])
+        return same(row, len(train_truths)), same(row, len(test_truths))
+    if control == "learned_mean":
+        row = pred.mean(axis=0)
+        return same(row, len(train_truths)), same(row, len(test_truths))
+    if not has_truth:
+        return None
+    scale = float(np.sqrt(pred[:, 1] * pred[:, 2]).mean()) if control == "truth_scaled" else 1.0
+    return truth(train_truths, scale), truth(test_truths, scale)
 
 
 def _psnr(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -147,9 +192,9 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
     from symmetry.groups import get_group
 
     if cell["dataset"] == "synthetic":
-        train, test, sources, truths = _synthetic(cell)
+        train, test, sources, truths, train_truths = _synthetic(cell)
     else:
-        train, test, sources, truths = _rain100l(cell, ctx)
+        train, test, sources, truths, train_truths = _rain100l(cell, ctx)
     device = ctx.device
     net, losses = train_sa(cell, train, device)
     gen = torch.Generator(device=device).manual_seed(cell["seed"] + 1)
@@ -159,6 +204,14 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
         pred = net.predict_transform(noisy).double().cpu().numpy()
         out = net(noisy)
     psnr_in, psnr_out = _psnr(noisy, clean), _psnr(out, clean)
+    controls = {}
+    for control in cell.get("controls", []):
+        fixed = control_transforms(control, pred, train_truths, truths)
+        if fixed is None:
+            continue
+        control_net, _ = train_sa(cell, train, device, torch.as_tensor(fixed[0]))
+        with torch.no_grad():
+            controls[f"psnr_{control}"] = _psnr(control_net(noisy, transform=torch.as_tensor(fixed[1])), clean)
 
     mesh = cell.get("mesh", 1.0)
     settings = {k: cell[k] for k in ("radius", "max_log_ratio", "angles", "scales", "refine")}
@@ -199,6 +252,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
             "psnr_input": psnr_in[i],
             "psnr_output": psnr_out[i],
             "final_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
+            **{f"psnr_{c}": controls[f"psnr_{c}"][i] if f"psnr_{c}" in controls else math.nan for c in CONTROLS},
         }
         truth = truths[i]
         if "theta" in truth:
@@ -251,6 +305,14 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
             if res.get("n", 0) >= 3:
                 rows.append({"dataset": dataset, "estimate": est, "reference": ref, **res})
     return pd.DataFrame(rows)
+
+
+def control_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean test PSNR (dB) per dataset: the noisy input, the hypernetwork (``sa``) and every control that ran."""
+    columns = {"psnr_input": "input", "psnr_output": "hypernetwork"}
+    columns.update({f"psnr_{c}": c for c in CONTROLS if f"psnr_{c}" in frame})
+    table = frame.groupby("dataset", sort=False)[list(columns)].mean().rename(columns=columns)
+    return table.dropna(axis=1, how="all")
 
 
 def learned(res: dict) -> bool:
@@ -317,7 +379,43 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
         fig.suptitle(f"Per-image {kind}: SA-Conv hypernetwork, best alignment with {config['group']}, truth")
         fig.tight_layout(rect=(0, 0, 1, 0.94))
         figs["angles" if what == "angle" else "scales"] = fig
+    table = control_table(frame)
+    if len(table.columns) > 2:
+        figs["controls"] = _controls_figure(table)
     return figs
+
+
+_CONTROL_LABELS = {
+    "hypernetwork": "hypernetwork\n(per image)",
+    "identity": "D = I\n(equivariant)",
+    "truth": "true D_n",
+    "truth_scaled": "true D_n at the\nlearned scale",
+    "learned_mean": "mean learned D\n(constant)",
+}
+
+
+def _controls_figure(table: pd.DataFrame):
+    """Test PSNR gain over the noisy input of the hypernetwork and of each fixed-transform control, per dataset."""
+    from experiments.style import PALETTE, subplots
+
+    variants = [c for c in table.columns if c != "input"]
+    fig, axes = subplots(1, 1, width=1.2 * len(variants) + 1.0, height=3.2)
+    ax = axes[0, 0]
+    bar = 0.8 / len(table)
+    for k, (dataset, row) in enumerate(table.iterrows()):
+        x = np.arange(len(variants)) + (k - (len(table) - 1) / 2) * bar
+        gains = [row[v] - row["input"] for v in variants]
+        ax.bar(x, gains, width=bar, color=PALETTE[k], label=f"{dataset} (input {row['input']:.1f} dB)")
+        for xi, g in zip(x, gains):
+            if np.isfinite(g):
+                ax.text(xi, g, f"{g:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(np.arange(len(variants)), [_CONTROL_LABELS.get(v, v) for v in variants], fontsize=7)
+    ax.set_ylabel("test PSNR gain over the noisy input (dB)")
+    ax.set_title("The same denoiser trained with each per-image transform D")
+    ax.set_ylim(0, 1.25 * np.nanmax(table[variants].to_numpy() - table[["input"]].to_numpy()))
+    ax.legend(loc="upper left", ncol=len(table))
+    fig.tight_layout()
+    return fig
 
 
 def _fmt(res: dict) -> str:
@@ -352,4 +450,12 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
         )
     else:
         head = f"no synthetic cell; hypernetwork trained {steps} steps"
+    table = control_table(frame)
+    for dataset, row in table.iterrows():
+        psnr = ", ".join(f"{name} {value:.2f}" for name, value in row.items() if np.isfinite(value))
+        parts.append(f"test PSNR dB ({dataset}): {psnr}")
+    if "truth" in table and "identity" in table and "synthetic" in table.index:
+        gain = table.loc["synthetic", "truth"] - table.loc["synthetic", "identity"]
+        rewarded = "rewards" if gain > 0 else "does NOT reward"
+        head += f"; denoising {rewarded} the true per-image D (true D_n vs D = I: {gain:+.2f} dB)"
     return head + "; " + "; ".join(parts)

@@ -10,6 +10,7 @@ import pytest
 
 from experiments import sa_alignment
 from experiments.runner import load_config, run_experiment
+from symmetry.errors import UsageError
 
 COLUMNS = [
     "image",
@@ -30,6 +31,10 @@ COLUMNS = [
     "mmd_log_ratio",
     "psnr_input",
     "psnr_output",
+    "psnr_identity",
+    "psnr_truth",
+    "psnr_truth_scaled",
+    "psnr_learned_mean",
 ]
 
 
@@ -67,9 +72,35 @@ def test_one_finite_row_per_test_image(tiny):
 def test_figures_and_verdict(tiny):
     cfg, frame = tiny
     figs = sa_alignment.figures(frame, cfg)
-    assert set(figs) == {"angles", "scales"}
+    assert set(figs) == {"angles", "scales", "controls"}
     text = sa_alignment.verdict(frame, cfg)
     assert "estimator vs truth (synthetic)" in text and f"{cfg['steps']} steps" in text
+    assert "true D_n vs D = I" in text
+    table = sa_alignment.control_table(frame)
+    assert list(table.columns) == ["input", "hypernetwork", *sa_alignment.CONTROLS]
+
+
+def test_control_transforms():
+    pred = np.array([[0.2, 0.5, 0.8], [0.4, 0.5, 0.8]])  # learned isotropic scale sqrt(0.4) on average
+    train = [{"theta": 0.1, "cx": 2.0, "cy": 0.5}]
+    test = [{"theta": 0.3, "cx": 1.25, "cy": 0.8}, {"theta": 0.0, "cx": 1.0, "cy": 1.0}]
+    identity = sa_alignment.control_transforms("identity", pred, train, test)
+    np.testing.assert_array_equal(identity[1], [[0, 1, 1], [0, 1, 1]])
+    np.testing.assert_allclose(sa_alignment.control_transforms("learned_mean", pred, train, test)[0], [[0.3, 0.5, 0.8]])
+    truth = sa_alignment.control_transforms("truth", pred, train, test)
+    np.testing.assert_array_equal(truth[0], [[0.1, 2.0, 0.5]])
+    np.testing.assert_allclose(
+        sa_alignment.control_transforms("truth_scaled", pred, train, test)[1],
+        [[0.3, 1.25 * 0.4**0.5, 0.8 * 0.4**0.5], [0, 0.4**0.5, 0.4**0.5]],
+    )
+    assert sa_alignment.control_transforms("truth", pred, [{}], [{}, {}]) is None  # photographs: no truth
+
+
+def test_unknown_control_is_a_usage_error():
+    cfg = small_config()
+    cfg["synthetic"] = dict(cfg["synthetic"], controls=["oracle"])
+    with pytest.raises(UsageError, match="unknown sa_alignment control"):
+        sa_alignment.cells(cfg)
 
 
 def test_compare_identities():
