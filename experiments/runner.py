@@ -77,10 +77,40 @@ def experiment_module(name: str):
 
 
 def load_config(name: str, scale: str = "quick", path: str | Path | None = None) -> dict[str, Any]:
-    """The ``[scale]`` table of the experiment's TOML config (``path`` overrides the packaged file)."""
+    """The ``[scale]`` table of the experiment's TOML config (``path`` overrides the packaged file).
+
+    A table from ``path`` must hold every key of the packaged one, each of the same kind (number, text, list,
+    table); extra keys are allowed.
+    """
+    table = _read_table(Path(path) if path else CONFIG_DIR / f"{name}.toml", scale)
+    if path:
+        _check_like(table, _read_table(CONFIG_DIR / f"{name}.toml", scale), f"[{scale}] of {path}")
+    return table
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return {str: "text", list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _check_like(table: dict[str, Any], reference: dict[str, Any], where: str) -> None:
+    """Every key of ``reference`` is in ``table`` with a value of the same kind (recursively into tables)."""
+    missing = [k for k in reference if k not in table]
+    if missing:
+        raise UsageError(f"{where} lacks {', '.join(missing)}; copy them from the packaged config")
+    for key, ref in reference.items():
+        if _kind(table[key]) != _kind(ref):
+            raise UsageError(f"{where}: {key} must be {_kind(ref)} (like {ref!r}), got {table[key]!r}")
+        if isinstance(ref, dict):
+            _check_like(table[key], ref, f"{where}.{key}")
+
+
+def _read_table(path: Path, scale: str) -> dict[str, Any]:
     if scale not in SCALES:
         raise UsageError(f"scale must be quick or full, got {scale!r}")
-    path = Path(path) if path else CONFIG_DIR / f"{name}.toml"
     try:
         with open(path, "rb") as fh:
             tables = tomllib.load(fh)
@@ -142,7 +172,14 @@ def run_experiment(
 
     module = experiment_module(name)
     cfg = dict(config) if config is not None else load_config(name, scale)
-    cells = module.cells(cfg)
+    if max_cells is not None and max_cells < 0:
+        raise UsageError(f"max_cells must be >= 0, got {max_cells}")
+    try:
+        cells = module.cells(cfg)
+    except KeyError as err:
+        raise UsageError(f"the {scale} config of {name} lacks {err}; see configs/{name}.toml") from None
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"the {scale} config of {name} has a bad value ({err}); see configs/{name}.toml") from None
     keys = [cell_key(c) for c in cells]
     path = results_path(name, scale, out)
     table = pd.read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
@@ -158,6 +195,10 @@ def run_experiment(
         log=log,
     )
     if todo:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot create the results folder {path.parent}: {err.strerror}; use --results") from None
         log(f"{name} ({scale}): {len(cells) - len(todo)} of {len(cells)} cells stored, computing {len(todo)} -> {path}")
         meta = {"experiment": name, "scale": scale, "config": cfg}
         atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str))

@@ -105,6 +105,27 @@ def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
     assert message in err and "\n" not in err and "Traceback" not in err
 
 
+def test_cli_bad_config_and_results_folder_are_one_line(capsys, tmp_path):
+    packaged = (runner.CONFIG_DIR / "bound.toml").read_text()
+    wrong_kind = tmp_path / "wrong_kind.toml"
+    wrong_kind.write_text(packaged.replace("kappas = [", 'kappas = "x"\nunused = [', 1))
+    missing = tmp_path / "missing.toml"
+    missing.write_text("[quick]\nkappas = [0.0]\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cases = [
+        (["--config", str(wrong_kind), "--results", str(tmp_path)], "kappas must be a list"),
+        (["--config", str(missing), "--results", str(tmp_path)], "lacks family"),
+        (["--max-cells", "-1", "--results", str(tmp_path)], "max_cells must be >= 0"),
+        (["--results", str(blocker / "results")], "cannot create the results folder"),
+    ]
+    for argv, message in cases:
+        assert run_main(["bound", "--quick", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and "Traceback" not in err, err
+    assert blocker.read_text() == "" and not (tmp_path / "bound").exists()  # nothing written
+
+
 def test_every_packaged_config_has_quick_and_full_tables():
     for name in runner.EXPERIMENTS:
         quick, full = runner.load_config(name, "quick"), runner.load_config(name, "full")
@@ -112,3 +133,5 @@ def test_every_packaged_config_has_quick_and_full_tables():
         assert module.cells(quick) and module.cells(full), name
         keys = [cell_key(c) for c in module.cells(quick)]
         assert len(keys) == len(set(keys)), f"{name}: two quick cells share parameters"
+        runner._check_like(full, quick, name)  # the two scales set the same keys, of the same kinds
+        runner._check_like(quick, full, name)
