@@ -39,6 +39,7 @@ elements of ``G`` (lattice permutations), so these equivalences hold exactly on 
 
 from __future__ import annotations
 
+import abc
 import argparse
 import math
 import sys
@@ -110,15 +111,19 @@ def _resolve_group(group: str | Group) -> Group:
         raise UsageError(str(err)) from None
 
 
-class _Aligner:
-    """Per-image symmetry error ``(K, G)`` of the aligned image ``pi_D^-1 x`` for ``K`` candidate deformations."""
+class _Aligner(abc.ABC):
+    """Per-image symmetry error ``(K, G)`` of the aligned image ``pi_D^-1 x`` for ``K`` candidate deformations.
+
+    Two distances implement it: :class:`WindowAligner` (kernel MMD) and :class:`CovarianceAligner`.
+    """
 
     source: object
     group: Group
     settings: AlignmentSettings
 
+    @abc.abstractmethod
     def errors(self, deformations: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """``(K, G)`` errors for ``K`` deformations ``(K, 2, 2)``; column 0 is the identity element."""
 
     def objective(self, errors: torch.Tensor) -> torch.Tensor:
         """The minimised statistic over the non-identity elements: their mean or their worst (``eps_G``)."""
