@@ -55,7 +55,7 @@ from symmetry.estimators import RandomFourierFeatures, Settings, _rng, median_ba
 from symmetry.groups import Group, GroupElement, UnknownGroupError, get_group
 from symmetry.io import atomic_write_text, check_writable
 from symmetry.runtime import cli_entry, resolve_device
-from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, disk_offsets
+from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, deformation_matrix, disk_offsets
 
 QUARTER_TURN = ((0.0, -1.0), (1.0, 0.0))
 COLUMNS = (
@@ -90,11 +90,8 @@ class AlignmentSettings:
 
 
 def deformation(theta0, cx, cy) -> torch.Tensor:
-    """``D = R(theta0) diag(cx, cy)`` ``(..., 2, 2)``: SA-Conv's ``D_w`` (analysis.models)."""
-    theta0, cx, cy = (torch.as_tensor(v, dtype=torch.float64) for v in (theta0, cx, cy))
-    theta0, cx, cy = torch.broadcast_tensors(theta0, cx, cy)
-    c, s = torch.cos(theta0), torch.sin(theta0)
-    return torch.stack([torch.stack([c * cx, -s * cy], -1), torch.stack([s * cx, c * cy], -1)], -2)
+    """``D = R(theta0) diag(cx, cy)`` ``(..., 2, 2)`` in float64: :func:`symmetry.transforms.deformation_matrix`."""
+    return deformation_matrix(theta0, cx, cy)
 
 
 def angle_period(group: Group) -> float:

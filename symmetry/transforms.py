@@ -23,6 +23,29 @@ SUPPORT_MARGIN = {"bicubic": 2, "bilinear": 1, "nearest": 1}  # pixels a sample 
 _CHUNK = 1 << 16  # points interpolated at once on the CPU (bounds the tap temporaries, stays in cache)
 
 
+def rotation_matrix(angle, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Counter-clockwise rotation ``R(angle)`` ``(..., 2, 2)`` of plane coordinates ``(x, y)`` (angle in radians).
+
+    Convention: ``x`` along columns, ``y`` up (against rows), as every matrix of :mod:`symmetry.groups`.
+    Differentiable in ``angle``; batched over its shape.
+    """
+    angle = torch.as_tensor(angle, dtype=dtype, device=device)
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+
+
+def deformation_matrix(theta0, cx, cy, dtype=torch.float64, device=None) -> torch.Tensor:
+    """``D = R(theta0) diag(cx, cy)`` ``(..., 2, 2)``: SA-Conv's mesh deformation ``D_w`` (theory.md, section 3).
+
+    Convention: plane coordinates ``(x, y)`` as :func:`rotation_matrix`; the filter for group element ``A`` is
+    evaluated at ``A^-1 D^-1 delta``. Differentiable in all three arguments, which broadcast together.
+    """
+    theta0, cx, cy = (torch.as_tensor(v, dtype=dtype, device=device) for v in (theta0, cx, cy))
+    theta0, cx, cy = torch.broadcast_tensors(theta0, cx, cy)
+    c, s = torch.cos(theta0), torch.sin(theta0)
+    return torch.stack([torch.stack([c * cx, -s * cy], -1), torch.stack([s * cx, c * cy], -1)], -2)
+
+
 def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
     """Keys' cubic weights of the taps at offsets -1, 0, 1, 2 for fractional part ``t``."""
     a = KEYS_A
