@@ -426,7 +426,9 @@ def best_alignment(
         from symmetry.data import load_dataset
 
         sources = load_dataset(dataset_or_sources, data_root=data_root, split=split, channels=channels)
-    sources = list(sources)[:max_images] if max_images is not None else list(sources)
+    from symmetry.data import first_images
+
+    sources = first_images(list(sources), max_images)
     if not sources:
         raise DataError("no images to align")
     dev = resolve_device(device) if isinstance(device, str) or device is None else torch.device(device)

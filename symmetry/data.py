@@ -33,6 +33,13 @@ BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of an RGB image, or a gray image its
 ``(C, H, W)`` float64 tensors at native resolution; :meth:`ImageSource.at_mesh`
 resamples them to mesh ``h`` (:func:`symmetry.transforms.to_mesh`).
 
+Decompression bombs: no decoder allocates an image of more than :func:`pixel_limit` pixels
+(width x height x depth, default :data:`MAX_IMAGE_PIXELS`, 100 megapixels): the size is read
+from the header (PNG IHDR, TIFF tags, Pillow's ``Image.open``) and checked before any pixel
+is decoded. Raise it per call (``read_image(..., max_pixels=N)``, ``load_dataset(...,
+max_pixels=N)``) or for a whole process with ``$SYMMETRY_MAX_PIXELS`` (command lines pass
+``--max-pixels`` there when they offer it).
+
 Every problem is a :class:`~symmetry.errors.DataError` (or, for bad arguments, a
 :class:`~symmetry.errors.UsageError`) with one line that names the path and the fix.
 Unreadable images fail lazily, in :meth:`ImageSource.load`.
@@ -40,6 +47,7 @@ Unreadable images fail lazily, in :meth:`ImageSource.load`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -96,6 +104,10 @@ DIV2K_SHA256: dict[str, str | None] = {
     "DIV2K_valid_HR.zip": "20dd31fd84d777bc1cf5d6b7654a3f569c0aec74458ae094122ad1d0489900fc",
 }
 RAIN100L_SPLITS = ("train", "test")
+SPLITS = ("train", "valid", "test")
+MAX_IMAGE_PIXELS = 100_000_000
+"""Default decoder limit in pixels (100 megapixels: a 10000 x 10000 image, 2.4 GB as float64 RGB)."""
+MAX_PIXELS_ENV = "SYMMETRY_MAX_PIXELS"
 _CHUNK = 1 << 20
 
 
@@ -110,6 +122,7 @@ class ImageSource:
     path: Path | None = None
     channels: str = "gray"
     array: torch.Tensor | None = field(default=None, repr=False)
+    max_pixels: int | None = None  # decoder limit (None: :func:`pixel_limit`'s default)
 
     def load(self) -> torch.Tensor:
         """``(C, H, W)`` float64 pixels at native resolution."""
@@ -117,7 +130,7 @@ class ImageSource:
             return self.array
         if self.path is None:
             raise DataError(f"{self.name}: image source has neither a path nor pixels")
-        return read_image(self.path, self.channels)
+        return read_image(self.path, self.channels, max_pixels=self.max_pixels)
 
     def at_mesh(self, mesh: float) -> torch.Tensor:
         """The raster at mesh ``h`` (native pixels per sample)."""
@@ -167,8 +180,42 @@ class Dataset(Sequence):
 # --------------------------------------------------------------------------- decoding
 
 
-def _png16_colour(path: Path) -> np.ndarray | None:
-    """Decode a non-interlaced 16-bit gray+alpha/RGB/RGBA PNG to big-endian uint16 ``(H, W, C)``; else None."""
+def pixel_limit(max_pixels: int | None = None) -> int:
+    """The decoder limit in pixels: ``max_pixels`` if given, else ``$SYMMETRY_MAX_PIXELS``, else the default."""
+    source = "max_pixels"
+    if max_pixels is None:
+        env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not env:
+            return MAX_IMAGE_PIXELS
+        source, max_pixels = f"${MAX_PIXELS_ENV}", env
+    try:
+        value = int(str(max_pixels).replace("_", ""))
+    except ValueError:
+        value = 0
+    if isinstance(max_pixels, (bool, float)) or value < 1:
+        raise UsageError(f"{source} must be a positive whole number of pixels, e.g. 400000000, got {max_pixels!r}")
+    return value
+
+
+def _check_pixels(path: Path, width: int, height: int, limit: int, depth: int = 1) -> None:
+    """Refuse an image whose header claims more than ``limit`` pixels, before anything is decoded."""
+    count = int(width) * int(height) * int(depth)
+    if width < 1 or height < 1 or depth < 1:
+        raise DataError(f"{path}: the header claims an empty image ({width}x{height}); the file is corrupt")
+    if count > limit:
+        size = f"{width}x{height}" + (f"x{depth}" if depth != 1 else "")
+        raise DataError(
+            f"{path}: image of {size} = {count} pixels exceeds the limit of {limit} (a decompression bomb?); "
+            f"if it is genuine, raise the limit with max_pixels= or ${MAX_PIXELS_ENV}"
+        )
+
+
+def _png16_colour(path: Path, limit: int = MAX_IMAGE_PIXELS) -> np.ndarray | None:
+    """Decode a non-interlaced 16-bit gray+alpha/RGB/RGBA PNG to big-endian uint16 ``(H, W, C)``; else None.
+
+    The IHDR size is checked against ``limit`` before the file is read, and the image data
+    is inflated to at most the size the header promises (a zlib bomb cannot grow past it).
+    """
     with open(path, "rb") as fh:
         head = fh.read(29)
     if len(head) < 29 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
@@ -176,6 +223,7 @@ def _png16_colour(path: Path) -> np.ndarray | None:
     w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
     if depth != 16 or colour not in (2, 4, 6):
         return None
+    _check_pixels(path, w, h, limit)
     if interlace:
         warnings.warn(f"{path}: interlaced 16-bit colour PNG is read at 8-bit precision", stacklevel=3)
         return None
@@ -193,7 +241,7 @@ def _png16_colour(path: Path) -> np.ndarray | None:
         pos += 12 + length
     channels = {2: 3, 4: 2, 6: 4}[colour]
     stride = 2 * channels * w
-    raw = zlib.decompress(b"".join(idat))
+    raw = zlib.decompressobj().decompress(b"".join(idat), h * (stride + 1))
     if len(raw) < h * (stride + 1):
         raise DataError(f"{path}: truncated PNG image data ({len(raw)} of {h * (stride + 1)} bytes)")
     rows = np.frombuffer(raw, np.uint8, h * (stride + 1)).reshape(h, stride + 1)
@@ -226,11 +274,17 @@ def _unfilter_png(kinds: np.ndarray, filtered: np.ndarray) -> np.ndarray:
     return x[1:, 1:].astype(np.uint8)
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, limit: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
+        _check_pixels(path, page.imagewidth, page.imagelength, limit, page.imagedepth)  # tags only, nothing decoded
+        if page.samplesperpixel > 4:
+            raise DataError(
+                f"{path}: unsupported channel count ({page.samplesperpixel}); expected 1 gray, 2 gray+alpha, "
+                "3 RGB or 4 RGBA"
+            )
         arr = page.asarray()
         axes = page.axes
         if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
@@ -240,10 +294,24 @@ def _read_tiff(path: Path) -> np.ndarray:
     return arr
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+@contextlib.contextmanager
+def _own_pixel_check():
+    """Pillow's own bomb check off (its limit is not ours, and it is process-wide); :func:`_check_pixels` applies."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _read_pillow(path: Path, limit: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
+    with _own_pixel_check(), Image.open(path) as im:
+        _check_pixels(path, *im.size, limit)  # Image.open reads the header only
         im.load()
         if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: show the image the way it was taken
             im = ImageOps.exif_transpose(im)
@@ -296,22 +364,29 @@ def _to_channels(arr: np.ndarray, channels: str, path: Path) -> torch.Tensor:
     return image
 
 
-def read_image(path: str | os.PathLike, channels: str = "gray") -> torch.Tensor:
-    """Read one image file by the module's channel rule; any failure is a :class:`DataError` naming ``path``."""
+def read_image(path: str | os.PathLike, channels: str = "gray", *, max_pixels: int | None = None) -> torch.Tensor:
+    """Read one image file by the module's channel rule; any failure is a :class:`DataError` naming ``path``.
+
+    An image of more than :func:`pixel_limit` ``(max_pixels)`` pixels is refused from its
+    header, before anything is decoded (module docstring).
+    """
     if channels not in CHANNELS:
         raise UsageError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
+    limit = pixel_limit(max_pixels)
     path = Path(path)
     try:
         suffix = path.suffix.lower()
         arr = None
         if suffix in (".tif", ".tiff"):
-            arr = _read_tiff(path)
+            arr = _read_tiff(path, limit)
         elif suffix == ".png":
-            arr = _png16_colour(path)
+            arr = _png16_colour(path, limit)
         if arr is None:
-            arr = _read_pillow(path)
+            arr = _read_pillow(path, limit)
     except DataError:
         raise
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to decode it; free memory or lower max_pixels") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found (it was moved or deleted after the dataset was listed)") from None
     except Exception as err:  # any decoder failure means a corrupt, truncated or unsupported file
@@ -333,9 +408,16 @@ def _resolve_root(root: str | os.PathLike | None) -> Path:
 
 
 def _image_files(root: Path) -> list[Path]:
-    """Image files under ``root``, recursively, sorted by relative path; hidden entries skipped."""
+    """Image files under ``root``, recursively, sorted by relative path; hidden entries skipped.
+
+    A folder that cannot be listed is an error, not a silent gap in the dataset.
+    """
+
+    def unreadable(err: OSError) -> None:
+        raise DataError(f"cannot list {err.filename} ({err.strerror}); fix its permissions, or move it out of {root}")
+
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__MACOSX"]
         found += [
             Path(dirpath, f) for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
@@ -343,7 +425,7 @@ def _image_files(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 
 
-def _folder(root: Path, channels: str, name: str, what: str = "images") -> Dataset:
+def _folder(root: Path, channels: str, name: str, what: str = "images", max_pixels: int | None = None) -> Dataset:
     if not root.exists():
         raise DataError(f"dataset folder {root} does not exist; check the path (folder:PATH takes a folder of images)")
     if not root.is_dir():
@@ -351,15 +433,19 @@ def _folder(root: Path, channels: str, name: str, what: str = "images") -> Datas
     files = _image_files(root)
     if not files:
         raise DataError(f"no images found in {root} (searched recursively for {', '.join(IMAGE_EXTENSIONS)})")
-    sources = [ImageSource(p.relative_to(root).as_posix(), p, channels) for p in files]
+    sources = [ImageSource(p.relative_to(root).as_posix(), p, channels, max_pixels=max_pixels) for p in files]
     return Dataset(name, sources, f"{len(files)} {what} under {root}")
 
 
-def _skimage(channels: str) -> Dataset:
+def _skimage(channels: str, max_pixels: int | None = None) -> Dataset:
     import skimage
 
     folder = Path(skimage.__file__).parent / "data"
-    sources = [ImageSource(name, folder / f, channels) for name, f in SKIMAGE_IMAGES.items() if (folder / f).is_file()]
+    sources = [
+        ImageSource(name, folder / f, channels, max_pixels=max_pixels)
+        for name, f in SKIMAGE_IMAGES.items()
+        if (folder / f).is_file()
+    ]
     if not sources:
         raise DataError(f"scikit-image's sample images are missing from {folder}; reinstall scikit-image")
     return Dataset("skimage", sources, f"{len(sources)} photographs and textures bundled in scikit-image {folder}")
@@ -405,7 +491,12 @@ def _rain100l_split(root: Path, split: str) -> Path:
 
 
 def load_pairs(
-    spec: str = "rain100l", *, data_root=None, split: str = "train", channels: str = "rgb"
+    spec: str = "rain100l",
+    *,
+    data_root=None,
+    split: str = "train",
+    channels: str = "rgb",
+    max_pixels: int | None = None,
 ) -> list[tuple[ImageSource, ImageSource]]:
     """``(degraded, clean)`` pairs for deraining, matched by the number ``K`` in their names, sorted by ``K``."""
     if spec.lower() != "rain100l":
@@ -423,18 +514,18 @@ def load_pairs(
         raise DataError(f"{path} has no pair in {base / other} ({len(unpaired)} unpaired images); restore or remove it")
     return [
         (
-            ImageSource(rain[k].relative_to(rel).as_posix(), rain[k], channels),
-            ImageSource(clean[k].relative_to(rel).as_posix(), clean[k], channels),
+            ImageSource(rain[k].relative_to(rel).as_posix(), rain[k], channels, max_pixels=max_pixels),
+            ImageSource(clean[k].relative_to(rel).as_posix(), clean[k], channels, max_pixels=max_pixels),
         )
         for k in clean
     ]
 
 
-def _rain100l(root: Path, split: str, channels: str) -> Dataset:
+def _rain100l(root: Path, split: str, channels: str, max_pixels: int | None = None) -> Dataset:
     base = _rain100l_split(root, split)
     clean = _by_index(base / "norain")
     rel = base.parent
-    sources = [ImageSource(p.relative_to(rel).as_posix(), p, channels) for p in clean.values()]
+    sources = [ImageSource(p.relative_to(rel).as_posix(), p, channels, max_pixels=max_pixels) for p in clean.values()]
     return Dataset(f"rain100l-{split}", sources, f"{len(sources)} clean Rain100L images in {base / 'norain'}")
 
 
@@ -560,7 +651,7 @@ def _extract(archive: Path, root: Path, folder: str) -> Path:
     return root / folder
 
 
-def _div2k(root: Path, split: str, channels: str, download: bool) -> Dataset:
+def _div2k(root: Path, split: str, channels: str, download: bool, max_pixels: int | None = None) -> Dataset:
     if split not in DIV2K_FOLDERS:
         raise UsageError(f"DIV2K splits are {', '.join(DIV2K_FOLDERS)}, got {split!r}")
     folder = DIV2K_FOLDERS[split]
@@ -580,7 +671,7 @@ def _div2k(root: Path, split: str, channels: str, download: bool) -> Dataset:
                 f"{folder}.zip (or its unzipped {folder}/) in {root}; --data-root or $SYMMETRY_DATA choose the root"
             )
         _extract(archive, root, folder)
-    return _folder(target, channels, f"div2k-{split}", f"DIV2K {split} images")
+    return _folder(target, channels, f"div2k-{split}", f"DIV2K {split} images", max_pixels)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -603,32 +694,63 @@ def list_datasets() -> dict[str, str]:
 
 
 def load_dataset(
-    spec: str, *, data_root=None, download: bool = False, split: str = "train", channels: str = "gray"
+    spec: str,
+    *,
+    data_root=None,
+    download: bool = False,
+    split: str = "train",
+    channels: str = "gray",
+    max_pixels: int | None = None,
 ) -> Dataset:
-    """A dataset from its spec (module docstring, :func:`list_datasets`); files are read lazily."""
+    """A dataset from its spec (module docstring, :func:`list_datasets`); files are read lazily.
+
+    ``split`` is ``train``, ``valid`` or ``test``; datasets without splits (``skimage``,
+    ``folder:PATH``) have ``train`` only. ``max_pixels`` raises or lowers the decoder limit
+    (:func:`pixel_limit`).
+    """
     if channels not in CHANNELS:
         raise UsageError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
+    if split not in SPLITS:
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    pixel_limit(max_pixels)  # a bad limit is a usage error now, not at the first image
     if spec.startswith("synthetic"):
         from symmetry.synthetic import load_synthetic
 
         return load_synthetic(spec, split=split)
+    key = spec.lower()
+    if (spec.startswith("folder:") or key == "skimage") and split != "train":
+        raise UsageError(
+            f"{spec} has no {split} split (all its images are the train split); omit the split, or hold out "
+            "images yourself (analysis.tasks holds out every fourth)"
+        )
     if spec.startswith("folder:"):
         path = spec.split(":", 1)[1]
         if not path:
             raise UsageError("folder: needs a path, e.g. --dataset folder:~/photos")
-        return _folder(Path(path).expanduser(), channels, spec)
-    key = spec.lower()
+        return _folder(Path(path).expanduser(), channels, spec, max_pixels=max_pixels)
     if key == "skimage":
-        return _skimage(channels)
+        return _skimage(channels, max_pixels)
     if key == "div2k":
-        return _div2k(_resolve_root(data_root), split, channels, download)
+        return _div2k(_resolve_root(data_root), split, channels, download, max_pixels)
     if key == "rain100l":
-        return _rain100l(_resolve_root(data_root), split, channels)
+        return _rain100l(_resolve_root(data_root), split, channels, max_pixels)
     hint = f" (for a folder of images use folder:{spec})" if Path(spec).expanduser().is_dir() else ""
     raise UsageError(
         f"unknown dataset {spec!r}{hint}; choose one of: skimage, folder:PATH, div2k, rain100l, "
         "synthetic:FAMILY[,key=value...] (see --list-datasets)"
     )
+
+
+def first_images(sources: Sequence, max_images: int | None, option: str = "--max-images") -> list:
+    """The first ``max_images`` sources (all of them when None); ``max_images`` must be a whole number >= 1.
+
+    A plain slice would read ``-1`` as "all but the last" and ``0`` as "none", both silently.
+    """
+    if max_images is None:
+        return list(sources)
+    if isinstance(max_images, bool) or not isinstance(max_images, (int, np.integer)) or max_images < 1:
+        raise UsageError(f"{option} must be a whole number >= 1 (or omitted for all images), got {max_images!r}")
+    return list(sources[: int(max_images)])
 
 
 def augment(dataset: Dataset, group) -> Dataset:

@@ -84,9 +84,9 @@ def _resolve_dataset(dataset, data_root, download, split, channels, augment_grou
         from symmetry.data import augment
 
         ds = augment(ds, augment_group)
-    sources = list(ds)
-    if max_images is not None:
-        sources = sources[:max_images]
+    from symmetry.data import first_images
+
+    sources = first_images(list(ds), max_images)
     if not sources:
         raise DataError(f"dataset {getattr(ds, 'name', dataset)} has no images")
     return getattr(ds, "name", "images"), sources

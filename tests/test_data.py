@@ -3,9 +3,11 @@
 import hashlib
 import http.server
 import io
+import os
 import socket
 import struct
 import threading
+import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
@@ -197,6 +199,149 @@ def test_errors_name_the_path(tmp_path):
         data.load_dataset(str(tmp_path))
     with pytest.raises(UsageError, match="channels"):
         data.load_dataset("skimage", channels="cmyk")
+
+
+# --------------------------------------------------------------------------- decompression bombs
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_claiming(path: Path, width: int, height: int, depth: int = 16, colour: int = 2) -> Path:
+    """A small PNG whose IHDR claims ``width x height`` pixels (a few rows of zero data)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 100_000, 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+    return path
+
+
+def tiff_claiming(path: Path, width: int, height: int) -> Path:
+    """A small little-endian zlib TIFF whose tags claim ``width x height`` 8-bit gray pixels in one strip."""
+    strip = zlib.compress(b"\0" * 100_000, 9)
+    tags = [  # (tag, type 3 SHORT / 4 LONG, value)
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 8),  # Adobe deflate
+        (262, 3, 1),  # min-is-black
+        (273, 4, 0),  # strip offset, patched below
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, len(strip)),
+    ]
+    offset = 8 + 2 + 12 * len(tags) + 4
+    tags[5] = (273, 4, offset)
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", t, k, 1, v) for t, k, v in tags)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + strip)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: png_claiming(p / "bomb16.png", 15000, 15000),  # the 16-bit colour decoder
+        lambda p: tiff_claiming(p / "bomb.tif", 15000, 15000),  # tifffile
+        lambda p: png_claiming(p / "bomb8.png", 15000, 15000, depth=8, colour=0),  # Pillow
+    ],
+    ids=["png16", "tiff", "pillow"],
+)
+def test_a_header_claiming_15000_squared_pixels_is_refused_before_allocation(tmp_path, make):
+    path = make(tmp_path)
+    assert path.stat().st_size < 2000  # crafted: a header and a little zlib data
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as err:
+            data.read_image(path, "rgb")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert "15000x15000 = 225000000 pixels exceeds the limit of 100000000" in message
+    assert "SYMMETRY_MAX_PIXELS" in message
+    assert peak < 20e6  # nothing near the 225 MB (or 1.35 GB at 16-bit RGB) the header asks for was allocated
+
+
+def test_the_pixel_limit_applies_to_every_decoder_and_can_be_raised(tmp_path, monkeypatch):
+    arr16 = np.random.default_rng(1).integers(0, 65536, (5, 6, 3), dtype=np.uint16)
+    (tmp_path / "c16.png").write_bytes(png16(arr16))
+    tifffile.imwrite(tmp_path / "g.tif", arr16[..., 0])
+    save(tmp_path / "g8.png", (arr16[..., 0] >> 8).astype(np.uint8))
+    save(tmp_path / "g8.jpg", (arr16[..., 0] >> 8).astype(np.uint8))
+    for name in ("c16.png", "g.tif", "g8.png", "g8.jpg"):
+        with pytest.raises(DataError, match=r"5 = 30 pixels exceeds the limit of 29"):
+            data.read_image(tmp_path / name, max_pixels=29)
+        assert data.read_image(tmp_path / name, max_pixels=30).shape == (1, 5, 6)
+    exact = data.read_image(tmp_path / "c16.png", "rgb", max_pixels=30)
+    assert torch.equal(exact, torch.from_numpy(np.moveaxis(arr16, -1, 0) / 65535.0))  # still bit-exact
+    monkeypatch.setenv("SYMMETRY_MAX_PIXELS", "29")
+    assert data.pixel_limit() == 29 and data.pixel_limit(1000) == 1000  # an explicit limit wins
+    with pytest.raises(DataError, match="limit of 29"):
+        data.load_dataset(f"folder:{tmp_path}")[0].load()
+    assert data.load_dataset(f"folder:{tmp_path}", max_pixels=30)[0].load().shape == (1, 5, 6)
+    for bad in ("-5", "lots", "1.5"):
+        monkeypatch.setenv("SYMMETRY_MAX_PIXELS", bad)
+        with pytest.raises(UsageError, match="SYMMETRY_MAX_PIXELS must be a positive whole number"):
+            data.read_image(tmp_path / "g.tif")
+    monkeypatch.delenv("SYMMETRY_MAX_PIXELS")
+    assert data.pixel_limit() == data.MAX_IMAGE_PIXELS == 100_000_000
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(UsageError, match="max_pixels must be a positive whole number"):
+            data.load_dataset("skimage", max_pixels=bad)
+
+
+def test_a_zlib_stream_longer_than_the_header_promises_is_not_inflated_past_it(tmp_path):
+    arr = np.arange(2 * 3 * 3, dtype=np.uint16).reshape(2, 3, 3) * 1000
+    good = png16(arr, filters=(0,))
+    rows = b"".join(b"\0" + arr[r].astype(">u2").tobytes() for r in range(2))
+    ihdr = good[8:33]
+    long_idat = zlib.compress(rows + b"\0" * 50_000_000, 9)  # 50 MB of trailing zeros in a 50 kB stream
+    path = tmp_path / "long.png"
+    path.write_bytes(good[:8] + ihdr + _chunk(b"IDAT", long_idat) + _chunk(b"IEND", b""))
+    tracemalloc.start()
+    try:
+        image = data.read_image(path, "rgb")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert torch.equal(image, torch.from_numpy(np.moveaxis(arr, -1, 0) / 65535.0))
+    assert peak < 5e6
+
+
+def test_an_unreadable_subfolder_is_an_error_not_a_gap(tmp_path, monkeypatch):
+    save(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    save(tmp_path / "locked" / "b.png", np.zeros((4, 4), np.uint8))
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as root chmod 000 does not stop a listing, so the refusal is simulated
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError, match=r"cannot list .*locked \(Permission denied\); fix its permissions"):
+        data.load_dataset(f"folder:{tmp_path}")
+
+
+def test_splits_are_checked_and_splitless_datasets_have_train_only(tmp_path):
+    save(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    assert len(data.load_dataset(f"folder:{tmp_path}", split="train")) == 1
+    for spec in (f"folder:{tmp_path}", "skimage"):
+        with pytest.raises(UsageError, match="has no test split"):
+            data.load_dataset(spec, split="test")
+    for spec in (f"folder:{tmp_path}", "synthetic:isotropic,n=2,size=8", "rain100l", "div2k"):
+        with pytest.raises(UsageError, match="split must be one of train, valid, test, got 'tset'"):
+            data.load_dataset(spec, split="tset", data_root=tmp_path)
+
+
+def test_first_images_refuses_counts_below_one():
+    sources = list(range(5))
+    assert data.first_images(sources, None) == sources and data.first_images(sources, 2) == [0, 1]
+    assert data.first_images(sources, 9) == sources
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(UsageError, match="--max-images must be a whole number >= 1"):
+            data.first_images(sources, bad)
 
 
 def test_data_root_resolution(tmp_path, monkeypatch):
