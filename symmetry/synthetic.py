@@ -51,6 +51,22 @@ DEFAULTS = {"n": 64, "size": 64, "atoms": 30, "kappa": 16.0, "mu": 0.0, "k": 4, 
 _SPLIT_OFFSET = {"train": 0, "valid": 1_000_003, "test": 2_000_003}
 FAMILY_DEFAULTS = {"deformed": {"stretch": 0.6}}
 """Parameters of one family only, beside :data:`DEFAULTS`."""
+INTEGER_KEYS = ("n", "size", "atoms", "k", "seed")
+LIMITS = {
+    "n": (1, 1_000_000),
+    "size": (1, 16_384),  # one raster at mesh 1 is size^2 float64 values
+    "atoms": (1, 1_000_000),
+    "k": (1, 360),
+    "seed": (0, 2**63 - 1),
+    "kappa": (0.0, math.inf),
+    "mu": (-math.inf, math.inf),
+    "long": (1e-6, 1e6),
+    "short": (1e-6, 1e6),
+    "stretch": (0.0, 6.0),  # the atoms reaching the frame grow like exp(stretch)
+}
+"""Closed range of each parameter (all must be finite); memory bounds keep a typo from exhausting RAM."""
+MAX_TOTAL_ATOMS = 20_000_000
+"""Upper bound on ``n * atoms`` (32 bytes per atom are held in memory)."""
 
 
 @dataclass
@@ -132,19 +148,9 @@ def _deformed_atoms(rng: np.random.Generator, p: dict, density: float):
 
 def make_fields(family: str, *, split: str = "train", **params) -> list[AtomField]:
     """Draw the images of a synthetic family (see the module docstring for parameters)."""
-    if family not in FAMILIES:
-        raise UsageError(f"unknown synthetic family {family!r}; choose one of {', '.join(FAMILIES)}")
-    known = {**DEFAULTS, **FAMILY_DEFAULTS.get(family, {})}
-    unknown = set(params) - set(known)
-    if unknown:
-        raise UsageError(f"unknown synthetic parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
-    p = {**known, **params}
-    if p["n"] < 1 or p["size"] <= 0 or p["atoms"] < 1 or p["long"] <= 0 or p["short"] <= 0 or p["k"] < 1:
-        raise UsageError("synthetic parameters n, size, atoms, k, long, short must be positive")
-    if p["kappa"] < 0:
-        raise UsageError(f"synthetic kappa must be >= 0, got {p['kappa']}")
-    if p.get("stretch", 0.0) < 0:
-        raise UsageError(f"synthetic stretch must be >= 0, got {p['stretch']}")
+    p = check_params(family, params)
+    if split not in _SPLIT_OFFSET:
+        raise UsageError(f"synthetic split must be one of {', '.join(_SPLIT_OFFSET)}, got {split!r}")
     rng = np.random.default_rng([int(p["seed"]), _SPLIT_OFFSET.get(split, 0)])
     reach = p["size"] / 2 + 3 * p["long"]  # atoms just outside the frame still reach into it
     fields = []
@@ -174,24 +180,60 @@ def make_fields(family: str, *, split: str = "train", **params) -> list[AtomFiel
     return fields
 
 
+def check_params(family: str, params: dict) -> dict:
+    """All parameters of ``family`` (defaults filled in), checked: known keys, finite numbers, whole numbers for
+    :data:`INTEGER_KEYS`, each in its :data:`LIMITS` range; any problem is a one-line :class:`UsageError`."""
+    if family not in FAMILIES:
+        raise UsageError(f"unknown synthetic family {family!r}; choose one of {', '.join(FAMILIES)}")
+    known = {**DEFAULTS, **FAMILY_DEFAULTS.get(family, {})}
+    unknown = set(params) - set(known)
+    if unknown:
+        raise UsageError(f"unknown synthetic parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    p = {**known, **params}
+    for key, value in p.items():
+        low, high = LIMITS[key]
+        whole = key in INTEGER_KEYS
+        kind = "a whole number" if whole else "a finite number"
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or (whole and not float(value).is_integer()):
+            raise UsageError(f"synthetic {key} must be {kind}, got {value!r}")
+        if not low <= value <= high:
+            bounds = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+            raise UsageError(f"synthetic {key} must be {bounds}, got {value:g}")
+    if p["n"] * p["atoms"] > MAX_TOTAL_ATOMS:
+        raise UsageError(
+            f"synthetic n * atoms = {p['n'] * p['atoms']:g} exceeds {MAX_TOTAL_ATOMS} atoms in memory; "
+            "use fewer images or atoms"
+        )
+    return p
+
+
 def parse_spec(spec: str) -> tuple[str, dict]:
-    """``"synthetic:kfold,k=4,kappa=8"`` -> ``("kfold", {"k": 4, "kappa": 8.0})``."""
+    """``"synthetic:kfold,k=4,kappa=8"`` -> ``("kfold", {"k": 4, "kappa": 8.0})``, checked by :func:`check_params`."""
     body = spec.split(":", 1)[1] if ":" in spec else ""
     if not body:
         raise UsageError(f"synthetic dataset needs a family, e.g. synthetic:isotropic; families: {', '.join(FAMILIES)}")
     family, *pairs = body.split(",")
+    if family not in FAMILIES:
+        raise UsageError(f"unknown synthetic family {family!r} in {spec!r}; choose one of {', '.join(FAMILIES)}")
     known = {**DEFAULTS, **FAMILY_DEFAULTS.get(family, {})}
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key = key.strip()
         if not sep or key not in known:
             raise UsageError(
                 f"bad synthetic parameter {pair!r} in {spec!r}; use key=value with keys {', '.join(known)}"
             )
+        if key in params:
+            raise UsageError(f"synthetic parameter {key} is given twice in {spec!r}; keep one")
         try:
-            params[key] = type(known[key])(float(value)) if isinstance(known[key], int) else float(value)
+            number = float(value)
         except ValueError:
             raise UsageError(f"synthetic parameter {key} needs a number, got {value!r}") from None
+        whole = key in INTEGER_KEYS and math.isfinite(number) and number.is_integer()
+        params[key] = int(number) if whole else number
+    check_params(family, params)
     return family, params
 
 

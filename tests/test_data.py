@@ -375,6 +375,45 @@ def test_list_datasets_and_synthetic_delegation():
     assert len(ds) == 2 and ds[0].at_mesh(1.0).shape[-1] == 16
 
 
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("synthetic:vonmises,kappa=nan", "kappa must be a finite number, got nan"),
+        ("synthetic:vonmises,kappa=-1", "kappa must be >= 0, got -1"),
+        ("synthetic:kfold,k=2.7", "k must be a whole number, got 2.7"),
+        ("synthetic:isotropic,seed=-1", r"seed must be in \[0, 9.22337e\+18\], got -1"),
+        ("synthetic:isotropic,n=inf", "n must be a whole number, got inf"),
+        ("synthetic:isotropic,n=0", r"n must be in \[1, 1e\+06\], got 0"),
+        ("synthetic:isotropic,size=1e9", r"size must be in \[1, 16384\], got 1e\+09"),
+        ("synthetic:isotropic,long=1e300", r"long must be in \[1e-06, 1e\+06\]"),
+        ("synthetic:deformed,stretch=1e9", r"stretch must be in \[0, 6\], got 1e\+09"),
+        ("synthetic:isotropic,n=100000,atoms=1000", "n \\* atoms = 1e\\+08 exceeds"),
+        ("synthetic:isotropic,n=2,n=3", "n is given twice"),
+        ("synthetic:isotropic,stretch=1", "bad synthetic parameter 'stretch=1'"),
+        ("synthetic:isotropic,n=two", "n needs a number, got 'two'"),
+        ("synthetic:spiral", "unknown synthetic family 'spiral'"),
+    ],
+)
+def test_synthetic_specs_are_checked_when_parsed(spec, fragment):
+    with pytest.raises(UsageError, match=fragment) as err:
+        data.load_dataset(spec)
+    assert "\n" not in str(err.value)
+
+
+def test_synthetic_parameters_keep_their_types_and_the_python_api_is_checked_too():
+    from symmetry.synthetic import make_fields, parse_spec
+
+    assert parse_spec("synthetic:kfold,k=4,kappa=8,size=32.0") == ("kfold", {"k": 4, "kappa": 8.0, "size": 32})
+    assert isinstance(parse_spec("synthetic:kfold,k=4.0")[1]["k"], int)
+    assert len(make_fields("vonmises", n=2, size=16.0, kappa=0)) == 2  # a whole float is a whole number
+    with pytest.raises(UsageError, match="atoms must be a whole number, got 2.5"):
+        make_fields("vonmises", n=2, atoms=2.5)
+    with pytest.raises(UsageError, match="kappa must be a finite number, got 'high'"):
+        make_fields("vonmises", kappa="high")
+    with pytest.raises(UsageError, match="synthetic split must be one of train, valid, test, got 'tset'"):
+        make_fields("vonmises", n=2, split="tset")
+
+
 # --------------------------------------------------------------------------- Rain100L
 
 
