@@ -51,7 +51,7 @@ def output_target(path: str | os.PathLike, option: str = "output") -> Path:
     target = Path(os.path.realpath(os.fspath(path)))
     try:
         st = target.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a new file (check_writable judges its folder)
         return target
     except OSError as err:
         raise UsageError(f"cannot write {option} {path}: {err.strerror}") from None
