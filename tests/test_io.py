@@ -244,3 +244,23 @@ def test_to_json_is_strict_and_maps_non_finite_numbers_to_null(tmp_path):
     assert "NaN" not in text and "Infinity" not in text
     with pytest.raises(TypeError, match="cannot serialise object"):
         to_json({"x": object()})
+
+
+def test_a_results_folder_is_locked_beside_itself(tmp_path):
+    results = tmp_path / "results" / "bound"
+    results.mkdir(parents=True)
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(results), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60) and (tmp_path / "results" / ".bound.lock").is_file()
+        with pytest.raises(DataError, match="bound is being written by another process"):
+            with output_lock(results):
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    with output_lock(results):
+        atomic_write_text(results / "quick.csv", "a\n1\n")  # files inside a locked folder are written as usual
+    assert sorted(os.listdir(tmp_path / "results")) == ["bound"]
