@@ -67,7 +67,7 @@ def test_unknown_kind_and_options():
     with pytest.raises(UsageError):
         build_model("equivariant", plain_width=3)
     with pytest.raises(UsageError):
-        build_model("equivariant", group="dih4")
+        build_model("equivariant", group="hex4")
     with pytest.raises(UsageError):
         build_model("equivariant", kernel_size=4)
 
@@ -166,9 +166,9 @@ def test_e2cnn_missing_is_a_usage_error(monkeypatch):
         build_model("e2cnn", **SMALL)
 
 
-def test_sa_equivariant_when_hypernetwork_outputs_zero(image64):
+def test_sa_global_equivariant_when_hypernetwork_outputs_zero(image64):
     torch.manual_seed(1)
-    model = build_model("sa", group="rot4", scale=2, **SMALL).double().eval()
+    model = build_model("sa-global", group="rot4", scale=2, **SMALL).double().eval()
     for k in QUARTER_TURNS:
         assert rel_rot90_error(model, image64, k) < EXACT_TOL
 
@@ -177,10 +177,10 @@ def test_sa_equivariant_when_hypernetwork_outputs_zero(image64):
 
 
 @pytest.mark.parametrize("scale", [1, 2])
-def test_sa_zero_hypernetwork_equals_equivariant(scale, image64):
+def test_sa_global_zero_hypernetwork_equals_equivariant(scale, image64):
     torch.manual_seed(2)
     eq = build_model("equivariant", group="rot8", scale=scale, **SMALL).double()
-    sa = build_model("sa", group="rot8", scale=scale, **SMALL).double()
+    sa = build_model("sa-global", group="rot8", scale=scale, **SMALL).double()
     missing = sa.load_equivariant_state(eq.state_dict())
     assert missing and all(k.startswith("hyper.") for k in missing)
     params = sa.predict_transform(image64)
@@ -206,11 +206,11 @@ def test_sa_zero_hypernetwork_equals_equivariant(scale, image64):
     assert not torch.allclose(sa.predict_transform(image64), params)
 
 
-def test_sa_transform_override_is_a_per_sample_deformation(image64):
+def test_sa_global_transform_override_is_a_per_sample_deformation(image64):
     """Deforming by a quarter turn is a relabelling of the rot4 group axis, so the output does not change;
     a stretch does change it, per sample."""
     torch.manual_seed(3)
-    sa = build_model("sa", group="rot4", **SMALL).double().eval()
+    sa = build_model("sa-global", group="rot4", **SMALL).double().eval()
     identity = torch.tensor([0.0, 1.0, 1.0])
     stretch = torch.tensor([[0.0, 1.0, 1.0], [0.4, 1.3, 1 / 1.3]], dtype=torch.float64)
     with torch.no_grad():
@@ -221,15 +221,16 @@ def test_sa_transform_override_is_a_per_sample_deformation(image64):
     assert (mixed[0] - base[0]).abs().max() < 1e-10 and (mixed[1] - base[1]).abs().max() > 1e-4
 
 
-def test_sa_rejects_foreign_checkpoint():
-    sa = build_model("sa", group="rot4", **SMALL)
+def test_sa_global_rejects_foreign_checkpoint():
+    sa = build_model("sa-global", group="rot4", **SMALL)
     other = build_model("equivariant", group="rot4", width=4, depth=3)
     with pytest.raises(UsageError):
         sa.load_equivariant_state(other.state_dict())
 
 
-def test_sa_hypernetwork_gets_gradients(image64):
-    sa = build_model("sa", group="rot4", **SMALL).double()
+@pytest.mark.parametrize("kind", ["sa", "sa-global"])
+def test_sa_hypernetwork_gets_gradients(kind, image64):
+    sa = build_model(kind, group="rot4", **SMALL).double()
     with torch.no_grad():
         sa.hyper.out.weight.normal_(0.0, 0.1)
     sa(image64).square().mean().backward()
@@ -271,7 +272,7 @@ def test_eval_mode_caches_filters(image64):
     assert layer.filters() is not second
 
 
-@pytest.mark.parametrize("kind", ["plain", "equivariant", "sa"])
+@pytest.mark.parametrize("kind", ["plain", "equivariant", "tl", "sa", "sa-global"])
 def test_default_models_train(kind):
     model = build_model(kind, scale=2)
     x = torch.randn(1, 3, 16, 16)
