@@ -345,12 +345,12 @@ def test_sr_and_flip_groups_are_exact(basis):
 @pytest.mark.parametrize("scale", [1, 2])
 def test_sa_with_zero_hypernetwork_equals_tl(scale, basis, image64):
     torch.manual_seed(4)
-    tl = build_model("tl", group="dih4", basis=basis, scale=scale, **SMALL).double()
+    tl = build_model("tl", group="dih4", basis=basis, scale=scale, **TINY).double()
     adam_steps(tl, image64)  # the per-layer deformations move away from (0, 1, 1)
     transforms = tl.layer_transforms()
-    assert transforms.shape == (2 * SMALL["depth"] + 3 + len(upsample_stages(scale)), 3)  # every basis layer
+    assert transforms.shape == (2 * TINY["depth"] + 3 + len(upsample_stages(scale)), 3)  # every basis layer
     assert (transforms - torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)).abs().max() > 1e-3
-    sa = build_model("sa", group="dih4", basis=basis, scale=scale, **SMALL).double()
+    sa = build_model("sa", group="dih4", basis=basis, scale=scale, **TINY).double()
     missing = init_sa_from_tl(sa, tl.state_dict(), kind="tl", group="dih4", basis=basis)
     assert missing and all(k.startswith("hyper.") for k in missing)
     assert torch.equal(sa.layer_transforms(), transforms)
@@ -429,7 +429,7 @@ def test_fixed_deformation_conjugates_the_symmetry():
     reflections and the half turn, loses the axis flips and quarter turns).
     """
     torch.manual_seed(6)
-    x = torch.randn(2, 1, 12, 12, dtype=torch.float64)
+    x = torch.randn(1, 1, 10, 10, dtype=torch.float64)
     group = get_group("dih4")
     cases = {  # (theta0, cx, cy): the grid-exact conjugates they must give
         (math.pi / 4, 1.3, 1 / 1.3): {"flip": "rot90*flip", "flipud": "rot270*flip", "rot180": "rot180"},
@@ -437,7 +437,7 @@ def test_fixed_deformation_conjugates_the_symmetry():
         (0.3, 1.2, 1.2): {"rot90": "rot90", "rot180": "rot180", "rot270": "rot270"},
     }
     for kind in ("tl", "sa-global"):
-        model = build_model(kind, group="dih4", in_channels=1, **SMALL).double().eval()
+        model = build_model(kind, group="dih4", in_channels=1, **TINY).double().eval()
         for params, expected in cases.items():
             d = deformation_matrix(*params)
             transform = torch.tensor(params, dtype=torch.float64)
