@@ -1,8 +1,10 @@
 """Smooth filter bases for equivariant convolutions (theory.md, section 3).
 
-Filters are expanded in a fixed, band-limited 2D Fourier-series basis, as in F-Conv
-(Xie et al.), and the basis is *evaluated* on a transformed mesh: the filter for group
-element ``A`` is ``phi(A^-1 D_w^-1 delta_ij)``, where ``delta_ij`` are the kernel taps.
+Filters are expanded in a fixed smooth basis -- a band-limited 2D Fourier series as in
+F-Conv (:class:`FourierBasis`), or the bicubic interpolation of a coefficient grid as in
+B-Conv (:class:`BicubicBasis`), both by Xie et al. -- and the basis is *evaluated* on a
+transformed mesh: the filter for group element ``A`` is ``phi(A^-1 D_w^-1 delta_ij)``,
+where ``delta_ij`` are the kernel taps. :func:`make_basis` builds either by name.
 
 Coordinates follow :mod:`symmetry.transforms`: plane points are ``(x, y)`` with ``x``
 along columns and ``y`` up (against rows), centred on the kernel. A rotation by a
@@ -20,6 +22,10 @@ import math
 
 import torch
 
+from symmetry.transforms import _cubic_weights
+
+BASES = ("fourier", "bicubic")
+"""Names accepted by :func:`make_basis` (and by ``build_model(..., basis=...)``)."""
 _TINY = 1e-12
 MASK_SOFTNESS = 0.5
 """Width (in pixels) of the Gaussian roll-off of the radial disk mask outside its radius."""
@@ -118,3 +124,73 @@ class FourierBasis:
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
         """Evaluate at ``points`` ``(..., 2)``; returns ``(..., size)`` in the points' dtype (differentiable)."""
         return self._raw(points) / self._norm.to(points)
+
+
+def cubic_kernel(d: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution kernel ``K(d)`` (``a = -0.5``, support ``|d| < 2``), elementwise.
+
+    The one cubic of the project: it reads the two polynomial pieces from
+    :func:`symmetry.transforms._cubic_weights` (entry 1 is the ``|d| <= 1`` piece at ``|d|``,
+    entry 0 the ``1 < |d| < 2`` piece at ``|d|``). ``K(0) = 1`` and ``K(n) = 0`` at the other
+    integers, so a bicubic interpolant passes through its coefficients.
+    """
+    t = d.abs()
+    near = _cubic_weights(t)[..., 1]
+    far = _cubic_weights(t - 1)[..., 0]
+    return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+class BicubicBasis:
+    """B-Conv basis: ``phi_j(p) = mask(|p|) K(p_x - n_jx) K(p_y - n_jy)``, one function per node ``n_j``.
+
+    A filter ``sum_j w_j phi_j`` is the bicubic interpolation (Keys, :func:`cubic_kernel`) of
+    the coefficient grid ``w`` laid on the nodes ``n_j`` = the ``kernel_size x kernel_size`` taps
+    (:func:`kernel_grid`, row-major), times the radial mask of :class:`FourierBasis`. On the
+    tap grid it reproduces the coefficients (``phi_j(n_i) = delta_ij`` after normalisation); a
+    quarter turn or axis flip maps nodes onto nodes and ``K`` is even, so the rotated or
+    reflected basis on the grid is an exact permutation of the functions. Each function is
+    scaled to unit L2 norm on the mesh given to :meth:`set_normalisation` (default: the taps).
+    """
+
+    def __init__(self, kernel_size: int, radius: float | None = None) -> None:
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.radius = (kernel_size - 1) / 2 if radius is None else float(radius)
+        self.nodes = kernel_grid(kernel_size)
+        self.set_normalisation(self.nodes)
+
+    @property
+    def size(self) -> int:
+        """Number of basis functions (one per coefficient-grid node)."""
+        return self.nodes.shape[0]
+
+    def set_normalisation(self, points: torch.Tensor) -> None:
+        """Scale every function to unit L2 norm over ``points`` ``(P, 2)`` (the unrotated mesh it is used on)."""
+        self._norm = self._raw(points.to(torch.float64)).square().sum(0).sqrt().clamp(min=_TINY)
+
+    def mask(self, points: torch.Tensor) -> torch.Tensor:
+        """Radial disk mask ``(...,)``: 1 for ``|p| <= radius``, Gaussian roll-off outside (as the Fourier basis)."""
+        r = points.square().sum(-1).clamp(min=max(self.radius**2, _TINY)).sqrt()
+        excess = r - max(self.radius, math.sqrt(_TINY))
+        return torch.exp(-0.5 * (excess / MASK_SOFTNESS) ** 2)
+
+    def _raw(self, points: torch.Tensor) -> torch.Tensor:
+        d = points[..., None, :] - self.nodes.to(points)  # (..., n, 2)
+        k = cubic_kernel(d)
+        return k[..., 0] * k[..., 1] * self.mask(points)[..., None]
+
+    def __call__(self, points: torch.Tensor) -> torch.Tensor:
+        """Evaluate at ``points`` ``(..., 2)``; returns ``(..., size)`` in the points' dtype (differentiable)."""
+        return self._raw(points) / self._norm.to(points)
+
+
+def make_basis(name: str, kernel_size: int, band: float | None = None) -> FourierBasis | BicubicBasis:
+    """The basis named ``name`` (one of :data:`BASES`); ``band`` applies to the Fourier basis only."""
+    if name == "fourier":
+        return FourierBasis(kernel_size, band=band)
+    if name == "bicubic":
+        return BicubicBasis(kernel_size)
+    from symmetry.errors import UsageError
+
+    raise UsageError(f"unknown basis {name!r}; choose one of {', '.join(BASES)}")

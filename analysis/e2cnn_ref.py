@@ -43,7 +43,7 @@ class _TensorModule(nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, x: torch.Tensor, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         _, enn = _e2cnn()
         return self.module(enn.GeometricTensor(x, self.module.in_type)).tensor
 

@@ -11,13 +11,21 @@ is ``||f(x)||^2`` on the disk (exactly so for quarter turns and flips). Images a
 brought to mesh ``h`` with :func:`symmetry.transforms.to_mesh`, so the error can be
 followed as a function of ``h`` (Theorem 3.6 predicts ``a h^2 + b eps``).
 
+Normalisations (column ``normalisation``): ``"output"`` divides by ``||pi~_A f(x)||^2`` as
+above; ``"learned"`` divides by the learned part ``||pi~_A (f(x) - skip(x))||^2``, where
+``skip`` is the fixed map a residual restoration network adds its output to (identity for
+denoising, bicubic upsampling for SR; :meth:`analysis.models.Backbone.skip`). For such nets
+the skip dominates ``||f(x)||``, so the output normalisation reads small (a plain denoiser
+~5e-4) even when the learned part is far from equivariant; the learned normalisation
+measures the network itself. ``normalisation="both"`` reports both, one row each.
+
 Works for any ``torch.nn.Module`` mapping ``(B, C, H, W)`` to ``(B, C', sH, sW)``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 import torch
@@ -34,7 +42,9 @@ the taps of a rotated image need this much room. For non-grid elements the rotat
 zero corners reach the disk's edge, so outputs within a model's receptive field of the
 edge are affected too; pass a larger ``margin`` to exclude them."""
 
-COLUMNS = ["element", "angle", "is_grid_exact", "equivariance_error", "n_images"]
+COLUMNS = ["element", "angle", "is_grid_exact", "normalisation", "equivariance_error", "n_images"]
+NORMALISATIONS = ("output", "learned")
+"""``output``: relative to ``||f(x)||``; ``learned``: relative to ``||f(x) - skip(x)||``."""
 
 
 def disk_mask(height: int, width: int, radius: float, device=None) -> torch.Tensor:
@@ -110,13 +120,17 @@ def equivariance_error(
     batch_size: int = 8,
     device=None,
     margin: float | None = None,
+    normalisation: str = "output",
+    skip: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> pd.DataFrame:
-    """Relative equivariance error of ``model`` per element of ``group``; one row per element.
+    """Relative equivariance error of ``model`` per element of ``group``; one row per element and normalisation.
 
     ``images``: a ``(C, H, W)`` or ``(N, C, H, W)`` tensor, or an iterable of such tensors
     (sizes may differ; images of the same size are batched). Each image is brought to
     mesh ``mesh`` first. ``margin`` (input pixels, default :data:`DEFAULT_MARGIN` of the
-    interpolation) shrinks the comparison disk. Returns a DataFrame with columns :data:`COLUMNS`; see
+    interpolation) shrinks the comparison disk. ``normalisation``: ``"output"``, ``"learned"``
+    or ``"both"`` (see the module docstring); ``"learned"`` uses ``skip`` or else ``model.skip``.
+    Returns a DataFrame with columns :data:`COLUMNS`; see
     :func:`summarize` for the worst and mean over non-identity elements. The model is
     evaluated in eval mode under ``torch.no_grad()`` (its training flag is restored).
     """
@@ -124,6 +138,13 @@ def equivariance_error(
         raise UsageError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    if normalisation not in (*NORMALISATIONS, "both"):
+        raise UsageError(f"unknown normalisation {normalisation!r}; choose output, learned or both")
+    norms = list(NORMALISATIONS) if normalisation == "both" else [normalisation]
+    if "learned" in norms:
+        skip = skip or getattr(model, "skip", None)
+        if not callable(skip):
+            raise UsageError("the learned-part normalisation needs the model's skip(x); pass skip=... or use output")
     g = get_group(group) if isinstance(group, str) else group
     margin = float(DEFAULT_MARGIN[interpolation] if margin is None else margin)
     if margin < 0:
@@ -131,7 +152,7 @@ def equivariance_error(
     dev, dtype = _model_device_dtype(model, device)
     imgs = [to_mesh(img.to(dev, dtype or img.dtype), mesh) for img in _as_image_list(images)]
 
-    sums = torch.zeros(len(g), dtype=torch.float64)
+    sums = torch.zeros(len(norms), len(g), dtype=torch.float64)
     was_training = model.training
     model.eval()
     try:
@@ -139,6 +160,7 @@ def equivariance_error(
             for x in _batches(imgs, batch_size):
                 in_shape = tuple(x.shape[-2:])
                 y = model(x)
+                learned = y - skip(x) if "learned" in norms else None
                 scale = y.shape[-1] / x.shape[-1]
                 for idx, element in enumerate(g):
                     x_t, mask_in = transform_image(x, element, interpolation)
@@ -152,12 +174,13 @@ def equivariance_error(
                     region = _region(out_hw, in_shape, scale, margin, disk, dev)
                     region = region & mask_out & _upsample_mask(mask_in, out_hw)
                     num = ((y_t - ref).double().square() * region).flatten(1).sum(1)
-                    den = (ref.double().square() * region).flatten(1).sum(1)
-                    if (den <= 0).any():
-                        raise DataError(
-                            "the model output is zero on the comparison disk; the relative error is undefined"
-                        )
-                    sums[idx] += (num / den).sum().cpu()
+                    for n, name in enumerate(norms):
+                        base = ref if name == "output" else transform_image(learned, element, interpolation)[0]
+                        den = (base.double().square() * region).flatten(1).sum(1)
+                        if (den <= 0).any():
+                            what = "model output" if name == "output" else "learned part f(x) - skip(x)"
+                            raise DataError(f"the {what} is zero on the comparison disk; relative error undefined")
+                        sums[n, idx] += (num / den).sum().cpu()
     finally:
         model.train(was_training)
 
@@ -167,23 +190,34 @@ def equivariance_error(
             "element": el.name,
             "angle": el.angle,
             "is_grid_exact": el.is_grid_exact,
-            "equivariance_error": float(sums[i]) / n,
+            "normalisation": name,
+            "equivariance_error": float(sums[k, i]) / n,
             "n_images": n,
         }
+        for k, name in enumerate(norms)
         for i, el in enumerate(g)
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def summarize(df: pd.DataFrame) -> dict[str, float | str]:
+def summarize(df: pd.DataFrame, normalisation: str = "output") -> dict[str, float | str]:
     """Worst and mean equivariance error over the non-identity elements (theory.md, section 4 convention).
 
-    Returns ``{"worst": ..., "mean": ..., "worst_element": ..., "grid_exact_worst": ...}``
+    Only rows of ``normalisation`` count (all rows of a frame without that column).
+    Returns ``{"worst": ..., "mean": ..., "worst_element": ..., "grid_exact_worst": ..., "normalisation": ...}``
     (``grid_exact_worst`` is NaN when no non-identity element is a quarter turn or flip).
     """
+    if "normalisation" in df.columns:
+        df = df[df["normalisation"] == normalisation]
     rest = df[df["element"] != "e"]
     if rest.empty:
-        return {"worst": 0.0, "mean": 0.0, "worst_element": "e", "grid_exact_worst": math.nan}
+        return {
+            "worst": 0.0,
+            "mean": 0.0,
+            "worst_element": "e",
+            "grid_exact_worst": math.nan,
+            "normalisation": normalisation,
+        }
     worst_row = rest.loc[rest["equivariance_error"].idxmax()]
     exact = rest[rest["is_grid_exact"]]
     return {
@@ -191,7 +225,8 @@ def summarize(df: pd.DataFrame) -> dict[str, float | str]:
         "mean": float(rest["equivariance_error"].mean()),
         "worst_element": str(worst_row["element"]),
         "grid_exact_worst": float(exact["equivariance_error"].max()) if not exact.empty else math.nan,
+        "normalisation": normalisation,
     }
 
 
-__all__ = ["equivariance_error", "summarize", "disk_mask", "DEFAULT_MARGIN", "COLUMNS"]
+__all__ = ["equivariance_error", "summarize", "disk_mask", "DEFAULT_MARGIN", "COLUMNS", "NORMALISATIONS"]

@@ -1,10 +1,11 @@
-"""Rotation-equivariant convolution layers with basis-expanded filters (theory.md, section 3).
+"""Group-equivariant convolution layers with basis-expanded filters (theory.md, section 3).
 
-Features carry the *regular representation* of a cyclic rotation group ``rotN``: a
-feature with ``width`` channels has ``width * N`` tensor channels, ordered
-``channel = w * N + g`` (field ``w``, group element ``g``). Under a rotation ``R`` of
-the input, ``f'_{w, g}(p) = f_{w, R^-1 g}(R^-1 p)``: each field is spatially rotated and
-cyclically shifted along the group axis.
+Features carry the *regular representation* of a finite group ``G`` of :mod:`symmetry.groups`
+(``rotN``, ``dihN``, ``flip``, ``flipud``): a feature with ``width`` fields has
+``width * |G|`` tensor channels, ordered ``channel = w * |G| + g`` (field ``w``, group
+element ``g`` in the group's element order). Under ``T`` in ``G`` acting on the input,
+``f'_{w, g}(p) = f_{w, T^-1 g}(T^-1 p)``: each field is spatially transformed and permuted
+along the group axis (a cyclic shift for ``rotN``; the dihedral Cayley table for ``dihN``).
 
 Every filter is a linear combination of a fixed smooth basis ``phi`` (see
 :mod:`analysis.basis`) evaluated on the rotated mesh ``A^-1 delta_ij`` -- or, for the
@@ -21,9 +22,20 @@ are ``einsum(weights, basis)``.
   sub-pixel convolution plus pixel shuffle whose sub-pixel arrangement rotates with the
   filter, so the upsampler is equivariant too.
 
-With ``deform_inv=None`` the layers are exactly equivariant to quarter turns on the grid
-(for ``N`` divisible by 4), and approximately to the other elements of ``rotN``.
-Biases are one number per field, shared across the group axis.
+Deformations (theory.md, section 3): ``D = R(theta0) diag(cx, cy)`` is handled in the
+coordinates ``(theta0, log cx, log cy)``. A layer built with ``learn_deformation=True`` (the
+TL network) owns the parameters ``theta0`` and ``log_scale`` (initialised at ``(0, 1, 1)``);
+``forward(x, offset)`` takes optional per-sample ``(B, 3)`` offsets in the same coordinates,
+ADDED to the layer's own values (the SA rule), or used as the deformation itself by a layer
+without its own. The filter for ``A`` is ``phi(A^-1 D^-1 delta)``.
+
+With no deformation the layers are exactly equivariant on the grid to the grid-exact
+elements of ``G`` (quarter turns, axis and diagonal flips: the rotated or reflected basis
+is an exact permutation of taps), and approximately to the others (e.g. the 45-degree
+rotations of ``rot8``). With a deformation ``D`` they are equivariant to ``D A D^-1``
+instead (exactly on the grid where that matrix is grid-exact, see
+:func:`analysis.models.conjugate_element`). Biases are one number per field, shared
+across the group axis.
 
 In eval mode filters are built once and cached (computed without autograd, like
 e2cnn): gradients still flow to the input, not to the weights. The cache is dropped
@@ -39,38 +51,63 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.basis import FourierBasis, kernel_grid, subpixel_grid
+from analysis.basis import kernel_grid, make_basis, subpixel_grid
 from symmetry.errors import UsageError
-from symmetry.groups import Group, get_group
+from symmetry.groups import Group, UnknownGroupError, get_group
+from symmetry.transforms import deformation_matrix
 
 INIT_GAIN = 1.0 / 3.0
 """Variance gain of the weight initialisation, var(filter tap) ~ INIT_GAIN / fan_in: the same
 as PyTorch's default ``nn.Conv2d`` init, so ``plain`` and ``equivariant`` start alike."""
 
 
-def cyclic_group(group: str | Group) -> Group:
-    """The ``rotN`` group named by ``group``; other groups raise :class:`UsageError`."""
-    g = get_group(group) if isinstance(group, str) else group
-    if not re.fullmatch(r"rot\d+", g.name):
-        raise UsageError(f"equivariant layers support cyclic groups rotN only, got {g.name!r}")
-    return g
+LAYER_GROUPS_HELP = "rotN, dihN, flip or flipud (e.g. rot8, dih4)"
 
 
-def relative_index(order: int) -> torch.Tensor:
-    """``T[b, a]`` = index of ``B^-1 A`` in the cyclic group of ``order`` rotations (elements ``k = 0..N-1``)."""
-    k = torch.arange(order)
-    return (k[None, :] - k[:, None]) % order
+def layer_group(group: str | Group) -> Group:
+    """The finite group named by ``group`` (rotN, dihN, flip, flipud); unknown names raise :class:`UsageError`."""
+    if isinstance(group, Group):
+        return group
+    if re.fullmatch(r"\s*so2(:\d+)?\s*", group.lower()):
+        raise UsageError(f"equivariant layers need a named finite group ({LAYER_GROUPS_HELP}), got {group!r}")
+    try:
+        return get_group(group)
+    except UnknownGroupError as err:
+        raise UsageError(f"{err}; equivariant layers take {LAYER_GROUPS_HELP}") from None
+
+
+def relative_index(group: Group) -> torch.Tensor:
+    """Cayley table ``T[b, a]`` = index of ``B^-1 A`` in ``group`` (found from the matrices, orthogonal)."""
+    mats = group.matrices(torch.float64)
+    prod = torch.einsum("bji,ajk->baik", mats, mats)  # B^T A = B^-1 A
+    dist = (prod[:, :, None] - mats[None, None]).abs().flatten(-2).amax(-1)  # (B, A, C)
+    index = dist.argmin(-1)
+    if not bool((dist.amin(-1) < 1e-9).all()):
+        raise UsageError(f"{group.name} is not closed under composition")
+    return index
+
+
+def deformation_inverse(params: torch.Tensor) -> torch.Tensor:
+    """``D^-1`` for ``params`` = ``(theta0, log cx, log cy)`` ``(..., 3)``, ``D = R(theta0) diag(cx, cy)``.
+
+    ``D^-1 = diag(1/cx, 1/cy) R(-theta0)`` is the transpose of
+    :func:`symmetry.transforms.deformation_matrix` ``(theta0, 1/cx, 1/cy)``; differentiable.
+    """
+    theta0, log_cx, log_cy = params.unbind(-1)
+    d = deformation_matrix(theta0, torch.exp(-log_cx), torch.exp(-log_cy), dtype=params.dtype, device=params.device)
+    return d.transpose(-1, -2)
 
 
 def deformed_points(points: torch.Tensor, inv_mats: torch.Tensor, deform_inv: torch.Tensor | None) -> torch.Tensor:
-    """Mesh points ``A^-1 D^-1 delta``: ``(G, P, 2)``, or ``(B, G, P, 2)`` with per-sample ``deform_inv`` ``(B, 2, 2)``.
+    """Mesh points ``A^-1 D^-1 delta``: ``(G, P, 2)``; ``(..., G, P, 2)`` for ``deform_inv`` ``(..., 2, 2)``.
 
-    Shapes: ``points`` ``(P, 2)``, ``inv_mats`` ``(G, 2, 2)`` (the matrices ``A^-1``).
+    Shapes: ``points`` ``(P, 2)``, ``inv_mats`` ``(G, 2, 2)`` (the matrices ``A^-1``); a
+    ``(2, 2)`` ``deform_inv`` is one deformation for all samples, ``(B, 2, 2)`` one per sample.
     """
     if deform_inv is None:
         return torch.einsum("gij,pj->gpi", inv_mats, points)
-    mats = torch.einsum("gij,bjk->bgik", inv_mats.to(deform_inv), deform_inv)
-    return torch.einsum("bgij,pj->bgpi", mats, points.to(deform_inv))
+    mats = torch.einsum("gij,...jk->...gik", inv_mats.to(deform_inv), deform_inv)
+    return torch.einsum("...gij,pj->...gpi", mats, points.to(deform_inv))
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int) -> torch.Tensor:
@@ -94,24 +131,42 @@ class BasisConv(nn.Module):
 
     Buffers (not saved in the state dict; rebuilt from the group and kernel size):
     ``points`` ``(P, 2)`` the unrotated mesh, ``inv_mats`` ``(G, 2, 2)`` the matrices
-    ``A^-1``, and ``basis`` ``(G, P, n_basis)`` the basis on every rotated mesh.
+    ``A^-1``, and ``basis`` ``(G, P, n_basis)`` the basis on every transformed mesh.
+    ``basis_name`` is ``"fourier"`` (F-Conv) or ``"bicubic"`` (B-Conv), see :mod:`analysis.basis`.
+    With ``learn_deformation`` the layer owns ``theta0`` (0) and ``log_scale`` ``(2,)`` (0, 0):
+    its own deformation ``D = R(theta0) diag(exp(log_scale))`` (the TL network).
     Subclasses define ``weight`` and :meth:`expand`.
     """
 
-    def __init__(self, group: str | Group, kernel_size: int, *, scale: int = 1, band: float | None = None) -> None:
+    def __init__(
+        self,
+        group: str | Group,
+        kernel_size: int,
+        *,
+        scale: int = 1,
+        band: float | None = None,
+        basis: str = "fourier",
+        learn_deformation: bool = False,
+    ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise UsageError(f"kernel_size must be odd (symmetric padding), got {kernel_size}")
-        self.group = cyclic_group(group)
+        self.group = layer_group(group)
         self.order = self.group.order
         self.kernel_size = kernel_size
         self.scale = scale
         self.padding = kernel_size // 2
         points = self._mesh(torch.float64)
-        self.phi = FourierBasis(kernel_size, band=band)
+        self.basis_name = basis
+        self.phi = make_basis(basis, kernel_size, band=band)
         self.phi.set_normalisation(points)
         self.n_basis = self.phi.size
-        self.register_buffer("rel", relative_index(self.order), persistent=False)
+        if learn_deformation:
+            self.theta0 = nn.Parameter(torch.zeros(()))
+            self.log_scale = nn.Parameter(torch.zeros(2))
+        else:
+            self.theta0 = self.log_scale = None
+        self.register_buffer("rel", relative_index(self.group), persistent=False)
         self.register_buffer("points", points.float(), persistent=False)
         self.register_buffer("inv_mats", torch.zeros(self.order, 2, 2), persistent=False)
         self.register_buffer("basis", torch.zeros(self.order, points.shape[0], self.n_basis), persistent=False)
@@ -144,10 +199,24 @@ class BasisConv(nn.Module):
         return out
 
     def evaluate_basis(self, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
-        """``phi(A^-1 D^-1 delta)``: the cached ``(G, P, n)`` buffer, or ``(B, G, P, n)`` per sample."""
+        """``phi(A^-1 D^-1 delta)``: the buffer, ``(G, P, n)`` for one ``(2, 2)`` ``D^-1``, or ``(B, G, P, n)``."""
         if deform_inv is None:
             return self.basis
         return self.phi(deformed_points(self.points, self.inv_mats, deform_inv.to(self.basis.dtype)))
+
+    def deformation_parameters(self) -> torch.Tensor | None:
+        """The layer's own ``(theta0, log cx, log cy)`` ``(3,)``, or ``None`` without ``learn_deformation``."""
+        if self.theta0 is None:
+            return None
+        return torch.cat([self.theta0[None], self.log_scale])
+
+    def deformation_inverse(self, offset: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``D^-1`` of own parameters plus ``offset`` ``(B, 3)``: ``None``, ``(2, 2)`` (shared) or ``(B, 2, 2)``."""
+        own = self.deformation_parameters()
+        if own is None and offset is None:
+            return None
+        params = own if offset is None else (offset if own is None else own.to(offset) + offset)
+        return deformation_inverse(params.to(self.basis.dtype))
 
     # --- filters --------------------------------------------------------------------
     def expand(self, basis: torch.Tensor) -> torch.Tensor:
@@ -162,39 +231,49 @@ class BasisConv(nn.Module):
         params = tuple(self.parameters(recurse=False))
         return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params) + (self.basis.data_ptr(),)
 
-    def filters(self, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
-        """The convolution weight; cached in eval mode when there is no per-sample deformation."""
-        if deform_inv is not None:
-            return self.expand(self.evaluate_basis(deform_inv))
+    def filters(self, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution weight ``(O, I, k, k)``, or ``(B, O, I, k, k)`` with per-sample ``offset`` ``(B, 3)``.
+
+        Cached in eval mode when there is no per-sample offset (the key covers the layer's own deformation).
+        """
+        if offset is not None:
+            return self.expand(self.evaluate_basis(self.deformation_inverse(offset)))
         if self.training:
             self._cache = None
-            return self.expand(self.basis)
+            return self.expand(self.evaluate_basis(self.deformation_inverse()))
         key = self._cache_key()
         if self._cache is None or self._cache[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # a normal tensor, reusable outside inference mode
-                self._cache = (key, self.expand(self.basis))
+                self._cache = (key, self.expand(self.evaluate_basis(self.deformation_inverse())))
         return self._cache[1]
 
     def train(self, mode: bool = True):
         self._cache = None
         return super().train(mode)
 
-    def forward(self, x: torch.Tensor, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
-        return _conv(x, self.filters(deform_inv), self.conv_bias(), self.padding)
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        return _conv(x, self.filters(offset), self.conv_bias(), self.padding)
 
     def _init_weight(self, weight: nn.Parameter, fan_in_channels: int) -> None:
         std = math.sqrt(INIT_GAIN / (fan_in_channels * self.n_basis))
         nn.init.normal_(weight, 0.0, std)
 
     def extra_repr(self) -> str:
-        return f"group={self.group.name}, kernel_size={self.kernel_size}, n_basis={self.n_basis}"
+        tl = ", learn_deformation=True" if self.theta0 is not None else ""
+        return (
+            f"group={self.group.name}, kernel_size={self.kernel_size}, basis={self.basis_name}, "
+            f"n_basis={self.n_basis}{tl}"
+        )
 
 
 class LiftConv(BasisConv):
-    """Lifting layer: ``in_channels`` image channels -> ``out_fields`` regular fields (one filter per rotation)."""
+    """Lifting layer: ``in_channels`` image channels -> ``out_fields`` regular fields (one filter per element).
 
-    def __init__(self, in_channels: int, out_fields: int, group: str | Group, kernel_size: int) -> None:
-        super().__init__(group, kernel_size)
+    ``options`` (here and in the other layers): ``basis``, ``learn_deformation`` of :class:`BasisConv`.
+    """
+
+    def __init__(self, in_channels: int, out_fields: int, group: str | Group, kernel_size: int, **options) -> None:
+        super().__init__(group, kernel_size, **options)
         self.in_channels, self.out_fields = in_channels, out_fields
         self.weight = nn.Parameter(torch.empty(out_fields, in_channels, self.n_basis))
         self.bias = nn.Parameter(torch.zeros(out_fields))
@@ -213,11 +292,12 @@ class GroupConv(BasisConv):
     """Group layer: regular -> regular.
 
     Output ``(o, B)`` sums over ``(i, A)`` of filter ``(o, i, B^-1 A)`` evaluated on the
-    mesh ``B^-1 delta``: a spatially rotated filter, cyclically shifted along the group axis.
+    mesh ``B^-1 delta``: a spatially transformed filter, permuted along the group axis by the
+    Cayley table (a cyclic shift for ``rotN``).
     """
 
-    def __init__(self, in_fields: int, out_fields: int, group: str | Group, kernel_size: int) -> None:
-        super().__init__(group, kernel_size)
+    def __init__(self, in_fields: int, out_fields: int, group: str | Group, kernel_size: int, **options) -> None:
+        super().__init__(group, kernel_size, **options)
         self.in_fields, self.out_fields = in_fields, out_fields
         self.weight = nn.Parameter(torch.empty(out_fields, in_fields, self.order, self.n_basis))
         self.bias = nn.Parameter(torch.zeros(out_fields))
@@ -236,8 +316,8 @@ class GroupConv(BasisConv):
 class ProjectConv(BasisConv):
     """Output layer: regular -> ``out_channels`` image channels, summing filter ``phi(A^-1 delta)`` over ``A``."""
 
-    def __init__(self, in_fields: int, out_channels: int, group: str | Group, kernel_size: int) -> None:
-        super().__init__(group, kernel_size)
+    def __init__(self, in_fields: int, out_channels: int, group: str | Group, kernel_size: int, **options) -> None:
+        super().__init__(group, kernel_size, **options)
         self.in_fields, self.out_channels = in_fields, out_channels
         self.weight = nn.Parameter(torch.empty(out_channels, in_fields, self.n_basis))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -267,10 +347,10 @@ class GroupUpsample(BasisConv):
     filter and the output is an equivariant regular feature at the fine resolution.
     """
 
-    def __init__(self, fields: int, scale: int, group: str | Group, kernel_size: int) -> None:
+    def __init__(self, fields: int, scale: int, group: str | Group, kernel_size: int, **options) -> None:
         if scale < 2:
             raise UsageError(f"upsampling scale must be >= 2, got {scale}")
-        super().__init__(group, kernel_size, scale=scale, band=UPSAMPLE_BAND)
+        super().__init__(group, kernel_size, scale=scale, band=UPSAMPLE_BAND, **options)
         self.fields = fields
         self.weight = nn.Parameter(torch.empty(fields, fields, self.order, self.n_basis))
         self.bias = nn.Parameter(torch.zeros(fields))
@@ -286,5 +366,5 @@ class GroupUpsample(BasisConv):
     def conv_bias(self) -> torch.Tensor:
         return self.bias.repeat_interleave(self.order * self.scale * self.scale)
 
-    def forward(self, x: torch.Tensor, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
-        return F.pixel_shuffle(super().forward(x, deform_inv), self.scale)
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        return F.pixel_shuffle(super().forward(x, offset), self.scale)

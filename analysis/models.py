@@ -1,26 +1,39 @@
-"""Restoration networks: one EDSR-style backbone in four flavours (theory.md, section 3).
+"""Restoration networks: one EDSR-style backbone in several flavours (theory.md, section 3).
 
-``build_model(kind, group=..., scale=..., in_channels=..., width=..., depth=..., kernel_size=...)``
-with ``kind`` in :data:`MODEL_KINDS`:
+``build_model(kind, group=..., scale=..., in_channels=..., width=..., depth=..., kernel_size=...,
+basis=..., tail=..., match=...)`` with ``kind`` in :data:`MODEL_KINDS`:
 
-- ``plain``: ordinary convolutions; its width is chosen by :func:`matched_plain_width` so
-  the parameter count matches ``equivariant`` (override with ``plain_width=``).
-- ``equivariant``: F-Conv style rotation-equivariant convolutions
-  (:mod:`analysis.layers`), equivariant through the whole network including the SR
-  upsampler; exact for quarter turns on the grid.
-- ``sa``: the sample-adaptive equivariant network of theory.md section 3: the same
-  layers with every filter evaluated on the mesh deformed by a per-sample ``D_w``
-  (rotation by ``theta0``, axis scales ``cx, cy``) predicted by a small hypernetwork.
+- ``plain``: ordinary convolutions. ``match="parameters"`` (default) chooses the width by
+  :func:`matched_plain_width` so the parameter count matches ``equivariant``;
+  ``match="channels"`` uses ``width * |G|`` channels, the equivariant network's tensor
+  channels (the authors' baselines). ``plain_width=`` overrides both.
+- ``equivariant``: group-equivariant convolutions with basis-expanded filters
+  (:mod:`analysis.layers`; ``basis="fourier"`` F-Conv or ``"bicubic"`` B-Conv) for
+  ``rotN``, ``dihN``, ``flip``, ``flipud``; exact on the grid for quarter turns and flips.
+- ``tl``: the authors' transformation-learned network: every basis layer owns a learnable
+  deformation ``D = R(theta0) diag(cx, cy)`` initialised at ``(0, 1, 1)``; filters
+  ``phi(A^-1 D^-1 delta)``. At initialisation it is ``equivariant``.
+- ``sa``: the authors' SA-Conv: ``tl`` plus a hypernetwork that predicts per-sample offsets
+  ``(dtheta0, dlog cx, dlog cy)`` ADDED to every layer's own values; its last layer is zero,
+  so ``sa`` starts exactly as ``tl``; :func:`init_sa_from_tl` starts it from a trained ``tl``.
+- ``sa-global``: the earlier design kept for comparison: no per-layer deformation, one
+  per-sample ``(theta0, cx, cy)`` from the hypernetwork shared by all layers.
 - ``e2cnn``: the same backbone built from e2cnn's ``R2Conv`` (:mod:`analysis.e2cnn_ref`),
   an external cross-check.
+
+``tail="plain"`` (equivariant kinds) is the authors' SR layout: equivariant head and body,
+an ordinary pixel-shuffle upsampler and last conv on the ``width * |G|`` channels (not
+equivariant as a whole). :class:`GroupAverage` (Lemma 4.1) makes any model exactly
+equivariant to a grid-exact group at ``|G|`` times the cost.
 
 The backbone: head conv, ``depth`` residual blocks (conv-ReLU-conv plus identity), a
 body conv and a long skip over the body, then for ``scale > 1`` a pixel-shuffle
 upsampler (x2 stages, or one x3 stage), then the tail conv. The network predicts a
 residual: added to its input for ``scale == 1`` (denoising, deraining), to the bicubic
 upsampled input for SR (a fixed map that commutes with quarter turns and flips, so it
-keeps the equivariance exact). The tail starts at :data:`TAIL_INIT_SCALE` times its usual
-initialisation, so every flavour starts close to the identity (or bicubic) map.
+keeps the equivariance exact); :meth:`Backbone.skip` is that fixed map. The tail starts at
+:data:`TAIL_INIT_SCALE` times its usual initialisation, so every flavour starts close to
+the identity (or bicubic) map.
 ``width`` counts fields: an equivariant feature has ``width * |G|`` channels.
 """
 
@@ -32,10 +45,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.layers import GroupConv, GroupUpsample, LiftConv, ProjectConv, cyclic_group
+from analysis.basis import BASES
+from analysis.layers import GroupConv, GroupUpsample, LiftConv, ProjectConv, deformation_inverse, layer_group
 from symmetry.errors import UsageError
+from symmetry.groups import Group, GroupElement, get_group
+from symmetry.transforms import transform_image
 
-MODEL_KINDS = ("plain", "equivariant", "sa", "e2cnn")
+MODEL_KINDS = ("plain", "equivariant", "tl", "sa", "sa-global", "e2cnn")
+TAILS = ("equivariant", "plain")
+"""``tail=``: equivariant upsampler and last conv, or the authors' ordinary ones."""
+MATCHES = ("parameters", "channels")
+"""``match=`` for ``plain``: equal parameter count, or ``width * |G|`` channels."""
 UPSAMPLE_KERNEL_SIZE = 3
 """Kernel size of the sub-pixel convolution in each upsampling stage (as in EDSR)."""
 HYPER_WIDTH = 16
@@ -60,21 +80,22 @@ def upsample_stages(scale: int) -> list[int]:
 
 
 class ResBlock(nn.Module):
-    """``x + conv2(relu(conv1(x)))``; the convs accept an optional per-sample deformation."""
+    """``x + conv2(relu(conv1(x)))``; the convs accept optional per-sample deformation offsets."""
 
     def __init__(self, conv1: nn.Module, conv2: nn.Module) -> None:
         super().__init__()
         self.conv1, self.conv2 = conv1, conv2
 
-    def forward(self, x: torch.Tensor, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x, deform_inv)), deform_inv)
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x, offset)), offset)
 
 
 class Backbone(nn.Module):
     """EDSR-style backbone; the flavour is fixed by the conv modules passed in.
 
-    Every conv module takes ``(x, deform_inv=None)``; only the sample-adaptive network
-    passes a deformation. Subclasses may override :meth:`deformation`.
+    Every conv module takes ``(x, offset=None)``; only the sample-adaptive networks pass
+    per-sample deformation offsets ``(B, 3)`` (``theta0, log cx, log cy``, see
+    :mod:`analysis.layers`). Subclasses may override :meth:`deformation`.
     """
 
     def __init__(
@@ -101,8 +122,18 @@ class Backbone(nn.Module):
                 p.mul_(TAIL_INIT_SCALE)
 
     def deformation(self, x: torch.Tensor) -> torch.Tensor | None:
-        """Per-sample ``D_w^-1`` ``(B, 2, 2)``, or ``None`` for a sample-independent network."""
+        """Per-sample offsets ``(B, 3)`` (``theta0, log cx, log cy``), or ``None`` for a sample-independent network."""
         return None
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed map the learned residual is added to: ``x`` for ``scale == 1``, the bicubic upsampling for SR.
+
+        ``model(x) - model.skip(x)`` is the learned part (the normalisation of
+        :func:`analysis.equivariance.equivariance_error` with ``normalisation="learned"``).
+        """
+        if self.scale == 1:
+            return x
+        return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x, self.deformation(self._checked(x)))
@@ -135,7 +166,7 @@ class PlainConv(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
 
-    def forward(self, x: torch.Tensor, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         return super().forward(x)
 
 
@@ -147,7 +178,7 @@ class PlainUpsample(nn.Module):
         self.conv = PlainConv(channels, channels * scale * scale, kernel_size)
         self.scale = scale
 
-    def forward(self, x: torch.Tensor, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         return F.pixel_shuffle(self.conv(x), self.scale)
 
 
@@ -182,11 +213,14 @@ def plain_parameter_count(width: int, *, scale: int, in_channels: int, depth: in
 
 
 class EquivariantNet(Backbone):
-    """Rotation-equivariant backbone (F-Conv style, theory.md section 3 with ``D_w = I``).
+    """Group-equivariant backbone (F-Conv / B-Conv style, theory.md section 3 with ``D_w = I``).
 
-    ``width`` regular fields of the cyclic group ``group``: features have
-    ``width * |G|`` channels. Exactly equivariant to quarter turns (``|G|`` divisible
-    by 4), approximately to the other rotations of ``group``.
+    ``width`` regular fields of ``group`` (rotN, dihN, flip, flipud): features have
+    ``width * |G|`` channels. With ``tail="equivariant"`` it is exactly equivariant on the
+    grid to the grid-exact elements of ``group`` (quarter turns, flips) and approximately
+    to the others; ``tail="plain"`` (the authors' SR layout) ends in an ordinary
+    upsampler and conv and is not equivariant as a whole. ``learn_deformation`` gives
+    every basis layer its own deformation (the ``tl`` network, :class:`TLNet`).
     """
 
     def __init__(
@@ -198,23 +232,38 @@ class EquivariantNet(Backbone):
         width: int = 16,
         depth: int = 4,
         kernel_size: int = 5,
+        basis: str = "fourier",
+        tail: str = "equivariant",
+        learn_deformation: bool = False,
     ) -> None:
-        g = cyclic_group(group)
+        g = layer_group(group)
+        if tail not in TAILS:
+            raise UsageError(f"unknown tail {tail!r}; choose one of {', '.join(TAILS)}")
         k = kernel_size
+        opt = dict(basis=basis, learn_deformation=learn_deformation)
+        if tail == "equivariant":
+            upsampler = [GroupUpsample(width, s, g, UPSAMPLE_KERNEL_SIZE, **opt) for s in upsample_stages(scale)]
+            last = ProjectConv(width, in_channels, g, k, **opt)
+        else:
+            channels = width * g.order
+            upsampler = [PlainUpsample(channels, s) for s in upsample_stages(scale)]
+            last = PlainConv(channels, in_channels, k)
         super().__init__(
-            LiftConv(in_channels, width, g, k),
-            [ResBlock(GroupConv(width, width, g, k), GroupConv(width, width, g, k)) for _ in range(depth)],
-            GroupConv(width, width, g, k),
-            [GroupUpsample(width, s, g, UPSAMPLE_KERNEL_SIZE) for s in upsample_stages(scale)],
-            ProjectConv(width, in_channels, g, k),
+            LiftConv(in_channels, width, g, k, **opt),
+            [ResBlock(*(GroupConv(width, width, g, k, **opt) for _ in range(2))) for _ in range(depth)],
+            GroupConv(width, width, g, k, **opt),
+            upsampler,
+            last,
             scale=scale,
             in_channels=in_channels,
         )
         self.group = g
         self.width = width
+        self.basis = basis
+        self.tail_layout = tail
 
 
-# --- sample-adaptive ---------------------------------------------------------------------
+# --- transformation-learned and sample-adaptive ------------------------------------------
 
 
 class TransformHyperNet(nn.Module):
@@ -240,69 +289,214 @@ class TransformHyperNet(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.max_angle = math.pi / group_order
 
+    def offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3)``: ``theta0`` (radians), ``log cx``, ``log cy`` (zero for a zero last layer)."""
+        z = self.out(F.relu(self.hidden(self.features(x))))
+        return torch.cat([self.max_angle * torch.tanh(z[:, :1]), MAX_LOG_SCALE * torch.tanh(z[:, 1:])], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3)``: ``theta0`` (radians), ``cx``, ``cy``."""
-        z = self.out(F.relu(self.hidden(self.features(x))))
-        theta = self.max_angle * torch.tanh(z[:, 0])
-        scales = torch.exp(MAX_LOG_SCALE * torch.tanh(z[:, 1:]))
-        return torch.cat([theta[:, None], scales], dim=1)
+        o = self.offsets(x)
+        return torch.cat([o[:, :1], torch.exp(o[:, 1:])], dim=1)
+
+
+def transform_to_offset(transform: torch.Tensor) -> torch.Tensor:
+    """``(theta0, cx, cy)`` -> ``(theta0, log cx, log cy)`` ``(..., 3)``; non-positive scales raise UsageError."""
+    if not bool((transform[..., 1:] > 0).all()):
+        raise UsageError("deformation scales cx, cy must be positive")
+    return torch.cat([transform[..., :1], torch.log(transform[..., 1:])], dim=-1)
 
 
 def inverse_deformation(params: torch.Tensor) -> torch.Tensor:
-    """``D_w^-1`` for ``D_w = R(theta0) diag(cx, cy)``: ``diag(1/cx, 1/cy) R(-theta0)``, ``(B, 2, 2)``."""
-    theta, cx, cy = params.unbind(-1)
-    c, s = torch.cos(theta), torch.sin(theta)
-    row0 = torch.stack([c / cx, s / cx], dim=-1)
-    row1 = torch.stack([-s / cy, c / cy], dim=-1)
-    return torch.stack([row0, row1], dim=-2)
+    """``D_w^-1`` for ``D_w = R(theta0) diag(cx, cy)``: ``diag(1/cx, 1/cy) R(-theta0)``, ``(..., 2, 2)``."""
+    return deformation_inverse(transform_to_offset(params))
 
 
-class SampleAdaptiveNet(EquivariantNet):
-    """Sample-adaptive equivariant network (SA-Conv, theory.md section 3).
+class _TransformOverride:
+    """``forward(x, transform=None)`` for networks whose layers take deformation offsets."""
 
-    Same layers and state-dict keys as :class:`EquivariantNet` plus ``hyper.*``: every
-    filter for element ``A`` is ``phi(A^-1 D_w^-1 delta)`` with ``D_w`` predicted per
-    sample by :class:`TransformHyperNet`, so filters are per sample and each layer is
-    one grouped convolution over the batch. With zero hypernetwork output it equals the
-    equivariant network with the same weights.
+    def forward(self, x: torch.Tensor, transform: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore ``x``; ``transform`` ``(B, 3)`` or ``(3,)``, ``(theta0, cx, cy)``, replaces the prediction.
+
+        For ``sa-global`` it is the deformation of every layer; for ``tl`` and ``sa`` it is added, as
+        ``(theta0, log cx, log cy)``, to every layer's own values (so with a ``tl`` at its initialisation it is
+        the deformation of every layer). The hypernetwork, if any, is then not evaluated and gets no gradient.
+        """
+        x = self._checked(x)
+        if transform is None:
+            return self._forward(x, self.deformation(x))
+        transform = torch.as_tensor(transform, dtype=x.dtype, device=x.device).expand(x.shape[0], 3)
+        return self._forward(x, transform_to_offset(transform))
+
+
+class TLNet(_TransformOverride, EquivariantNet):
+    """Transformation-learned network (the authors' TL, theory.md section 3).
+
+    :class:`EquivariantNet` whose every basis layer owns ``theta0`` and ``log_scale``
+    (``D = R(theta0) diag(cx, cy)`` at ``(0, 1, 1)``): a global, per-layer deformation shared
+    by all samples. With a deformation ``D`` a layer is equivariant to ``D A D^-1`` instead of
+    ``A`` (see :func:`conjugate_element`); ``A = rot180`` commutes with every ``D``, so a
+    ``tl`` network stays exactly equivariant to the half turn whatever it learns.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(learn_deformation=True, **kwargs)
+
+    def layer_transforms(self) -> torch.Tensor:
+        """Every basis layer's own ``(theta0, cx, cy)``, ``(L, 3)``, in module order."""
+        rows = [m.deformation_parameters() for m in self.modules() if hasattr(m, "deformation_parameters")]
+        params = torch.stack([r for r in rows if r is not None]).detach()
+        return torch.cat([params[:, :1], params[:, 1:].exp()], dim=1)
+
+
+class SampleAdaptiveNet(TLNet):
+    """SA-Conv as the authors built it (theory.md section 3).
+
+    :class:`TLNet` plus ``hyper`` (:class:`TransformHyperNet`) predicting per-sample offsets
+    ``(dtheta0, dlog cx, dlog cy)`` ADDED to every layer's own values. The hypernetwork's last
+    layer starts at zero, so a fresh ``sa`` computes exactly what the ``tl`` with the same
+    weights computes; :func:`init_sa_from_tl` loads a trained ``tl``. Per-sample filters make
+    each layer one grouped convolution over the batch.
     """
 
     def __init__(self, *, hyper_width: int = HYPER_WIDTH, **kwargs) -> None:
         super().__init__(**kwargs)
         self.hyper = TransformHyperNet(self.in_channels, self.group.order, hyper_width)
 
-    def forward(self, x: torch.Tensor, transform: torch.Tensor | None = None) -> torch.Tensor:
-        """Restore ``x``; ``transform`` ``(B, 3)`` or ``(3,)``, if given, replaces the predicted ``(theta0, cx, cy)``.
+    def predict_transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample offsets as ``(dtheta0, cx factor, cy factor)``, ``(B, 3)`` (``(0, 1, 1)`` = none)."""
+        return self.hyper(x)
 
-        The override is for controlled studies (the identity, a known per-sample deformation, a constant one);
-        the hypernetwork is then not evaluated and gets no gradient.
-        """
-        x = self._checked(x)
-        if transform is None:
-            return self._forward(x, self.deformation(x))
-        transform = torch.as_tensor(transform, dtype=x.dtype, device=x.device).expand(x.shape[0], 3)
-        return self._forward(x, inverse_deformation(transform))
+    def deformation(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hyper.offsets(x)
+
+
+class GlobalSampleAdaptiveNet(_TransformOverride, EquivariantNet):
+    """``sa-global``: one per-sample ``D_w`` from the hypernetwork shared by all layers (the earlier design).
+
+    Same layers and state-dict keys as :class:`EquivariantNet` plus ``hyper.*``; the layers
+    own no deformation, so the hypernetwork's transform is the deformation itself. With zero
+    hypernetwork output it equals the equivariant network with the same weights.
+    """
+
+    def __init__(self, *, hyper_width: int = HYPER_WIDTH, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hyper = TransformHyperNet(self.in_channels, self.group.order, hyper_width)
 
     def predict_transform(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample ``(theta0, cx, cy)``, ``(B, 3)``."""
         return self.hyper(x)
 
     def deformation(self, x: torch.Tensor) -> torch.Tensor:
-        return inverse_deformation(self.predict_transform(x))
+        return self.hyper.offsets(x)
 
     def load_equivariant_state(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
         """Start from an ``equivariant`` checkpoint; returns the hypernetwork keys left at their init.
 
         Raises :class:`UsageError` if any non-hypernetwork key is missing or unexpected.
         """
-        result = self.load_state_dict(state_dict, strict=False)
-        bad_missing = [k for k in result.missing_keys if not k.startswith("hyper.")]
-        if bad_missing or result.unexpected_keys:
+        return _load_except_hyper(self, state_dict, "equivariant")
+
+
+def _load_except_hyper(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> list[str]:
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:  # shape mismatch: another width, depth, group order or basis
+        first = str(err).strip().splitlines()[-1].strip()
+        raise UsageError(f"not a {what} checkpoint for this architecture: {first}") from None
+    bad_missing = [k for k in result.missing_keys if not k.startswith("hyper.")]
+    if bad_missing or result.unexpected_keys:
+        raise UsageError(
+            f"not a {what} checkpoint for this architecture: missing {bad_missing[:4]}, "
+            f"unexpected {list(result.unexpected_keys)[:4]}"
+        )
+    return list(result.missing_keys)
+
+
+def init_sa_from_tl(
+    model: SampleAdaptiveNet, state_dict: dict[str, torch.Tensor], *, kind: str, group: str, basis: str
+) -> list[str]:
+    """Initialise an ``sa`` model from a trained ``tl`` run's state dict (the authors' recipe).
+
+    ``kind``, ``group``, ``basis`` are the source run's settings; another kind, group or basis
+    is a one-line :class:`UsageError`, and every non-hypernetwork key must match in name and
+    shape (strict). The hypernetwork keeps its zero last layer, so the result computes
+    exactly what the ``tl`` network computes. Returns the hypernetwork keys left at their init.
+    """
+    if not isinstance(model, SampleAdaptiveNet):
+        raise UsageError(f"--init-from initialises an 'sa' model, not {type(model).__name__}")
+    if kind != "tl":
+        raise UsageError(f"--init-from needs a 'tl' run, got a {kind!r} run")
+    if layer_group(group).name != model.group.name:
+        raise UsageError(f"--init-from run has group {group!r}, this model {model.group.name!r}; use the same group")
+    if basis != model.basis:
+        raise UsageError(f"--init-from run has basis {basis!r}, this model {model.basis!r}; use the same basis")
+    return _load_except_hyper(model, state_dict, "tl")
+
+
+def conjugate_element(deformation: torch.Tensor, element: GroupElement) -> GroupElement | None:
+    """``D A D^-1`` as a grid-exact element (a signed permutation matrix), or ``None`` when it is not one.
+
+    A network whose filters are ``phi(A^-1 D^-1 delta)`` for a fixed ``D`` (``tl`` with equal
+    layers, or any deformable kind given ``transform=``) is exactly equivariant on the grid to
+    ``D A D^-1`` whenever that matrix maps the tap grid onto itself: substituting
+    ``delta = D A D^-1 delta'`` turns ``phi(B^-1 D^-1 delta)`` into ``phi((A^-1 B)^-1 D^-1 delta')``.
+    Examples: ``A = rot180`` (``-I`` commutes with every ``D``); ``D`` a rotation or isotropic
+    scale and ``A`` a rotation; ``D`` diagonal and ``A`` an axis flip; ``D = R(45 deg) diag(cx, cy)``
+    and ``A = flip`` give the anti-diagonal reflection. Otherwise ``D A D^-1`` is not even
+    orthogonal for ``cx != cy`` and holds only up to interpolation.
+    """
+    d = deformation.detach().to(torch.float64).cpu()
+    m = d @ element.tensor(torch.float64) @ torch.linalg.inv(d)
+    rounded = m.round()
+    signed_permutation = bool((rounded.abs().sum(0) == 1).all() and (rounded.abs().sum(1) == 1).all())
+    if (m - rounded).abs().max() > 1e-9 or not signed_permutation:
+        return None
+    for g in get_group("dih4"):
+        if g.close_to(rounded.tolist()):
+            return g
+    return None
+
+
+# --- group averaging (Lemma 4.1) ---------------------------------------------------------
+
+
+class GroupAverage(nn.Module):
+    """Geometric self-ensemble ``(1/|G|) sum_A pi_A f(pi_A^-1 x)`` (theory.md, Lemma 4.1).
+
+    Exactly ``G``-equivariant for any image-to-image ``model`` when every element of ``group``
+    is grid-exact (subgroups of ``dih4``: the action is a pixel permutation,
+    :func:`symmetry.transforms.transform_image`); other groups raise :class:`UsageError`.
+    Cost: ``|G|`` forward passes per call (:attr:`cost_factor`), e.g. 8 for ``dih4``.
+    """
+
+    def __init__(self, model: nn.Module, group: str | Group) -> None:
+        super().__init__()
+        try:
+            g = get_group(group) if isinstance(group, str) else group
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        inexact = [el.name for el in g if not el.is_grid_exact]
+        if inexact:
             raise UsageError(
-                f"not an equivariant checkpoint for this architecture: missing {bad_missing}, "
-                f"unexpected {list(result.unexpected_keys)}"
+                f"GroupAverage needs a grid-exact group (a subgroup of dih4), {g.name} has {', '.join(inexact[:3])}"
             )
-        return list(result.missing_keys)
+        self.model = model
+        self.group = g
+        self.cost_factor = g.order
+        """Forward passes of ``model`` per call: ``|G|``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for el in self.group:
+            y = self.model(transform_image(x, el.inverse())[0])
+            y = transform_image(y, el)[0]
+            total = y if total is None else total + y
+        return total / self.group.order
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's :meth:`Backbone.skip` (equivariant itself, so the average leaves it unchanged)."""
+        return self.model.skip(x)
 
 
 # --- factory -----------------------------------------------------------------------------
@@ -321,11 +515,20 @@ def matched_plain_width(
     *,
     scale: int = 1,
     in_channels: int = 3,
+    basis: str = "fourier",
+    tail: str = "equivariant",
 ) -> int:
     """Width of ``plain`` whose parameter count is closest to ``equivariant`` with the same settings."""
     target = count_parameters(
         EquivariantNet(
-            group=group, scale=scale, in_channels=in_channels, width=width, depth=depth, kernel_size=kernel_size
+            group=group,
+            scale=scale,
+            in_channels=in_channels,
+            width=width,
+            depth=depth,
+            kernel_size=kernel_size,
+            basis=basis,
+            tail=tail,
         )
     )
 
@@ -347,27 +550,52 @@ def build_model(
     width: int = 16,
     depth: int = 4,
     kernel_size: int = 5,
+    basis: str = "fourier",
+    tail: str = "equivariant",
+    match: str = "parameters",
     **kwargs,
 ) -> nn.Module:
     """Build a restoration network; ``(B, C, H, W) -> (B, C, H*scale, W*scale)``.
 
-    ``kind`` in :data:`MODEL_KINDS`. Extra keyword arguments: ``plain_width`` (``plain``,
-    overrides the matched width), ``hyper_width`` (``sa``).
+    ``kind`` in :data:`MODEL_KINDS`; ``basis`` in :data:`analysis.basis.BASES` (equivariant
+    kinds; for ``plain`` it only enters the parameter match); ``tail`` in :data:`TAILS`;
+    ``match`` in :data:`MATCHES` (``plain`` only). Extra keyword arguments: ``plain_width``
+    (``plain``, overrides the match), ``hyper_width`` (``sa``, ``sa-global``).
     """
-    common = dict(scale=scale, in_channels=in_channels, depth=depth, kernel_size=kernel_size)
-    allowed = {"plain": {"plain_width"}, "equivariant": set(), "sa": {"hyper_width"}, "e2cnn": set()}
     if kind not in MODEL_KINDS:
         raise UsageError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
-    extra = set(kwargs) - allowed[kind]
+    if basis not in BASES:
+        raise UsageError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
+    if tail not in TAILS:
+        raise UsageError(f"unknown tail {tail!r}; choose one of {', '.join(TAILS)}")
+    if match not in MATCHES:
+        raise UsageError(f"unknown match {match!r}; choose one of {', '.join(MATCHES)}")
+    allowed = {"plain": {"plain_width"}, "sa": {"hyper_width"}, "sa-global": {"hyper_width"}}
+    extra = set(kwargs) - allowed.get(kind, set())
     if extra:
         raise UsageError(f"build_model({kind!r}) got unexpected options: {', '.join(sorted(extra))}")
+    if match != "parameters" and kind != "plain":
+        raise UsageError(f"match={match!r} applies to the plain model only, not {kind!r}")
+    if kind == "e2cnn" and (basis != "fourier" or tail != "equivariant"):
+        raise UsageError("the e2cnn model has its own basis and an equivariant tail; drop basis/tail")
+    common = dict(scale=scale, in_channels=in_channels, depth=depth, kernel_size=kernel_size)
     if kind == "plain":
-        plain_width = kwargs.get("plain_width") or matched_plain_width(group, width, **common)
+        plain_width = kwargs.get("plain_width")
+        if not plain_width:
+            if match == "channels":
+                plain_width = width * layer_group(group).order
+            else:
+                plain_width = matched_plain_width(group, width, basis=basis, tail=tail, **common)
         return PlainNet(width=plain_width, **common)
-    if kind == "equivariant":
-        return EquivariantNet(group=group, width=width, **common)
-    if kind == "sa":
-        return SampleAdaptiveNet(group=group, width=width, hyper_width=kwargs.get("hyper_width", HYPER_WIDTH), **common)
-    from analysis.e2cnn_ref import E2CNNNet
+    if kind == "e2cnn":
+        from analysis.e2cnn_ref import E2CNNNet
 
-    return E2CNNNet(group=group, width=width, **common)
+        return E2CNNNet(group=group, width=width, **common)
+    options = dict(group=group, width=width, basis=basis, tail=tail, **common)
+    if kind == "equivariant":
+        return EquivariantNet(**options)
+    if kind == "tl":
+        return TLNet(**options)
+    if kind == "sa":
+        return SampleAdaptiveNet(hyper_width=kwargs.get("hyper_width", HYPER_WIDTH), **options)
+    return GlobalSampleAdaptiveNet(hyper_width=kwargs.get("hyper_width", HYPER_WIDTH), **options)

@@ -148,9 +148,9 @@ def _load_source(source, channels: str) -> torch.Tensor:
     if channels == "rgb" and img.shape[0] == 1:
         img = img.expand(3, -1, -1)
     if channels == "gray" and img.shape[0] == 3:
-        from symmetry.data import LUMA
+        from symmetry.data import LUMA_BT601
 
-        img = (torch.tensor(LUMA, dtype=img.dtype)[:, None, None] * img).sum(0, keepdim=True)
+        img = (torch.tensor(LUMA_BT601, dtype=img.dtype)[:, None, None] * img).sum(0, keepdim=True)
     return img
 
 

@@ -167,3 +167,34 @@ def test_runs_on_cuda():
     model = GaussianBlur().cuda()
     df = equivariance_error(model, torch.randn(2, 3, 16, 16, dtype=torch.float64), "rot4")
     assert df["equivariance_error"].max() < EXACT
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_learned_part_normalisation_exposes_a_plain_residual_net(scale):
+    """A plain residual net reads nearly equivariant relative to ||f(x)|| (the skip dominates) and clearly
+    not relative to its learned part ||f(x) - skip(x)||; an equivariant net is exact under both."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    plain = build_model("plain", scale=scale, width=4, depth=2).double()
+    df = equivariance_error(plain, images, "rot4", normalisation="both")
+    assert list(df.columns) == COLUMNS and set(df["normalisation"]) == {"output", "learned"}
+    out, learned = summarize(df, "output"), summarize(df, "learned")
+    assert learned["normalisation"] == "learned" and learned["worst"] > 1e-2
+    assert out["worst"] < learned["worst"] / 10
+    # the learned rows are the output rows rescaled by ||f(x)||^2 / ||f(x) - skip(x)||^2 on the disk
+    assert (df[df["normalisation"] == "learned"]["equivariance_error"].to_numpy() > 0).sum() == 3
+    only = equivariance_error(plain, images, "rot4", normalisation="learned", skip=plain.skip)
+    assert (only["equivariance_error"].to_numpy() == df[df["normalisation"] == "learned"]["equivariance_error"]).all()
+    eq = build_model("equivariant", group="rot4", scale=scale, width=4, depth=2).double()
+    assert equivariance_error(eq, images, "rot4", normalisation="both")["equivariance_error"].max() < EXACT
+
+
+def test_learned_part_normalisation_needs_a_skip():
+    with pytest.raises(UsageError, match="skip"):
+        equivariance_error(GaussianBlur(), torch.rand(1, 3, 8, 8), "rot4", normalisation="learned")
+    with pytest.raises(UsageError, match="normalisation"):
+        equivariance_error(GaussianBlur(), torch.rand(1, 3, 8, 8), "rot4", normalisation="input")
+    df = equivariance_error(
+        GaussianBlur(), torch.rand(1, 3, 8, 8), "rot4", normalisation="learned", skip=lambda x: 0 * x
+    )
+    assert (df["normalisation"] == "learned").all()

@@ -13,11 +13,16 @@ from analysis.basis import FourierBasis, kernel_grid, subpixel_grid
 from analysis.models import (
     MODEL_KINDS,
     build_model,
+    conjugate_element,
     count_parameters,
+    init_sa_from_tl,
     matched_plain_width,
     plain_parameter_count,
+    upsample_stages,
 )
 from symmetry.errors import UsageError
+from symmetry.groups import Group, get_group
+from symmetry.transforms import deformation_matrix, transform_image
 
 SMALL = dict(width=4, depth=2)
 QUARTER_TURNS = (1, 2, 3)
@@ -67,7 +72,7 @@ def test_unknown_kind_and_options():
     with pytest.raises(UsageError):
         build_model("equivariant", plain_width=3)
     with pytest.raises(UsageError):
-        build_model("equivariant", group="dih4")
+        build_model("equivariant", group="hex4")
     with pytest.raises(UsageError):
         build_model("equivariant", kernel_size=4)
 
@@ -166,9 +171,9 @@ def test_e2cnn_missing_is_a_usage_error(monkeypatch):
         build_model("e2cnn", **SMALL)
 
 
-def test_sa_equivariant_when_hypernetwork_outputs_zero(image64):
+def test_sa_global_equivariant_when_hypernetwork_outputs_zero(image64):
     torch.manual_seed(1)
-    model = build_model("sa", group="rot4", scale=2, **SMALL).double().eval()
+    model = build_model("sa-global", group="rot4", scale=2, **SMALL).double().eval()
     for k in QUARTER_TURNS:
         assert rel_rot90_error(model, image64, k) < EXACT_TOL
 
@@ -177,10 +182,10 @@ def test_sa_equivariant_when_hypernetwork_outputs_zero(image64):
 
 
 @pytest.mark.parametrize("scale", [1, 2])
-def test_sa_zero_hypernetwork_equals_equivariant(scale, image64):
+def test_sa_global_zero_hypernetwork_equals_equivariant(scale, image64):
     torch.manual_seed(2)
     eq = build_model("equivariant", group="rot8", scale=scale, **SMALL).double()
-    sa = build_model("sa", group="rot8", scale=scale, **SMALL).double()
+    sa = build_model("sa-global", group="rot8", scale=scale, **SMALL).double()
     missing = sa.load_equivariant_state(eq.state_dict())
     assert missing and all(k.startswith("hyper.") for k in missing)
     params = sa.predict_transform(image64)
@@ -206,11 +211,11 @@ def test_sa_zero_hypernetwork_equals_equivariant(scale, image64):
     assert not torch.allclose(sa.predict_transform(image64), params)
 
 
-def test_sa_transform_override_is_a_per_sample_deformation(image64):
+def test_sa_global_transform_override_is_a_per_sample_deformation(image64):
     """Deforming by a quarter turn is a relabelling of the rot4 group axis, so the output does not change;
     a stretch does change it, per sample."""
     torch.manual_seed(3)
-    sa = build_model("sa", group="rot4", **SMALL).double().eval()
+    sa = build_model("sa-global", group="rot4", **SMALL).double().eval()
     identity = torch.tensor([0.0, 1.0, 1.0])
     stretch = torch.tensor([[0.0, 1.0, 1.0], [0.4, 1.3, 1 / 1.3]], dtype=torch.float64)
     with torch.no_grad():
@@ -221,15 +226,16 @@ def test_sa_transform_override_is_a_per_sample_deformation(image64):
     assert (mixed[0] - base[0]).abs().max() < 1e-10 and (mixed[1] - base[1]).abs().max() > 1e-4
 
 
-def test_sa_rejects_foreign_checkpoint():
-    sa = build_model("sa", group="rot4", **SMALL)
+def test_sa_global_rejects_foreign_checkpoint():
+    sa = build_model("sa-global", group="rot4", **SMALL)
     other = build_model("equivariant", group="rot4", width=4, depth=3)
     with pytest.raises(UsageError):
         sa.load_equivariant_state(other.state_dict())
 
 
-def test_sa_hypernetwork_gets_gradients(image64):
-    sa = build_model("sa", group="rot4", **SMALL).double()
+@pytest.mark.parametrize("kind", ["sa", "sa-global"])
+def test_sa_hypernetwork_gets_gradients(kind, image64):
+    sa = build_model(kind, group="rot4", **SMALL).double()
     with torch.no_grad():
         sa.hyper.out.weight.normal_(0.0, 0.1)
     sa(image64).square().mean().backward()
@@ -271,9 +277,222 @@ def test_eval_mode_caches_filters(image64):
     assert layer.filters() is not second
 
 
-@pytest.mark.parametrize("kind", ["plain", "equivariant", "sa"])
+@pytest.mark.parametrize("kind", ["plain", "equivariant", "tl", "sa", "sa-global"])
 def test_default_models_train(kind):
     model = build_model(kind, scale=2)
     x = torch.randn(1, 3, 16, 16)
     model(x).square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+# --- tl, sa (the authors' design), groups, bases, layouts ---------------------------------
+
+GRID_TOL = 1e-6  # float32, the project's squared relative error (analysis.equivariance)
+TINY = dict(width=2, depth=1)
+
+
+def grid_exact_errors(model: torch.nn.Module, x: torch.Tensor, group: str) -> dict[str, float]:
+    """Squared relative equivariance error of every grid-exact element, normalised by the learned part."""
+    from analysis.equivariance import equivariance_error
+
+    g = get_group(group)
+    exact = Group(f"{g.name} (grid-exact)", tuple(el for el in g if el.is_grid_exact))
+    df = equivariance_error(model, x, exact, disk=False, normalisation="learned")
+    return dict(zip(df["element"], df["equivariance_error"], strict=True))
+
+
+def freeze_deformation(model: torch.nn.Module) -> None:
+    for name, p in model.named_parameters():
+        if name.endswith(("theta0", "log_scale")) or name.startswith("hyper."):
+            p.requires_grad_(False)
+
+
+@pytest.mark.parametrize("basis", ["fourier", "bicubic"])
+@pytest.mark.parametrize("group", ["rot8", "dih4"])
+@pytest.mark.parametrize("kind", ["equivariant", "tl", "sa"])
+def test_grid_exact_equivariance_in_float32(kind, group, basis):
+    """Quarter turns (and flips for dih4) at initialisation and after optimiser steps on random data.
+
+    ``tl``/``sa`` train with their deformation (and hypernetwork) frozen here: a learned ``D`` makes
+    them equivariant to ``D A D^-1`` instead of ``A`` (test_fixed_deformation_conjugates_the_symmetry).
+    Whatever ``tl`` learns, the half turn commutes with every ``D`` and stays exact; ``sa``'s
+    per-sample ``D`` depends on the input, so it keeps no exact symmetry once its hypernetwork learns.
+    """
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 10, 10)
+    model = build_model(kind, group=group, basis=basis, **TINY)
+    assert max(grid_exact_errors(model, x, group).values()) < GRID_TOL
+    if kind == "tl":
+        free = build_model(kind, group=group, basis=basis, **TINY)
+        adam_steps(free, x, steps=2)
+        assert grid_exact_errors(free, x, group)["rot180"] < GRID_TOL
+    if kind != "equivariant":
+        freeze_deformation(model)
+    adam_steps(model, x, steps=2)
+    assert max(grid_exact_errors(model, x, group).values()) < GRID_TOL
+
+
+@pytest.mark.parametrize("basis", ["fourier", "bicubic"])
+def test_sr_and_flip_groups_are_exact(basis):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 10, 12)
+    for group in ("dih4", "flip"):
+        model = build_model("equivariant", group=group, basis=basis, scale=2, **SMALL)
+        assert max(grid_exact_errors(model, x, group).values()) < GRID_TOL
+
+
+@pytest.mark.parametrize("basis", ["fourier", "bicubic"])
+@pytest.mark.parametrize("scale", [1, 2])
+def test_sa_with_zero_hypernetwork_equals_tl(scale, basis, image64):
+    torch.manual_seed(4)
+    tl = build_model("tl", group="dih4", basis=basis, scale=scale, **TINY).double()
+    adam_steps(tl, image64)  # the per-layer deformations move away from (0, 1, 1)
+    transforms = tl.layer_transforms()
+    assert transforms.shape == (2 * TINY["depth"] + 3 + len(upsample_stages(scale)), 3)  # every basis layer
+    assert (transforms - torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)).abs().max() > 1e-3
+    sa = build_model("sa", group="dih4", basis=basis, scale=scale, **TINY).double()
+    missing = init_sa_from_tl(sa, tl.state_dict(), kind="tl", group="dih4", basis=basis)
+    assert missing and all(k.startswith("hyper.") for k in missing)
+    assert torch.equal(sa.layer_transforms(), transforms)
+    for mode in (True, False):
+        tl.train(mode)
+        sa.train(mode)
+        with torch.no_grad():
+            assert (sa(image64) - tl(image64)).abs().max() < 1e-12
+    with torch.no_grad():  # a non-zero hypernetwork adapts per sample
+        sa.hyper.out.bias.copy_(torch.tensor([0.3, 0.2, -0.1]))
+        assert (sa(image64) - tl(image64)).abs().max() > 1e-4
+        # a transform given to forward is added to every layer's own values, as the hypernetwork's offsets are
+        offsets = sa.predict_transform(image64)
+        assert (sa(image64, transform=offsets) - sa(image64)).abs().max() < 1e-12
+        assert (sa(image64, transform=torch.tensor([0.0, 1.0, 1.0])) - tl(image64)).abs().max() < 1e-12
+
+
+def test_sa_with_zero_hypernetwork_equals_tl_in_float32():
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 12, 12)
+    tl = build_model("tl", group="rot8", basis="bicubic", **SMALL)
+    adam_steps(tl, x)
+    sa = build_model("sa", group="rot8", basis="bicubic", **SMALL)
+    init_sa_from_tl(sa, tl.state_dict(), kind="tl", group="rot8", basis="bicubic")
+    tl.eval()
+    sa.eval()
+    with torch.no_grad():
+        a, b = sa(x), tl(x)
+    assert ((a - b).norm() / b.norm()).item() < 1e-6
+
+
+def test_init_sa_from_tl_refuses_other_runs_in_one_line():
+    sa = build_model("sa", group="rot8", **SMALL)
+    tl_state = build_model("tl", group="rot8", **SMALL).state_dict()
+    bad = [
+        (sa, tl_state, dict(kind="equivariant", group="rot8", basis="fourier"), "needs a 'tl' run"),
+        (sa, tl_state, dict(kind="tl", group="dih4", basis="fourier"), "group"),
+        (sa, tl_state, dict(kind="tl", group="rot8", basis="bicubic"), "basis"),
+        (
+            sa,
+            build_model("equivariant", group="rot8", **SMALL).state_dict(),
+            dict(kind="tl", group="rot8", basis="fourier"),
+            "missing",
+        ),
+        (
+            sa,
+            build_model("tl", group="rot8", width=4, depth=3).state_dict(),
+            dict(kind="tl", group="rot8", basis="fourier"),
+            "unexpected",
+        ),
+        (
+            sa,
+            build_model("tl", group="rot8", width=5, depth=2).state_dict(),
+            dict(kind="tl", group="rot8", basis="fourier"),
+            "size",
+        ),
+        (
+            build_model("tl", group="rot8", **SMALL),
+            tl_state,
+            dict(kind="tl", group="rot8", basis="fourier"),
+            "'sa' model",
+        ),
+    ]
+    for model, state, source, match in bad:
+        with pytest.raises(UsageError, match=match) as err:
+            init_sa_from_tl(model, state, **source)
+        assert "\n" not in str(err.value)
+
+
+def test_fixed_deformation_conjugates_the_symmetry():
+    """With a fixed D, filters phi(A^-1 D^-1 delta) make the network equivariant to D A D^-1 (not to A).
+
+    On the grid this holds exactly whenever D A D^-1 is a signed permutation matrix
+    (:func:`analysis.models.conjugate_element`); the elements of dih4 outside D G D^-1 are clearly
+    broken by the anisotropic deformations below (e.g. R(45 deg) diag(1.3, 1/1.3) keeps the diagonal
+    reflections and the half turn, loses the axis flips and quarter turns).
+    """
+    torch.manual_seed(6)
+    x = torch.randn(1, 1, 10, 10, dtype=torch.float64)
+    group = get_group("dih4")
+    cases = {  # (theta0, cx, cy): the grid-exact conjugates they must give
+        (math.pi / 4, 1.3, 1 / 1.3): {"flip": "rot90*flip", "flipud": "rot270*flip", "rot180": "rot180"},
+        (0.0, 1.3, 0.8): {"flip": "flip", "flipud": "flipud", "rot180": "rot180"},
+        (0.3, 1.2, 1.2): {"rot90": "rot90", "rot180": "rot180", "rot270": "rot270"},
+    }
+    for kind in ("tl", "sa-global"):
+        model = build_model(kind, group="dih4", in_channels=1, **TINY).double().eval()
+        for params, expected in cases.items():
+            d = deformation_matrix(*params)
+            transform = torch.tensor(params, dtype=torch.float64)
+
+            def f(img, transform=transform, model=model):
+                with torch.no_grad():
+                    return model(img, transform=transform)
+
+            y = f(x)
+            learned = (y - x).square().sum()
+            exact = {a.name: conjugate_element(d, a) for a in group if not a.is_identity}
+            assert {a: c.name for a, c in exact.items() if c is not None} == expected
+            for a, conj in exact.items():
+                if conj is not None:
+                    err = (f(transform_image(x, conj)[0]) - transform_image(y, conj)[0]).square().sum() / learned
+                    assert err < 1e-20, (kind, params, a, conj)
+            if params[1] != params[2]:  # anisotropic: elements of dih4 outside D G D^-1 are no longer symmetries
+                kept = {c.name for c in exact.values() if c is not None}
+                broken = [a for a in exact if a not in kept]
+                assert len(broken) == 4
+                for a in broken:
+                    el = group.element(a)
+                    err = (f(transform_image(x, el)[0]) - transform_image(y, el)[0]).square().sum() / learned
+                    assert err > 1e-4, (kind, params, a)
+
+
+@pytest.mark.parametrize("basis", ["fourier", "bicubic"])
+def test_authors_layout_and_channel_matched_plain(basis):
+    torch.manual_seed(7)
+    x = torch.randn(1, 3, 10, 10)
+    model = build_model("equivariant", group="rot8", basis=basis, tail="plain", scale=2, **SMALL)
+    assert model(x).shape == (1, 3, 20, 20)
+    assert isinstance(model.tail, torch.nn.Conv2d) and model.tail.in_channels == SMALL["width"] * 8
+    assert all(isinstance(up.conv, torch.nn.Conv2d) for up in model.upsampler)
+    assert max(grid_exact_errors(model, x, "rot8").values()) > 1e-3  # an ordinary tail is not equivariant
+    plain = build_model("plain", group="rot8", match="channels", **SMALL)
+    assert plain.width == SMALL["width"] * 8
+    matched = build_model("plain", group="rot8", basis=basis, tail="plain", **SMALL)
+    target = count_parameters(build_model("equivariant", group="rot8", basis=basis, tail="plain", **SMALL))
+    assert abs(count_parameters(matched) - target) / target < 0.15
+    with pytest.raises(UsageError, match="plain model only"):
+        build_model("equivariant", match="channels")
+    for bad in (dict(tail="linear"), dict(basis="wavelet"), dict(match="flops")):
+        with pytest.raises(UsageError):
+            build_model("tl", **bad)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_skip_is_the_map_the_residual_is_added_to(scale):
+    torch.manual_seed(8)
+    x = torch.randn(2, 3, 8, 8)
+    for kind in ("plain", "equivariant", "sa"):
+        model = build_model(kind, scale=scale, **SMALL).eval()
+        with torch.no_grad():
+            for p in model.tail.parameters():
+                p.zero_()
+            assert torch.equal(model(x), model.skip(x))
+    assert torch.equal(model.skip(x), x) if scale == 1 else model.skip(x).shape == (2, 3, 16, 16)

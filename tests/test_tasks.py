@@ -240,3 +240,17 @@ def test_rain100l_pairs(shared_data):
     ds = PatchDataset(items, "derain", patch_size=64)
     x, y = ds.batch(range(2))
     assert x.shape == y.shape == (2, 3, 64, 64)
+
+
+def test_derain_gray_builds_on_a_made_up_rain100l(tmp_path):
+    """``--task derain --channels gray`` used to crash on an ImportError (LUMA vs LUMA_BT601)."""
+    rng = np.random.default_rng(0)
+    for folder in ("rain", "norain"):
+        (tmp_path / "rain100l" / "test" / folder).mkdir(parents=True)
+    rgb = rng.integers(0, 256, size=(2, 6, 8, 3), dtype=np.uint8)
+    Image.fromarray(rgb[0]).save(tmp_path / "rain100l" / "test" / "rain" / "norain-1.png")
+    Image.fromarray(rgb[1]).save(tmp_path / "rain100l" / "test" / "norain" / "norain-1.png")
+    items = load_items("derain", "rain100l", split="test", data_root=tmp_path, channels="gray")
+    assert len(items) == 1 and items[0].input.shape == items[0].target.shape == (1, 6, 8)
+    luma = (rgb[1] / 255.0) @ np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights
+    assert np.allclose(items[0].target[0].double().numpy(), luma, atol=0.5 / 255 + 1e-9)
