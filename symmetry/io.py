@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -58,3 +59,17 @@ def check_writable(path: str | os.PathLike, option: str = "output") -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"cannot write {option} {path}: the file is read-only")
     return path
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float made JSON-valid: NaN -> ``None``, +-inf -> ``"inf"``/``"-inf"``.
+
+    The toolkit's one rule for writing JSON (readers turn ``"inf"`` back with ``float``); tuples become lists.
+    """
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj

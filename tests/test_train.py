@@ -259,4 +259,4 @@ def test_malformed_options_are_one_line_usage_errors(tmp_path, capsys):
     assert train_mod.main(["--steps", "2", "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
     assert "--steps or --epochs" in _error_line(capsys.readouterr().err)
     assert compare.main([str(tmp_path)]) == 2
-    assert "none of the 1 path(s) is a run directory" in capsys.readouterr().err
+    assert "none of the 1 path(s) is a readable run directory" in capsys.readouterr().err
