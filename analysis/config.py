@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from symmetry.errors import DataError, UsageError
+from symmetry.runtime import CliParser
 
 SCHEDULES = ("step", "cosine", "constant")
 DEFAULT_STEPS = 300
@@ -272,13 +272,6 @@ def diff_configs(a: dict[str, Any], b: dict[str, Any], ignore=frozenset()) -> li
         if a.get(key) != b.get(key):
             out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return out
-
-
-class CliParser(argparse.ArgumentParser):
-    """``argparse`` parser whose errors are one-line :class:`UsageError` messages (exit code 2)."""
-
-    def error(self, message: str):
-        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 __all__ = ["CliParser", "TrainConfig", "diff_configs", "SCHEDULES", "LOSSES", "RUN_INDEPENDENT"]

@@ -3,6 +3,7 @@ one-line messages."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import os
@@ -28,6 +29,13 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
     return device
+
+
+class CliParser(argparse.ArgumentParser):
+    """``argparse`` parser whose errors are one-line :class:`UsageError` messages (exit code 2, no usage block)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def cli_entry(main):
