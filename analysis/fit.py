@@ -96,16 +96,22 @@ def loss_fn(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tens
 # ---- RNG state ------------------------------------------------------------------------
 
 
-def rng_state() -> dict:
-    """The global torch, NumPy, Python (and CUDA) RNG states, in a ``weights_only``-loadable form."""
-    np_state = np.random.get_state()
+def _raw_rng() -> tuple:
+    """The global RNG states as the libraries return them (cheap: taken at every step start)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return torch.get_rng_state(), np.random.get_state(), random.getstate(), cuda
+
+
+def rng_state(raw: tuple | None = None) -> dict:
+    """The global torch, NumPy, Python (and CUDA) RNG states (now, or of ``raw``) in a ``weights_only`` form."""
+    torch_state, np_state, py_state, cuda = raw or _raw_rng()
     state = {
-        "torch": torch.get_rng_state(),
+        "torch": torch_state,
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if cuda is not None:
+        state["cuda"] = cuda
     return state
 
 
@@ -284,7 +290,7 @@ def fit(
         ):
             for k in range(start, steps):
                 t0 = time.perf_counter()
-                rng_at_start = rng_state()
+                rng_at_start = _raw_rng()
                 updated["flag"] = False
                 stage = "update"
                 try:
@@ -320,7 +326,7 @@ def fit(
                     stage = "done"
                 except KeyboardInterrupt:
                     if not updated["flag"] and stage == "update":
-                        save(k, rng_at_start)  # the update never happened: the boundary before this step
+                        save(k, rng_state(rng_at_start))  # the update never happened: the boundary before this step
                         raise
                     if stage in ("update", "scaler"):  # the update is in the weights: finish the step, then stop
                         scaler.update()
