@@ -260,7 +260,8 @@ def _check_ranges(c: TrainConfig) -> None:
         if value is None:
             continue
         if not (math.isfinite(value) and low <= value <= high):
-            raise UsageError(f"{_flag(key)} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+            lo, hi = (f"{int(v)}" if float(v).is_integer() and v >= 1 else f"{v:g}" for v in (low, high))
+            raise UsageError(f"{_flag(key)} must be a finite number in [{lo}, {hi}], got {value!r}")
 
 
 def diff_configs(a: dict[str, Any], b: dict[str, Any], ignore=frozenset()) -> list[str]:

@@ -410,7 +410,7 @@ def test_a_crafted_pickle_checkpoint_does_not_run(tmp_path, capsys):
             return (os.mkdir, (str(marker),))
 
     path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps({"model": Evil()}))
+    path.write_bytes(pickle.dumps({"model": Evil()}, protocol=2))
     argv = _argv({**TINY, "steps": 1, "val_images": 0, "out": str(tmp_path / "r")})
     assert train_mod.main(argv + ["--init-from", str(path), "--quiet"]) == 1
     assert "cannot read checkpoint" in _error_line(capsys.readouterr().err)
