@@ -9,7 +9,6 @@ their configuration and time per step only.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.config import CliParser
+from analysis.rundir import CONFIG_FILE, METRICS_FILE, read_json_object, read_log
 from symmetry.errors import DataError, UsageError
 from symmetry.io import atomic_write_text, check_writable
 from symmetry.runtime import cli_entry
@@ -62,14 +62,8 @@ def _task_label(cfg: dict) -> str:
 
 
 def _time_per_step(run: Path) -> tuple[float, int]:
-    log = run / "log.csv"
-    if not log.exists():
-        return math.nan, 0
-    try:
-        df = pd.read_csv(log)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
-        return math.nan, 0
-    if df.empty or "time_s" not in df or "step" not in df:
+    df = read_log(run)  # a damaged log is a DataError naming the file
+    if df.empty:
         return math.nan, 0
     steps = int(df["step"].iloc[-1])
     return float(df["time_s"].iloc[-1]) / max(1, steps), steps
@@ -78,23 +72,27 @@ def _time_per_step(run: Path) -> tuple[float, int]:
 def run_row(run: str | Path) -> dict:
     """The comparison row of one run directory (:class:`DataError` when it is not one)."""
     run = Path(run)
-    cfg_path = run / "config.json"
+    cfg_path = run / CONFIG_FILE
     if not cfg_path.is_file():
-        raise DataError(f"{run} is not a run directory (no config.json)")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-        metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"cannot read {run}: {err}") from None
+        raise NotARun(f"{run} is not a run directory (no {CONFIG_FILE})")
+    cfg = read_json_object(cfg_path, "run config")
+    metrics_path = run / METRICS_FILE
+    metrics = read_json_object(metrics_path, "metrics file") if metrics_path.exists() else {}
     per_step, steps = _time_per_step(run)
     eq = metrics.get("equivariance", {})
+    if not isinstance(eq, dict):
+        raise DataError(f"metrics file {metrics_path}: 'equivariance' must be an object; rerun analysis.evaluate")
 
     def num(value):
+        """A number of metrics.json (``None`` -> NaN, ``"inf"`` -> inf: the rule of :func:`symmetry.io.json_safe`)."""
         if value is None:
             return math.nan
-        if isinstance(value, str):  # "inf" for identical images
+        try:
             return float(value)
-        return value
+        except (TypeError, ValueError):
+            raise DataError(
+                f"metrics file {metrics_path} holds a non-number {value!r}; rerun analysis.evaluate"
+            ) from None
 
     return {
         "run": str(run),
@@ -113,16 +111,20 @@ def run_row(run: str | Path) -> dict:
     }
 
 
+class NotARun(DataError):
+    """A path without ``config.json``."""
+
+
 def collect(runs, *, skip_invalid: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """Rows of every run; paths that are not run directories are skipped (and returned) or raise."""
+    """Rows of every run; runs that cannot be read are skipped (returned as ``path: reason``) or raise."""
     rows, skipped = [], []
     for run in runs:
         try:
             rows.append(run_row(run))
-        except DataError:
+        except DataError as err:
             if not skip_invalid:
                 raise
-            skipped.append(str(run))
+            skipped.append(f"{run}: {err}" if not isinstance(err, NotARun) else f"{run}: not a run directory")
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("params", "steps"):
         df[col] = df[col].astype("Int64")
@@ -195,10 +197,10 @@ def main(argv=None) -> int:
         if getattr(args, option):
             check_writable(getattr(args, option), f"--{option}")
     df, skipped = collect(args.runs)
-    for path in skipped:
-        print(f"note: {path} is not a run directory (no config.json); skipped", file=sys.stderr)
+    for why in skipped:
+        print(f"note: skipped {why}", file=sys.stderr)
     if df.empty:
-        raise UsageError(f"none of the {len(args.runs)} path(s) is a run directory")
+        raise UsageError(f"none of the {len(args.runs)} path(s) is a readable run directory")
     if args.sort:
         df = df.sort_values(args.sort, ascending=args.sort not in ("psnr", "ssim", "input_psnr"), kind="stable")
     not_evaluated = df.loc[df["psnr"].isna(), "run"].tolist()

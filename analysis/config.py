@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from symmetry.errors import DataError, UsageError
+from symmetry.runtime import CliParser
 
 SCHEDULES = ("step", "cosine", "constant")
 DEFAULT_STEPS = 300
@@ -77,7 +77,8 @@ class TrainConfig:
     val_images: int = 4
     val_crop: int | None = 128
     ckpt_every: int = 100
-    extra: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Further options of :func:`analysis.models.build_model` for this model kind (passed through unchanged)."""
 
     # ---- construction ------------------------------------------------------------------
 
@@ -91,10 +92,14 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise UsageError(f"{source} must be a JSON object of options, got {type(data).__name__}")
         known = set(cls.fields())
-        clean = {k.replace("-", "_"): v for k, v in data.items()}
+        clean = {str(k).replace("-", "_"): v for k, v in data.items()}
+        if clean.get("extra") == {}:  # written by older versions, never used
+            del clean["extra"]
         unknown = sorted(set(clean) - known)
         if unknown:
             raise UsageError(f"{source}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for key, value in clean.items():
+            clean[key] = _check_type(key, value, source)
         return cls(**clean)
 
     @classmethod
@@ -123,17 +128,17 @@ class TrainConfig:
         """Validated copy with defaults filled in (scale per task); bad values raise :class:`UsageError`."""
         from analysis.models import MODEL_KINDS
         from analysis.tasks import SR_SCALES, TASKS, check_augment_group
-        from symmetry.groups import UnknownGroupError, get_group
+        from symmetry.groups import get_group
 
+        for key in self.fields():
+            _check_type(key, getattr(self, key), "config")
         c = dataclasses.replace(self)
+        _check_ranges(c)
         if c.task not in TASKS:
             raise UsageError(f"unknown task {c.task!r}; choose one of {', '.join(TASKS)}")
         if c.model not in MODEL_KINDS:
             raise UsageError(f"unknown model {c.model!r}; choose one of {', '.join(MODEL_KINDS)}")
-        try:
-            get_group(c.group)
-        except UnknownGroupError as err:
-            raise UsageError(str(err)) from None
+        get_group(c.group)
         if c.task == "sr":
             c.scale = 2 if c.scale is None else int(c.scale)
             if c.scale not in SR_SCALES:
@@ -191,6 +196,74 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUN_INDEPENDENT}
 
 
+_TYPES: dict[str, tuple[type, bool]] = {
+    **{k: (str, False) for k in ("out", "task", "model", "group", "data", "channels", "schedule", "loss", "device")},
+    **{k: (str, True) for k in ("data_root", "test_data", "augment", "init_from")},
+    **{k: (int, False) for k in ("width", "depth", "kernel_size", "patch_size", "batch_size", "seed")},
+    **{k: (int, False) for k in ("log_every", "val_every", "val_images", "ckpt_every")},
+    **{k: (int, True) for k in ("max_images", "scale", "steps", "lr_step", "val_crop")},
+    **{k: (float, False) for k in ("sigma", "lr", "lr_gamma")},
+    "epochs": (float, True),
+    "amp": (bool, False),
+    "model_options": (dict, False),
+}
+"""Type of every field and whether it may be ``None``."""
+
+LIMITS: dict[str, tuple[float, float]] = {
+    "width": (1, 1024),
+    "depth": (0, 256),
+    "kernel_size": (1, 63),
+    "patch_size": (1, 4096),
+    "batch_size": (1, 4096),
+    "seed": (0, 2**63 - 1),
+    "steps": (1, 10**9),
+    "epochs": (1e-9, 1e6),
+    "lr": (1e-12, 10.0),
+    "lr_step": (1, 10**9),
+    "lr_gamma": (1e-9, 1.0),
+    "sigma": (0.0, 1000.0),
+    "max_images": (1, 10**7),
+    "val_images": (0, 10**5),
+    "val_crop": (0, 10**5),
+    "log_every": (1, 10**9),
+    "val_every": (1, 10**9),
+    "ckpt_every": (1, 10**9),
+}
+"""Allowed ranges (inclusive) of the numeric fields: beyond them a run is meaningless or exhausts memory."""
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _check_type(key: str, value: Any, source: str) -> Any:
+    """``value`` if it has ``key``'s type (an integral float counts as an int), else a one-line :class:`UsageError`."""
+    kind, optional = _TYPES.get(key, (object, True))
+    if value is None and optional:
+        return None
+    if kind is int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if not ok:
+        names = {int: "an integer", float: "a number", str: "text", bool: "true or false", dict: "a JSON object"}
+        want = names.get(kind, kind.__name__) + (" or null" if optional else "")
+        raise UsageError(f"{source}: {key} ({_flag(key)}) must be {want}, got {value!r}")
+    return value
+
+
+def _check_ranges(c: TrainConfig) -> None:
+    """Every numeric field finite and within :data:`LIMITS` (one-line :class:`UsageError` otherwise)."""
+    for key, (low, high) in LIMITS.items():
+        value = getattr(c, key)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and low <= value <= high):
+            lo, hi = (f"{int(v)}" if float(v).is_integer() and v >= 1 else f"{v:g}" for v in (low, high))
+            raise UsageError(f"{_flag(key)} must be a finite number in [{lo}, {hi}], got {value!r}")
+
+
 def diff_configs(a: dict[str, Any], b: dict[str, Any], ignore=frozenset()) -> list[str]:
     """``key: a -> b`` for every differing key (keys missing on one side included)."""
     out = []
@@ -200,13 +273,6 @@ def diff_configs(a: dict[str, Any], b: dict[str, Any], ignore=frozenset()) -> li
         if a.get(key) != b.get(key):
             out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return out
-
-
-class CliParser(argparse.ArgumentParser):
-    """``argparse`` parser whose errors are one-line :class:`UsageError` messages (exit code 2)."""
-
-    def error(self, message: str):
-        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 __all__ = ["CliParser", "TrainConfig", "diff_configs", "SCHEDULES", "LOSSES", "RUN_INDEPENDENT"]

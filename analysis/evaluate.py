@@ -32,16 +32,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from analysis.config import CliParser, TrainConfig
+from analysis.config import CliParser
 from analysis.metrics import psnr, quantize, ssim
+from analysis.rundir import IMAGES_FILE, METRICS_FILE, TRANSFORMS_FILE, load_run, read_log  # noqa: F401
 from symmetry.errors import DataError, UsageError
-from symmetry.io import atomic_write_text, check_writable
+from symmetry.io import atomic_write_text, check_writable, json_safe
 from symmetry.runtime import cli_entry, resolve_device
-
-METRICS_FILE = "metrics.json"
-TRANSFORMS_FILE = "transforms.csv"
-IMAGES_FILE = "test_images.csv"
-
 
 # ---- scoring --------------------------------------------------------------------------
 
@@ -82,7 +78,7 @@ def score_examples(
     ssim: bool = True,
 ) -> pd.DataFrame:
     """Per-image ``name, loss, psnr, ssim`` of ``model`` on evaluation examples."""
-    from analysis.train import loss_fn
+    from analysis.fit import loss_fn
 
     rows = []
     for ex in examples:
@@ -107,43 +103,6 @@ def baseline_scores(examples, task: str, scale: int = 1, *, ssim: bool = True) -
 # ---- run files ------------------------------------------------------------------------
 
 
-def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[TrainConfig, nn.Module, dict]:
-    """Config, model with the checkpoint's weights, and the checkpoint of a run directory."""
-    from analysis.train import (
-        CHECKPOINT_FILE,
-        CONFIG_FILE,
-        build_from_config,
-        check_state,
-        model_state,
-        read_checkpoint,
-    )
-
-    run = Path(run_dir)
-    if not (run / CONFIG_FILE).is_file():
-        raise UsageError(f"{run} is not a run directory (no {CONFIG_FILE}); train one with python -m analysis.train")
-    cfg = TrainConfig.from_json(run / CONFIG_FILE).resolved()
-    state = read_checkpoint(run / CHECKPOINT_FILE)
-    torch.manual_seed(0)
-    model = build_from_config(cfg)
-    sd = model_state(state)
-    check_state(model, sd, str(run / CHECKPOINT_FILE))
-    model.load_state_dict(sd)
-    model.to(device or torch.device("cpu"))
-    model.eval()
-    return cfg, model, state
-
-
-def read_log(run_dir: str | Path) -> pd.DataFrame:
-    """``log.csv`` of a run (empty frame when absent)."""
-    path = Path(run_dir) / "log.csv"
-    if not path.exists():
-        return pd.DataFrame(columns=["step", "epoch", "loss", "lr", "val_psnr", "time_s"])
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
-
-
 def _centre_square(img: torch.Tensor, size: int | None) -> torch.Tensor:
     h, w = img.shape[-2:]
     s = min(h, w) if size is None else min(size, h, w)
@@ -153,6 +112,23 @@ def _centre_square(img: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def _finite(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+MESH_RANGE = (0.05, 16.0)
+"""Meshes the equivariance error accepts: below, an image of a few pixels becomes gigapixels; above, a few pixels."""
+
+
+def check_options(
+    *, mesh: float, max_images: int | None, crop: int | None, eq_images: int, eq_crop: int | None
+) -> None:
+    """Range checks of :func:`evaluate_run`'s options (one-line :class:`UsageError`), before any work."""
+    if not (isinstance(mesh, (int, float)) and math.isfinite(mesh) and MESH_RANGE[0] <= mesh <= MESH_RANGE[1]):
+        raise UsageError(f"--mesh must be a finite number in [{MESH_RANGE[0]}, {MESH_RANGE[1]}], got {mesh}")
+    for flag, value, low in (("--max-images", max_images, 1), ("--crop", crop, 1), ("--eq-crop", eq_crop, 8)):
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise UsageError(f"{flag} must be an integer >= {low} (or left out), got {value!r}")
+    if not isinstance(eq_images, int) or eq_images < 1:
+        raise UsageError(f"--eq-images must be an integer >= 1, got {eq_images!r}")
 
 
 def evaluate_run(
@@ -173,20 +149,16 @@ def evaluate_run(
     from analysis.equivariance import equivariance_error, summarize
     from analysis.models import count_parameters
     from analysis.tasks import eval_examples, load_items
-    from symmetry.groups import UnknownGroupError, get_group
+    from symmetry.groups import get_group
 
+    check_options(mesh=mesh, max_images=max_images, crop=crop, eq_images=eq_images, eq_crop=eq_crop)
     run = Path(run_dir)
     if write:
         check_writable(run / METRICS_FILE, "metrics file")
     dev = resolve_device(device)
     cfg, model, state = load_run(run, dev)
     eq_group = group or cfg.group
-    try:
-        get_group(eq_group)
-    except UnknownGroupError as err:
-        raise UsageError(str(err)) from None
-    if not mesh > 0:
-        raise UsageError(f"--mesh must be positive, got {mesh}")
+    get_group(eq_group)
     items = load_items(
         cfg.task,
         cfg.test_data or cfg.data,
@@ -203,8 +175,11 @@ def evaluate_run(
 
     log = read_log(run)
     train_loss = float(log["loss"].iloc[-1]) if len(log) else math.nan
-    steps = int(state.get("step", log["step"].iloc[-1] if len(log) else 0))
-    seconds = float(state.get("train_seconds", log["time_s"].iloc[-1] if len(log) else math.nan))
+    steps = state.get("step", int(log["step"].iloc[-1]) if len(log) else 0)
+    seconds = state.get("train_seconds", float(log["time_s"].iloc[-1]) if len(log) else math.nan)
+    if not isinstance(steps, int) or not isinstance(seconds, (int, float)):
+        raise DataError(f"checkpoint {run / 'checkpoint.pt'} has a malformed step or train_seconds entry")
+    seconds = float(seconds)
     test_loss = float(scores["loss"].mean())
 
     eq_inputs = [_centre_square(ex.input, eq_crop) for ex in examples[:eq_images]]
@@ -272,18 +247,8 @@ def evaluate_run(
         atomic_write_text(run / IMAGES_FILE, scores.to_csv(index=False))
         if transforms is not None:
             atomic_write_text(run / TRANSFORMS_FILE, transforms.to_csv(index=False))
-        atomic_write_text(run / METRICS_FILE, json.dumps(_json_safe(metrics), indent=2) + "\n")
+        atomic_write_text(run / METRICS_FILE, json.dumps(json_safe(metrics), indent=2) + "\n")
     return metrics
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    return obj
 
 
 def render(metrics: dict[str, Any]) -> str:
@@ -338,8 +303,6 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.eq_images < 1:
-        raise UsageError(f"--eq-images must be >= 1, got {args.eq_images}")
     metrics = evaluate_run(
         args.run,
         group=args.group,

@@ -1,212 +1,60 @@
 """Train a restoration network: ``python -m analysis.train`` or :func:`train` from Python.
 
-A run lives in one directory (``--out``):
+A run lives in one directory (``--out``, files named in :mod:`analysis.rundir`): ``config.json`` (the resolved
+:class:`analysis.config.TrainConfig`), ``log.csv`` (``step, epoch, loss, lr, val_psnr, time_s``: mean training loss
+since the previous row, learning rate of the step, validation PSNR in dB where validated, cumulative training
+seconds) and ``checkpoint.pt`` (written every ``ckpt_every`` steps, at the end and on an interrupt).
 
-- ``config.json``: the resolved :class:`analysis.config.TrainConfig`;
-- ``log.csv``: ``step, epoch, loss, lr, val_psnr, time_s`` (mean training loss since the
-  previous row, learning rate of the step, validation PSNR in dB where validated,
-  cumulative training seconds);
-- ``checkpoint.pt``: model, optimiser, scheduler, AMP scaler, step, RNG states and the
-  running log sums, written atomically every ``ckpt_every`` steps and at the end.
-
-``--resume`` continues from the checkpoint to exactly the weights an uninterrupted run
-reaches (every batch is a function of the seed and the step, see
-:class:`analysis.tasks.PatchDataset`). Under ``torchrun`` the global batch is split across
-the ranks (DistributedDataParallel; gloo on CPU, nccl on CUDA), which reproduces the
-single-process loss curve up to floating-point summation order.
+The loop is :func:`analysis.fit.fit`; this module supplies the network (:mod:`analysis.registry`), the batches
+(every batch is a function of the seed and the step, see :class:`analysis.tasks.PatchDataset`), the loss and the
+validation. ``--resume`` continues the checkpoint to exactly the weights an uninterrupted run reaches, and refuses
+a checkpoint of another run (config, data or seed). Under ``torchrun`` the global batch is split across the ranks
+(DistributedDataParallel; gloo on CPU, nccl on CUDA), which reproduces the single-process loss curve up to
+floating-point summation order.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import random
-import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from analysis.config import DEFAULT_STEPS, CliParser, TrainConfig, diff_configs
+from analysis.fit import fit, loss_fn
+from analysis.rundir import (  # noqa: F401 - re-exported: callers name the run files through analysis.train
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    LOG_FILE,
+    RUN_FILES,
+    check_state,
+    data_fingerprint,
+    load_weights,
+    model_state,
+    read_checkpoint,
+    run_fingerprint,
+)
 from symmetry.errors import DataError, SymmetryError, UsageError
-from symmetry.io import atomic_path, atomic_write_text, check_writable
+from symmetry.io import atomic_write_text, check_writable
 from symmetry.runtime import DistInfo, cli_entry, resolve_device, setup_distributed
 from symmetry.runtime import broadcast_object as _broadcast
-
-CONFIG_FILE = "config.json"
-LOG_FILE = "log.csv"
-CHECKPOINT_FILE = "checkpoint.pt"
-RUN_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_FILE, "metrics.json", "transforms.csv", "test_images.csv")
-"""Files a run directory may hold; ``--overwrite`` removes exactly these."""
-LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_psnr", "time_s"]
-CHECKPOINT_FORMAT = "analysis.train/1"
-
-
-# ---- models and checkpoints -----------------------------------------------------------
-
-
-def in_channels(cfg: TrainConfig) -> int:
-    return 3 if cfg.channels == "rgb" else 1
 
 
 def build_from_config(cfg: TrainConfig) -> nn.Module:
     """The network a (resolved) config describes, freshly initialised from the global RNG."""
-    from analysis.models import build_model
+    from analysis.registry import network_from_config
 
-    return build_model(
-        cfg.model,
-        group=cfg.group,
-        scale=cfg.scale or 1,
-        in_channels=in_channels(cfg),
-        width=cfg.width,
-        depth=cfg.depth,
-        kernel_size=cfg.kernel_size,
-    )
-
-
-def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint file; a missing or unreadable file is a :class:`DataError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
-        detail = next((line.strip() for line in text if "Unsupported global" in line), text[0] if text else "")
-        raise DataError(
-            f"cannot read checkpoint {path} (not a file written by analysis.train or torch.save of a state dict): "
-            f"{type(err).__name__}: {detail[:200]}"
-        ) from None
-    if not isinstance(state, dict):
-        raise DataError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
-    return state
-
-
-def model_state(state: dict) -> dict[str, torch.Tensor]:
-    """The model weights of a training checkpoint, or the state dict itself."""
-    sd = state.get("model", state) if state.get("format") == CHECKPOINT_FORMAT else state
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise DataError("the checkpoint holds no model state dict")
-    return sd
-
-
-def _short(keys: list[str], limit: int = 6) -> str:
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def check_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`DataError` naming the keys where ``state`` does not fit ``model``."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    )
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_short(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatch (checkpoint vs model): {_short(shapes, 3)}")
-        raise DataError(
-            f"checkpoint {source} is for a different architecture than {type(model).__name__}: " + "; ".join(parts)
-        )
-
-
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Initialise ``model`` from a checkpoint or state-dict file (``--init-from``).
-
-    A sample-adaptive model accepts an ``equivariant`` checkpoint (its hypernetwork keeps
-    its identity initialisation).
-    """
-    sd = model_state(read_checkpoint(path))
-    if hasattr(model, "load_equivariant_state") and not any(k.startswith("hyper.") for k in sd):
-        try:
-            model.load_equivariant_state(sd)
-        except UsageError as err:
-            raise DataError(f"checkpoint {path}: {err}") from None
-        return
-    check_state(model, sd, str(path))
-    model.load_state_dict(sd)
-
-
-def _rng_state() -> dict:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np_state = list(state["numpy"])
-    np_state[1] = np.asarray(np_state[1], dtype=np.uint32)
-    np.random.set_state(tuple(np_state))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-# ---- schedule, loss -------------------------------------------------------------------
-
-
-def lr_factor(cfg: TrainConfig, total: int, step: int) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of a ``total``-step run."""
-    if cfg.schedule == "constant":
-        return 1.0
-    if cfg.schedule == "step":
-        every = cfg.lr_step or max(1, total // 2)
-        return cfg.lr_gamma ** (step // every)
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))  # cosine to zero
-
-
-def loss_fn(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if name == "l1":
-        return F.l1_loss(output, target)
-    return F.mse_loss(output, target)
-
-
-# ---- distributed ----------------------------------------------------------------------
-# DistInfo, setup_distributed and _broadcast live in symmetry.runtime (shared with symmetry.measure).
+    return network_from_config(cfg)
 
 
 # ---- run directory --------------------------------------------------------------------
-
-
-def _read_log(path: Path, upto: int) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("step") and int(r["step"]) <= upto]
-    return rows
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in LOG_COLUMNS})
-    atomic_write_text(path, buf.getvalue())
 
 
 def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> bool:
@@ -222,14 +70,18 @@ def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> bool:
     if resume:
         if not holds_run:
             raise UsageError(f"--resume: {run} holds no run (no {CONFIG_FILE} or {CHECKPOINT_FILE}); drop --resume")
-        if config_path.exists():
-            stored = TrainConfig.from_json(config_path)
-            diffs = diff_configs(stored.resolved().identity(), cfg.identity())
-            if diffs:
-                raise UsageError(
-                    f"--resume: {run} holds a different run; these settings differ: {'; '.join(diffs)} "
-                    "(only steps/epochs, device, data root and logging intervals may change)"
-                )
+        if not config_path.exists():
+            raise UsageError(
+                f"--resume: {run} holds a checkpoint but no {CONFIG_FILE}, so nothing shows which run it belongs "
+                "to; use --overwrite to start anew"
+            )
+        stored = TrainConfig.from_json(config_path)
+        diffs = diff_configs(stored.resolved().identity(), cfg.identity())
+        if diffs:
+            raise UsageError(
+                f"--resume: {run} holds a different run; these settings differ: {'; '.join(diffs)} "
+                "(only steps/epochs, device, data root and logging intervals may change)"
+            )
     elif holds_run:
         if not overwrite:
             if config_path.exists():
@@ -249,9 +101,6 @@ def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> bool:
     return resume and ckpt_path.exists()
 
 
-# ---- evaluation during training -------------------------------------------------------
-
-
 def validate(model: nn.Module, examples, cfg: TrainConfig, device: torch.device) -> float:
     """Mean PSNR (dB) on validation examples (Y channel for RGB, border = scale)."""
     from analysis.evaluate import score_examples
@@ -260,61 +109,6 @@ def validate(model: nn.Module, examples, cfg: TrainConfig, device: torch.device)
         return math.nan
     df = score_examples(model, examples, task=cfg.task, scale=cfg.scale, loss=cfg.loss, device=device, ssim=False)
     return float(df["psnr"].mean())
-
-
-# ---- progress -------------------------------------------------------------------------
-
-
-class _Progress:
-    """rich progress bar on stderr (rank 0, when asked), plus plain messages."""
-
-    def __init__(self, enabled: bool, quiet: bool, total: int, start: int) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True, soft_wrap=True)
-        self.quiet = quiet
-        self.bar = None
-        if enabled and not quiet:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
-            self.task = self.bar.add_task("train", total=total, completed=start, loss="-", val="-")
-            self.bar.start()
-
-    def update(self, step: int, loss: float | None = None, val: float | None = None) -> None:
-        if self.bar is None:
-            if val is not None and not math.isnan(val) and loss is not None:
-                self.print(f"step {step}: loss {loss:.4g}, validation PSNR {val:.2f} dB")
-            return
-        fields = {}
-        if loss is not None:
-            fields["loss"] = f"{loss:.4g}"
-        if val is not None and not math.isnan(val):
-            fields["val"] = f"{val:.2f} dB"
-        self.bar.update(self.task, completed=step, **fields)
-
-    def print(self, text: str) -> None:
-        if not self.quiet:
-            self.console.print(text, highlight=False, markup=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 # ---- training -------------------------------------------------------------------------
@@ -406,43 +200,15 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
     if isinstance(verdict, SymmetryError):
         raise verdict
     resuming = bool(verdict)
+    tensors = [t for it in items for t in (it.target_store, it.input_store) if t is not None]
+    fingerprint = run_fingerprint(cfg.identity(), data_fingerprint(tensors, [it.name for it in items]), cfg.seed)
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
     model = build_from_config(cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, total, s))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    start, train_seconds, rows = 0, 0.0, []
-    running = {"sum": 0.0, "count": 0}
-    ckpt_path = run / CHECKPOINT_FILE
-    last_saved = None
-    if resuming:
-        state = read_checkpoint(ckpt_path, map_location=device)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise DataError(f"{ckpt_path} is not a training checkpoint of analysis.train")
-        check_state(model, state["model"], str(ckpt_path))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start, train_seconds = int(state["step"]), float(state["train_seconds"])
-        running = dict(state.get("running", running))
-        _set_rng_state(state["rng"])
-        rows = _read_log(run / LOG_FILE, start) if info.main else []
-        last_saved = start
-        if start >= total:
-            if info.main and not quiet:
-                print(f"{run}: already trained {start} of {total} steps; nothing to do", file=sys.stderr)
-            return run
-    elif cfg.init_from:
+    if cfg.init_from and not resuming:
         load_weights(model, cfg.init_from)
-
-    net: nn.Module = model
-    if info.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     val_examples, input_psnr = [], math.nan
     if info.main and cfg.val_images > 0:
@@ -462,111 +228,63 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
 
         input_psnr = float(baseline_scores(val_examples, cfg.task, cfg.scale, ssim=False)["psnr"].mean())
 
-    def save(step: int) -> None:
-        nonlocal last_saved
-        if not info.main:
-            return
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "config": cfg.to_dict(),
-            "step": step,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if amp else {},
-            "rng": _rng_state(),
-            "train_seconds": train_seconds,
-            "running": dict(running),
-        }
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(state, tmp)
-        last_saved = step
+    per_rank = cfg.batch_size // info.world
 
-    bar = _Progress(progress and info.main, quiet or not info.main, total, start)
-    if info.main and start == 0:
-        bar.print(
+    def batches(k: int):
+        first = k * cfg.batch_size + info.rank * per_rank
+        x, y = dataset.batch(range(first, first + per_rank))
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def step(net: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return loss_fn(cfg.loss, net(x).float(), y)
+
+    if info.main and not resuming and not quiet:
+        print(
             f"training {cfg.model} ({count_parameters(model):,} parameters, group {cfg.group}) on {cfg.task} "
             f"({cfg.data}, {len(dataset)} images) for {total} steps into {run}"
-            + (f" on {info.world} processes" if info.world > 1 else "")
+            + (f" on {info.world} processes" if info.world > 1 else ""),
+            file=sys.stderr,
         )
-    per_rank = cfg.batch_size // info.world
-    completed = start
-    val_psnr = math.nan
-    try:
-        for step in range(start, total):
-            t0 = time.perf_counter()
-            first = step * cfg.batch_size + info.rank * per_rank
-            x, y = dataset.batch(range(first, first + per_rank))
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            net.train()
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                out = net(x)
-            loss = loss_fn(cfg.loss, out.float(), y)
-            value = loss.detach().clone()
-            if info.world > 1:
-                dist.all_reduce(value)
-                value /= info.world
-            value = float(value)
-            if not math.isfinite(value):
-                where = (
-                    f"the last good checkpoint {ckpt_path} (step {last_saved}) is kept"
-                    if last_saved is not None
-                    else "no checkpoint had been written yet"
-                )
-                if info.main and rows:
-                    _write_log(run / LOG_FILE, rows)
-                raise DataError(
-                    f"training loss became {value} at step {step + 1}; stopped, {where}. "
-                    "Try a lower --lr, --loss l1 or no --amp"
-                )
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            completed = step + 1
-            train_seconds += time.perf_counter() - t0
-            running["sum"] += value
-            running["count"] += 1
-            done = step + 1
-            last = done == total
-            stopping = stop_at is not None and done >= stop_at
-            do_val = bool(val_examples) and (done % cfg.val_every == 0 or last)
-            if done % cfg.log_every == 0 or do_val or last:
-                val_psnr = validate(model, val_examples, cfg, device) if do_val else math.nan
-                if info.main:
-                    rows.append(
-                        {
-                            "step": done,
-                            "epoch": f"{done * cfg.batch_size / len(dataset):.4g}",
-                            "loss": f"{running['sum'] / max(1, running['count']):.6g}",
-                            "lr": f"{lr:.6g}",
-                            "val_psnr": "" if math.isnan(val_psnr) else f"{val_psnr:.4f}",
-                            "time_s": f"{train_seconds:.3f}",
-                        }
-                    )
-                    _write_log(run / LOG_FILE, rows)
-                    bar.update(done, running["sum"] / max(1, running["count"]), val_psnr)
-                running = {"sum": 0.0, "count": 0}
-            else:
-                bar.update(done)
-            if done % cfg.ckpt_every == 0 or last or stopping:
-                save(done)
-            if stopping:
-                break
-    except KeyboardInterrupt:
-        if last_saved != completed:
-            save(completed)
-        bar.close()
-        raise
-    bar.close()
-    if info.main:
+    result = fit(
+        model,
+        step,
+        batches,
+        steps=total,
+        lr=cfg.lr,
+        schedule=cfg.schedule,
+        lr_step=cfg.lr_step,
+        lr_gamma=cfg.lr_gamma,
+        device=device,
+        amp=amp,
+        run_dir=run,
+        resume=resuming,
+        fingerprint=fingerprint,
+        ckpt_every=cfg.ckpt_every,
+        log_every=cfg.log_every,
+        epoch_of=lambda done: done * cfg.batch_size / len(dataset),
+        validate=(lambda m: validate(m, val_examples, cfg, device)) if val_examples else None,
+        val_every=cfg.val_every,
+        stop_at=stop_at,
+        dist_info=info,
+        progress=progress,
+        quiet=quiet,
+    )
+    if result.resumed_from >= total:
+        if info.main and not quiet:
+            print(f"{run}: already trained {result.resumed_from} of {total} steps; nothing to do", file=sys.stderr)
+        return run
+    if info.main and not quiet:
         gain = ""
-        if not math.isnan(val_psnr) and not math.isnan(input_psnr):
+        vals = [float(r["val_psnr"]) for r in result.rows if r.get("val_psnr") not in ("", None)]
+        if vals and not math.isnan(input_psnr) and int(result.rows[-1]["step"]) == result.step and vals:
+            val_psnr = vals[-1]
             gain = f"; validation PSNR {val_psnr:.2f} dB (input {input_psnr:.2f} dB, {val_psnr - input_psnr:+.2f} dB)"
-        per_step = train_seconds / max(1, completed)
-        bar.print(f"trained {completed}/{total} steps in {train_seconds:.1f} s ({per_step:.3f} s/step){gain}")
+        per_step = result.train_seconds / max(1, result.step)
+        print(
+            f"trained {result.step}/{total} steps in {result.train_seconds:.1f} s ({per_step:.3f} s/step){gain}",
+            file=sys.stderr,
+        )
     if info.world > 1:
         dist.barrier()
     return run

@@ -88,6 +88,54 @@ def time_training(args, scale: int, device) -> dict:
     return dict(scale=scale, params={k: count_parameters(m) for k, m in models.items()}, ms=ms)
 
 
+def time_fit_overhead(args, device, steps: int = 10) -> dict:
+    """Seconds of ``steps`` plain-model steps through :func:`analysis.fit.fit` and through a bare Adam loop on the
+    same batch, interleaved (median over repetitions): what fit's bookkeeping (RNG snapshot per step, interrupt
+    handling, schedule) costs."""
+    import torch
+    import torch.nn.functional as F
+
+    from analysis.fit import fit
+    from analysis.models import build_model
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
+    common = dict(group=args.group, in_channels=3, width=args.width, depth=args.depth, kernel_size=args.kernel_size)
+
+    def step(net, batch):
+        return F.l1_loss(net(batch), batch)
+
+    def bare() -> float:
+        model = build_model("plain", **common).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = step(model, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            float(loss.detach())
+        _sync(device)
+        return time.perf_counter() - start
+
+    def fitted() -> float:
+        model = build_model("plain", **common).to(device)
+        _sync(device)
+        start = time.perf_counter()
+        fit(model, step, lambda k: x, steps=steps, lr=1e-4, schedule="constant", device=device)
+        _sync(device)
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {"bare": [], "fit": []}
+    for rep in range(args.warmup + args.repeat):
+        for name, run in (("bare", bare), ("fit", fitted)) if rep % 2 == 0 else (("fit", fitted), ("bare", bare)):
+            t = run()
+            if rep >= args.warmup:
+                times[name].append(t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def time_inference(args, scale: int, device) -> dict:
     """Milliseconds per forward pass without gradients: eval mode (cached filters) vs train mode (rebuilt)."""
     import torch
@@ -140,6 +188,11 @@ def _report(args, device) -> None:
         for kind in KINDS:
             e, t = inf[kind]["eval"], inf[kind]["train"]
             print(f"  {kind:<12} eval {e:>8.1f} ms   train {t:>8.1f} ms   saving {100 * (1 - e / t):>5.1f}%")
+    over = time_fit_overhead(args, device)
+    print(
+        f"\nanalysis.fit vs a bare Adam loop (plain, 10 steps): {over['fit'] / over['bare']:.3f}x "
+        f"({1e3 * over['fit'] / 10:.1f} vs {1e3 * over['bare'] / 10:.1f} ms/step)"
+    )
 
 
 def _positive(text: str) -> int:

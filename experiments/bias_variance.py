@@ -298,32 +298,34 @@ def _predict(net: torch.nn.Module, noisy: torch.Tensor, radius: int, device: tor
 
 
 def train_network(cell: dict, seed: int, noisy: torch.Tensor, clean: torch.Tensor, device: torch.device):
-    """A short Adam loop on one seed's fixed training pairs: random ``crop x crop`` crops of its windows, MSE on the
-    crop minus the ``radius`` margin, cosine learning rate; initialisation seeded by ``seed``."""
-    from analysis.train import loss_fn
+    """A short Adam run (:func:`analysis.fit.fit`) on one seed's fixed training pairs: random ``crop x crop`` crops
+    of its windows, MSE on the crop minus the ``radius`` margin, cosine learning rate. Initialisation and batches
+    come from the named streams ``init`` and ``batches`` of ``seed`` (batch ``k`` from ``(seed, "batches", k)``)."""
+    from analysis.fit import fit, loss_fn
+    from symmetry.streams import rng, seed_of
 
-    torch.manual_seed(seed)
-    net = build_network(cell).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cell["lr"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cell["steps"])
-    rng = np.random.default_rng([seed, 7])
     r, crop, window = cell["radius"], cell["crop"], cell["window"]
     if not 2 * r < crop <= window:
         raise UsageError(f"crop {crop} must exceed 2 * radius ({2 * r}) and be at most the window ({window})")
+    torch.manual_seed(seed_of(seed, "init"))
+    net = build_network(cell).to(device)
     x_all = noisy[:, None].to(device, torch.float32)
     y_all = clean[:, None].to(device, torch.float32)
     size = min(cell["batch_size"], x_all.shape[0])
-    net.train()
-    for _ in range(cell["steps"]):
-        idx = torch.from_numpy(rng.choice(x_all.shape[0], size, replace=False)).to(device)
-        top, left = (int(v) for v in rng.integers(0, window - crop + 1, 2))
+
+    def batches(k: int):
+        draw = rng(seed, "batches", k)
+        idx = torch.from_numpy(draw.choice(x_all.shape[0], size, replace=False)).to(device)
+        top, left = (int(v) for v in draw.integers(0, window - crop + 1, 2))
         x = x_all[idx, :, top : top + crop, left : left + crop]
         y = y_all[idx, :, top + r : top + crop - r, left + r : left + crop - r]
-        loss = loss_fn("l2", net(x)[..., r:-r, r:-r], y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        return x, y
+
+    def step(model: torch.nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return loss_fn("l2", model(x)[..., r:-r, r:-r], y)
+
+    fit(net, step, batches, steps=cell["steps"], lr=cell["lr"], schedule="cosine", device=device)
     return net
 
 

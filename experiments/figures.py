@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,7 +16,22 @@ from experiments.runner import (
 )
 from experiments.style import save_figure
 from symmetry.errors import UsageError
-from symmetry.runtime import cli_entry
+from symmetry.runtime import CliParser, cli_entry
+
+
+def check_output_dir(out: str | Path) -> Path:
+    """``out`` is (or can become) a writable folder; otherwise a one-line :class:`UsageError` before any work."""
+    import os
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the figures")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write figures into {out}: {probe} is not a writable folder")
+    return out
 
 
 def make_figures(
@@ -36,19 +50,15 @@ def make_figures(
     return paths
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"error: {message}; see --help\n")
-
-
 @cli_entry
 def main(argv=None) -> int:
-    p = _Parser(prog="python -m experiments.figures", description=__doc__)
+    p = CliParser(prog="python -m experiments.figures", description=__doc__)
     p.add_argument("names", nargs="*", metavar="NAME", help=f"experiments (default: all): {', '.join(EXPERIMENTS)}")
     p.add_argument("--scale", choices=("quick", "full"), default="quick", help="which stored results (default quick)")
     p.add_argument("--results", default=str(DEFAULT_RESULTS), help="results folder (default: results)")
     p.add_argument("--out", default="figures", help="output folder (default: figures)")
     args = p.parse_args(argv)
+    check_output_dir(args.out)
     names = args.names or [n for n in EXPERIMENTS if results_path(n, args.scale, args.results).exists()]
     if not names:
         raise UsageError(f"no results under {args.results}/; run `python -m experiments.run all --quick` first")

@@ -6,16 +6,12 @@ import argparse
 import sys
 
 from experiments.runner import DEFAULT_RESULTS, EXPERIMENTS, experiment_module, load_config, run_experiment
-from symmetry.runtime import cli_entry
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"error: {message}; see --help\n")
+from symmetry.errors import UsageError
+from symmetry.runtime import CliParser, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m experiments.run", description=__doc__)
+    p = CliParser(prog="python -m experiments.run", description=__doc__)
     p.add_argument("names", nargs="+", metavar="NAME", help=f"experiment(s): {', '.join(EXPERIMENTS)} or all")
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--quick", dest="scale", action="store_const", const="quick", help="minutes on a laptop CPU")
@@ -34,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.max_cells is not None and args.max_cells < 0:
+        raise UsageError(f"--max-cells must be >= 0, got {args.max_cells}")
     names = list(EXPERIMENTS) if "all" in args.names else args.names
     modules = {name: experiment_module(name) for name in names}  # fail on a bad name before any work
     for name, module in modules.items():

@@ -22,15 +22,15 @@ import json
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from symmetry.errors import UsageError
-from symmetry.io import atomic_write_text
+from symmetry.errors import DataError, UsageError
+from symmetry.io import atomic_write_text, json_safe
 
 EXPERIMENTS = ("symmetry_table", "bound", "bias_variance", "sa_alignment", "restoration_table")
 SCALES = ("quick", "full")
@@ -62,7 +62,6 @@ class Context:
     workdir: Path = Path("results/work")
     progress: bool = True
     log: Callable[[str], None] = print
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def data_available(self, relative: str) -> bool:
         """Whether ``relative`` (for example ``rain100l``) exists under the data root."""
@@ -138,7 +137,18 @@ def read_results(name: str, scale: str = "quick", out: str | Path = DEFAULT_RESU
     path = results_path(name, scale, out)
     if not path.exists():
         raise UsageError(f"no results at {path}; run `python -m experiments.run {name} --{scale}` first")
-    return pd.read_csv(path)
+    return _read_csv(path)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A stored results table; empty, unreadable or cell-less files are a one-line :class:`DataError`."""
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+        raise DataError(f"cannot read results {path}: {type(err).__name__}; move it away and rerun") from None
+    if "cell" not in frame.columns:
+        raise DataError(f"results {path} have no 'cell' column (not written by experiments.run); move it away")
+    return frame
 
 
 def _flatten(cell: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +192,7 @@ def run_experiment(
         raise UsageError(f"the {scale} config of {name} has a bad value ({err}); see configs/{name}.toml") from None
     keys = [cell_key(c) for c in cells]
     path = results_path(name, scale, out)
-    table = pd.read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
+    table = _read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
     done = set() if force else set(table["cell"])
     todo = [(k, c) for k, c in zip(keys, cells) if k not in done]
     if max_cells is not None:
@@ -201,7 +211,7 @@ def run_experiment(
             raise UsageError(f"cannot create the results folder {path.parent}: {err.strerror}; use --results") from None
         log(f"{name} ({scale}): {len(cells) - len(todo)} of {len(cells)} cells stored, computing {len(todo)} -> {path}")
         meta = {"experiment": name, "scale": scale, "config": cfg}
-        atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(json_safe(meta), indent=2, default=str))
     skipped: dict[str, int] = {}
     with _cell_progress(progress and bool(todo), len(todo), name) as advance:
         for key, cell in todo:
@@ -225,12 +235,8 @@ def run_experiment(
 
 @contextlib.contextmanager
 def _cell_progress(enabled: bool, total: int, name: str):
-    """A progress bar over cells (inner work runs without its own bar)."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """A progress bar over cells (inner work runs without its own bar): :func:`symmetry.runtime.progress`."""
+    from symmetry.runtime import progress
 
-    with Progress(TextColumn(f"{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
-        task = bar.add_task(name, total=total)
-        yield lambda: bar.advance(task)
+    with progress(total, name, enabled=enabled, transient=True) as bar:
+        yield bar.advance

@@ -111,14 +111,19 @@ def _rain100l(cell: dict, ctx: Context):
 
 
 def train_sa(cell: dict, images: list[torch.Tensor], device: torch.device, transforms: torch.Tensor | None = None):
-    """A short Adam loop (cosine learning rate, fresh noise) on random ``patch`` crops of clean images.
+    """A short Adam run (:func:`analysis.fit.fit`, cosine learning rate) on random ``patch`` crops of clean images
+    with fresh noise; returns the network (eval mode) and the per-step losses.
 
     ``transforms`` ``(len(images), 3)``: a fixed ``(theta0, cx, cy)`` per image replacing the hypernetwork.
+    Initialisation, crops and noise come from the named streams ``init``, ``batches`` and ``noise`` of the seed
+    (step ``k`` from ``(seed, stream, k)``).
     """
+    from analysis.fit import fit, loss_fn
     from analysis.models import build_model
-    from analysis.train import loss_fn
+    from symmetry.streams import rng, seed_of, torch_generator
 
-    torch.manual_seed(cell["seed"])
+    seed = cell["seed"]
+    torch.manual_seed(seed_of(seed, "init"))
     net = build_model(
         "sa",
         group=cell["group"],
@@ -128,34 +133,31 @@ def train_sa(cell: dict, images: list[torch.Tensor], device: torch.device, trans
         kernel_size=cell["kernel_size"],
         hyper_width=cell["hyper_width"],
     ).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cell["lr"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cell["steps"])
-    rng = np.random.default_rng([cell["seed"], 11])
-    noise = torch.Generator(device=device).manual_seed(cell["seed"])
     p, sigma = cell["patch"], cell["sigma"] / 255.0
     images = [x.to(device, torch.float32) for x in images]
-    net.train()
-    losses = []
     if transforms is not None:
         transforms = transforms.to(device, torch.float32)
-    for _ in range(cell["steps"]):
-        batch = []
-        index = rng.integers(0, len(images), cell["batch_size"])
+
+    def batches(k: int):
+        draw = rng(seed, "batches", k)
+        index = draw.integers(0, len(images), cell["batch_size"])
+        crops = []
         for i in index:
             h, w = images[i].shape[-2:]
-            top, left = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-            batch.append(images[i][:, top : top + p, left : left + p])
-        clean = torch.stack(batch)
-        noisy = clean + sigma * torch.randn(clean.shape, generator=noise, device=device)
-        out = net(noisy) if transforms is None else net(noisy, transform=transforms[torch.from_numpy(index)])
-        loss = loss_fn("l2", out, clean)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+            top, left = int(draw.integers(0, h - p + 1)), int(draw.integers(0, w - p + 1))
+            crops.append(images[i][:, top : top + p, left : left + p])
+        clean = torch.stack(crops)
+        noise = torch.randn(clean.shape, generator=torch_generator(seed, "noise", k, device=device), device=device)
+        return clean + sigma * noise, clean, torch.from_numpy(index)
+
+    def step(model: torch.nn.Module, batch) -> torch.Tensor:
+        noisy, clean, index = batch
+        out = model(noisy) if transforms is None else model(noisy, transform=transforms[index.to(device)])
+        return loss_fn("l2", out, clean)
+
+    result = fit(net, step, batches, steps=cell["steps"], lr=cell["lr"], schedule="cosine", device=device)
     net.eval()
-    return net, losses
+    return net, result.losses
 
 
 def control_transforms(control: str, pred: np.ndarray, train_truths: list[dict], test_truths: list[dict]):
@@ -190,6 +192,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
     """Train ``sa``, predict each test image's transform, align each test image, and return one row per image."""
     from symmetry.alignment import AlignmentSettings, best_alignment, deformation, make_aligner
     from symmetry.groups import get_group
+    from symmetry.streams import torch_generator
 
     if cell["dataset"] == "synthetic":
         train, test, sources, truths, train_truths = _synthetic(cell)
@@ -197,7 +200,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
         train, test, sources, truths, train_truths = _rain100l(cell, ctx)
     device = ctx.device
     net, losses = train_sa(cell, train, device)
-    gen = torch.Generator(device=device).manual_seed(cell["seed"] + 1)
+    gen = torch_generator(cell["seed"], "noise", device=device)  # test noise: the stream without a step key
     clean = test.to(device, torch.float32)
     noisy = clean + cell["sigma"] / 255.0 * torch.randn(clean.shape, generator=gen, device=device)
     with torch.no_grad():

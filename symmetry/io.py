@@ -12,7 +12,7 @@
   to replace a file that another process changed since (compare-and-swap on device, inode, size and
   mtime), and keeps the new content beside it as ``STEM.conflict-PID.SUFFIX``.
 - :func:`check_distinct_outputs`: two options of one command naming the same file is a usage error.
-- :func:`to_json`: the project's one JSON rule: NaN and infinities become ``null`` (strict JSON).
+- :func:`json_safe` / :func:`to_json`: the project's one JSON rule: NaN -> ``null``, +-inf -> ``"inf"`` (strict JSON).
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def check_writable(path: str | os.PathLike, option: str = "output") -> Path:
 
 
 def _plain(obj: Any) -> Any:
-    """A copy of ``obj`` made of JSON types: non-finite floats -> None, tuples -> lists, numpy/torch -> Python."""
+    """A copy of ``obj`` made of JSON types (see :func:`json_safe`)."""
     if isinstance(obj, dict):
         return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -283,14 +283,22 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, bool) or obj is None or isinstance(obj, (str, int)):
         return obj
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return obj if math.isfinite(obj) else (None if math.isnan(obj) else ("inf" if obj > 0 else "-inf"))
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if hasattr(obj, "tolist"):  # numpy scalars and arrays, torch tensors
         return _plain(obj.tolist())
-    raise TypeError(f"to_json: cannot serialise {type(obj).__name__} {obj!r}")
+    raise TypeError(f"json_safe: cannot serialise {type(obj).__name__} {obj!r}")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` made of JSON types, by the toolkit's one rule: NaN -> ``None``, +-inf -> ``"inf"``/``"-inf"``.
+
+    Readers turn ``"inf"`` back with ``float``; tuples become lists; numpy, torch and paths become plain values.
+    """
+    return _plain(obj)
 
 
 def to_json(obj: Any, indent: int | None = 2) -> str:
-    """Strict JSON text of ``obj``: NaN and infinities become ``null``; numpy, torch and paths become plain values."""
+    """Strict JSON text of ``obj`` by :func:`json_safe`'s rule."""
     return json.dumps(_plain(obj), indent=indent, allow_nan=False)

@@ -1,10 +1,14 @@
-"""Device choice, the process group under ``torchrun``, and the guard that turns user errors into one-line messages."""
+"""Device choice, the process group under ``torchrun``, the progress bar, and the guard that turns user errors into
+one-line messages."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import functools
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +31,13 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     return device
 
 
+class CliParser(argparse.ArgumentParser):
+    """``argparse`` parser whose errors are one-line :class:`UsageError` messages (exit code 2, no usage block)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def cli_entry(main):
     """Wrap a ``main(argv) -> int`` so known errors print ``error: ...`` and exit with their code."""
 
@@ -42,6 +53,63 @@ def cli_entry(main):
             return 130
 
     return wrapper
+
+
+# ---- progress -------------------------------------------------------------------------
+
+
+class Progress:
+    """Handle of :func:`progress`: ``update(completed, **fields)``, ``advance()`` and ``print(text)``."""
+
+    def __init__(self, bar, task, console, quiet: bool) -> None:
+        self._bar, self._task, self._console, self._quiet = bar, task, console, quiet
+
+    def update(self, completed: int | None = None, **fields: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed, **fields)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, amount)
+
+    def print(self, text: str) -> None:
+        """A plain message on stderr (above the bar), unless quiet."""
+        if not self._quiet:
+            self._console.print(text, highlight=False, markup=False)
+
+
+@contextlib.contextmanager
+def progress(
+    total: int,
+    label: str,
+    *,
+    enabled: bool = True,
+    quiet: bool = False,
+    completed: int = 0,
+    fields: dict[str, str] | None = None,
+    transient: bool = False,
+) -> Iterator[Progress]:
+    """The toolkit's one progress bar (rich, on stderr): ``with progress(n, "train") as bar: bar.advance()``.
+
+    ``fields`` are extra columns shown as ``name value`` and updated by ``bar.update(name=...)``. ``enabled=False``
+    (or ``quiet``) shows no bar; ``bar.print`` still prints unless ``quiet``.
+    """
+    from rich.console import Console
+
+    console = Console(stderr=True, soft_wrap=True)
+    if not enabled or quiet:
+        yield Progress(None, None, console, quiet)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress as RichProgress
+
+    fields = dict(fields or {})
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
+    columns += [TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields]
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    with RichProgress(*columns, console=console, transient=transient) as bar:
+        task = bar.add_task(label, total=total, completed=completed, **fields)
+        yield Progress(bar, task, console, quiet)
 
 
 # ---- several processes (torchrun) -----------------------------------------------------

@@ -159,7 +159,9 @@ def test_disk_mask_is_centred_and_symmetric():
     m = disk_mask(9, 12, 4.0)
     assert torch.equal(m, m.flip(0)) and torch.equal(m, m.flip(1))
     assert torch.equal(disk_mask(10, 10, 4.5), torch.rot90(disk_mask(10, 10, 4.5)))
-    assert isinstance(summarize(pd.DataFrame(columns=COLUMNS)), dict)
+    empty = summarize(pd.DataFrame(columns=COLUMNS))  # only the identity: nothing to be non-equivariant under
+    assert (empty["worst"], empty["mean"], empty["worst_element"]) == (0.0, 0.0, "e")
+    assert math.isnan(empty["grid_exact_worst"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

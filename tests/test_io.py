@@ -19,6 +19,7 @@ from symmetry.io import (
     atomic_write_text,
     check_distinct_outputs,
     check_writable,
+    json_safe,
     output_lock,
     to_json,
 )
@@ -219,7 +220,7 @@ def test_a_process_rewriting_its_own_output_is_not_a_conflict(tmp_path):
 # ---- JSON ------------------------------------------------------------------------------------
 
 
-def test_to_json_is_strict_and_maps_non_finite_numbers_to_null(tmp_path):
+def test_to_json_is_strict_nan_to_null_inf_to_string(tmp_path):
     text = to_json(
         {
             "a": float("nan"),
@@ -234,7 +235,7 @@ def test_to_json_is_strict_and_maps_non_finite_numbers_to_null(tmp_path):
     )
     assert json.loads(text) == {
         "a": None,
-        "b": [1.5, None, None],
+        "b": [1.5, "inf", "-inf"],
         "c": [2.0, 3],
         "d": [[1, 2]],
         "e": str(tmp_path),
@@ -242,6 +243,8 @@ def test_to_json_is_strict_and_maps_non_finite_numbers_to_null(tmp_path):
         "4": True,
     }
     assert "NaN" not in text and "Infinity" not in text
+    assert [float(v) for v in json.loads(text)["b"]] == [1.5, float("inf"), -float("inf")]  # readers use float()
+    assert json_safe({"x": (float("nan"), 1)}) == {"x": [None, 1]}
     with pytest.raises(TypeError, match="cannot serialise object"):
         to_json({"x": object()})
 

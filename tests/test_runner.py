@@ -116,7 +116,7 @@ def test_cli_bad_config_and_results_folder_are_one_line(capsys, tmp_path):
     cases = [
         (["--config", str(wrong_kind), "--results", str(tmp_path)], "kappas must be a list"),
         (["--config", str(missing), "--results", str(tmp_path)], "lacks family"),
-        (["--max-cells", "-1", "--results", str(tmp_path)], "max_cells must be >= 0"),
+        (["--max-cells", "-1", "--results", str(tmp_path)], "--max-cells must be >= 0"),
         (["--results", str(blocker / "results")], "cannot create the results folder"),
     ]
     for argv, message in cases:

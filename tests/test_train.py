@@ -259,4 +259,263 @@ def test_malformed_options_are_one_line_usage_errors(tmp_path, capsys):
     assert train_mod.main(["--steps", "2", "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
     assert "--steps or --epochs" in _error_line(capsys.readouterr().err)
     assert compare.main([str(tmp_path)]) == 2
-    assert "none of the 1 path(s) is a run directory" in capsys.readouterr().err
+    assert "none of the 1 path(s) is a readable run directory" in capsys.readouterr().err
+
+
+# ---- the training loop (analysis.fit) ---------------------------------------------------
+
+
+def _fit_setup(seed: int = 0):
+    """A tiny network, batches that are a function of the step, and a step that also draws from the global RNG."""
+    from symmetry.streams import torch_generator
+
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d
+    model = torch.nn.Sequential(conv(1, 4, 3, padding=1), torch.nn.ReLU(), conv(4, 1, 3, padding=1))
+
+    def batches(k: int):
+        x = torch.randn(4, 1, 8, 8, generator=torch_generator(seed, "batches", k))
+        return x, x.roll(1, dims=-1)
+
+    def step(net, batch):
+        x, y = batch
+        return torch.nn.functional.mse_loss(net(x + 0.01 * torch.randn_like(x)), y)  # global RNG: must be resumed
+
+    return model, step, batches
+
+
+FP = {"config": "{}", "data": "d0", "seed": 0}
+
+
+def _weights_after(tmp_path, name, interrupt=None, steps=6):
+    """Train ``steps`` steps into ``tmp_path/name``; ``interrupt(k, phase)`` may raise KeyboardInterrupt once, after
+    which the run is resumed from its checkpoint. Returns the final weights and the step of the checkpoint that the
+    interrupt left."""
+    from analysis.fit import fit
+    from analysis.rundir import read_checkpoint
+
+    run = tmp_path / name
+    model, step, batches = _fit_setup()
+    left = None
+    if interrupt is None:
+        fit(model, step, batches, steps=steps, lr=1e-2, run_dir=run, fingerprint=FP, ckpt_every=100)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            fit(model, interrupt(step), batches, steps=steps, lr=1e-2, run_dir=run, fingerprint=FP, ckpt_every=2)
+        left = read_checkpoint(run / "checkpoint.pt")["step"]
+        model, step, batches = _fit_setup()
+        torch.manual_seed(1234)  # the resumed process starts from another global RNG state
+        fit(model, step, batches, steps=steps, lr=1e-2, run_dir=run, fingerprint=FP, resume=True, ckpt_every=2)
+    return {k: v.clone() for k, v in model.state_dict().items()}, left
+
+
+def _assert_same(a, b):
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_interrupt_between_optimizer_step_and_counter_resumes_bit_identically(tmp_path):
+    reference, _ = _weights_after(tmp_path, "full")
+    calls = {"n": 0}
+
+    def hook(optimizer, args, kwargs):  # runs after the update, before fit moves its counter
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    handle = register_optimizer_step_post_hook(hook)
+    try:
+        weights, left = _weights_after(tmp_path, "after-update", interrupt=lambda step: step)
+    finally:
+        handle.remove()
+    assert left == 3  # the update of step 3 is in the weights: the checkpoint says 3 steps, not 2
+    _assert_same(reference, weights)
+
+
+def test_interrupt_inside_the_step_before_the_update_resumes_bit_identically(tmp_path):
+    reference, _ = _weights_after(tmp_path, "full")
+
+    def interrupting(step):
+        calls = {"n": 0}
+
+        def wrapped(net, batch):
+            calls["n"] += 1
+            loss = step(net, batch)  # the global RNG has moved: resume must rewind it
+            if calls["n"] == 4:
+                raise KeyboardInterrupt
+            return loss
+
+        return wrapped
+
+    weights, left = _weights_after(tmp_path, "before-update", interrupt=interrupting)
+    assert left == 3
+    _assert_same(reference, weights)
+
+
+def test_sigint_is_deferred_to_the_end_of_the_step(tmp_path):
+    import signal
+
+    reference, _ = _weights_after(tmp_path, "full")
+
+    def signalling(step):
+        calls = {"n": 0}
+
+        def wrapped(net, batch):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            return step(net, batch)
+
+        return wrapped
+
+    weights, left = _weights_after(tmp_path, "sigint", interrupt=signalling)
+    assert left == 2  # step 2 finished, then the interrupt took effect
+    _assert_same(reference, weights)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    from analysis.fit import fit
+    from symmetry.errors import UsageError
+
+    model, step, batches = _fit_setup()
+    fit(model, step, batches, steps=2, run_dir=tmp_path, fingerprint=FP)
+    for other, what in (({**FP, "seed": 1}, "seed: 0 -> 1"), ({**FP, "data": "d1"}, "training data differ")):
+        with pytest.raises(UsageError, match=f"belongs to another run.*{what}.*--overwrite"):
+            fit(model, step, batches, steps=4, run_dir=tmp_path, fingerprint=other, resume=True)
+
+
+def test_cli_resume_refuses_foreign_checkpoints_and_a_missing_config(tmp_path, capsys):
+    base = {**TINY, "steps": 2, "val_images": 0}
+    assert train_mod.main(_argv({**base, "out": str(tmp_path / "a")}) + ["--quiet"]) == 0
+    assert train_mod.main(_argv({**base, "seed": 5, "out": str(tmp_path / "b")}) + ["--quiet"]) == 0
+    (tmp_path / "b" / "checkpoint.pt").write_bytes((tmp_path / "a" / "checkpoint.pt").read_bytes())
+    capsys.readouterr()
+    assert train_mod.main(["--out", str(tmp_path / "b"), "--resume", "--steps", "4", "--quiet"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "belongs to another run" in line and "seed: 0 -> 5" in line and "--overwrite" in line
+    (tmp_path / "a" / "config.json").unlink()
+    assert train_mod.main(_argv({**base, "steps": 4, "out": str(tmp_path / "a")}) + ["--resume", "--quiet"]) == 2
+    assert "no config.json" in _error_line(capsys.readouterr().err)
+
+
+def test_a_crafted_pickle_checkpoint_does_not_run(tmp_path, capsys):
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"model": Evil()}, protocol=2))
+    argv = _argv({**TINY, "steps": 1, "val_images": 0, "out": str(tmp_path / "r")})
+    assert train_mod.main(argv + ["--init-from", str(path), "--quiet"]) == 1
+    assert "cannot read checkpoint" in _error_line(capsys.readouterr().err)
+    assert not marker.exists()
+
+
+def test_registry_builds_through_build_model():
+    from analysis.registry import build_network, network_names, register
+
+    torch.manual_seed(0)
+    a = build_network("equivariant", group="rot4", in_channels=1, width=2, depth=1, kernel_size=3)
+    torch.manual_seed(0)
+    b = build_model("equivariant", group="rot4", in_channels=1, width=2, depth=1, kernel_size=3)
+    _assert_same(a.state_dict(), b.state_dict())
+
+    @register("fit-test-identity")
+    def _identity(**kwargs):
+        return torch.nn.Identity()
+
+    assert "fit-test-identity" in network_names()
+    assert isinstance(build_network("fit-test-identity"), torch.nn.Identity)
+    with pytest.raises(Exception, match="unknown model kind 'resnet'"):
+        build_network("resnet")
+
+
+# ---- parse-time checks of every option --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", "-1"], "--seed must be a finite number in [0,"),
+        (["--epochs", "inf"], "--epochs must be a finite number"),
+        (["--lr-step", "-1"], "--lr-step must be a finite number in [1,"),
+        (["--width", "1000000"], "--width must be a finite number in [1, 1024]"),
+        (["--kernel-size", "10001"], "--kernel-size must be a finite number in [1, 63]"),
+        (["--lr", "nan"], "--lr must be a finite number"),
+        (["--lr-gamma", "2"], "--lr-gamma must be a finite number in [1e-09, 1]"),
+    ],
+)
+def test_out_of_range_options_are_one_line_usage_errors(tmp_path, capsys, argv, message):
+    assert train_mod.main(["--out", str(tmp_path / "r"), *argv]) == 2
+    assert message in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"depth": "abc"}, "depth (--depth) must be an integer, got 'abc'"),
+        ({"seed": 1.5}, "seed (--seed) must be an integer, got 1.5"),
+        ({"lr": "fast"}, "lr (--lr) must be a number"),
+        ({"amp": 1}, "amp (--amp) must be true or false"),
+        ({"group": 4}, "group (--group) must be text"),
+        ({"model_options": []}, "must be a JSON object"),
+    ],
+)
+def test_wrongly_typed_config_keys_are_one_line_usage_errors(tmp_path, capsys, options, message):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(options))
+    assert train_mod.main(["--config", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert message in _error_line(capsys.readouterr().err)
+    # the same in a stored config.json that --resume reads
+    run = tmp_path / "stored"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(options))
+    assert train_mod.main(["--out", str(run), "--resume"]) == 2
+    assert message in _error_line(capsys.readouterr().err)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return train({**TINY, "steps": 2, "val_images": 0, "out": str(tmp_path_factory.mktemp("tiny") / "run")})
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--crop", "0"], "--crop must be an integer >= 1"),
+        (["--crop", "-3"], "--crop must be an integer >= 1"),
+        (["--eq-crop", "0"], "--eq-crop must be an integer >= 8"),
+        (["--eq-images", "0"], "--eq-images must be an integer >= 1"),
+        (["--mesh", "1e-9"], "--mesh must be a finite number in [0.05, 16.0]"),
+        (["--mesh", "nan"], "--mesh must be a finite number"),
+    ],
+)
+def test_evaluate_option_ranges(tiny_run, capsys, argv, message):
+    before = sorted(p.name for p in tiny_run.iterdir())
+    assert evaluate.main([str(tiny_run), *argv, "--quiet"]) == 2
+    assert message in _error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tiny_run.iterdir()) == before
+
+
+def test_damaged_log_and_metrics_are_named(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    log = run / "log.csv"
+    good = log.read_text()
+    log.write_text("step,epoch,loss\nabc,1,x\n")
+    assert evaluate.main([str(run), "--max-images", "1", "--crop", "32", "--eq-crop", "16", "--quiet"]) == 1
+    assert "cannot read" in (line := _error_line(capsys.readouterr().err)) and "log.csv" in line
+    log.write_text(good)
+    (run / "metrics.json").write_text("[1, 2]")
+    assert compare.main([str(run), str(tiny_run), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "holds a JSON list, not an object" in err and "not a run directory" not in err
