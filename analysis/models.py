@@ -34,6 +34,7 @@ from torch import nn
 
 from analysis.layers import GroupConv, GroupUpsample, LiftConv, ProjectConv, cyclic_group
 from symmetry.errors import UsageError
+from symmetry.transforms import imresize
 
 MODEL_KINDS = ("plain", "equivariant", "sa", "e2cnn")
 UPSAMPLE_KERNEL_SIZE = 3
@@ -123,7 +124,7 @@ class Backbone(nn.Module):
         out = self.tail(y, d)
         if self.scale == 1:
             return out + x
-        return out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out + imresize(x, self.scale)  # the same map as the bicubic baseline (analysis.tasks.baseline)
 
 
 # --- plain -------------------------------------------------------------------------------
