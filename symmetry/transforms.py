@@ -1,7 +1,7 @@
 """The action pi~_A of plane transformations on pixel arrays, and resampling (theory.md, sections 1 and 4).
 
 The one home of the project's geometry: build a matrix, then sample with one sampler. Matrices
-(:func:`rotation_matrix`, :func:`turn_matrix`, :func:`deformation_matrix`), lattices
+(:func:`rotation_matrix`, :func:`turn_matrix`, :func:`deformation_matrix`, :func:`inverse_deformation_matrix`), lattices
 (:func:`disk_offsets`, :func:`disk_mask`, :func:`window_positions`) and samplers
 (:func:`interpolate`, :func:`lattice_operator`, :func:`sample_windows`, :func:`transform_image`,
 :func:`imresize`, :func:`to_mesh`) share one set of conventions:
@@ -84,6 +84,18 @@ def deformation_matrix(theta0, cx, cy, dtype=torch.float64, device=None) -> torc
     theta0, cx, cy = torch.broadcast_tensors(theta0, cx, cy)
     c, s = torch.cos(theta0), torch.sin(theta0)
     return torch.stack([torch.stack([c * cx, -s * cy], -1), torch.stack([s * cx, c * cy], -1)], -2)
+
+
+def inverse_deformation_matrix(theta0, cx, cy, dtype=torch.float64, device=None) -> torch.Tensor:
+    """``D^-1 = diag(1/cx, 1/cy) R(-theta0)`` ``(..., 2, 2)`` of :func:`deformation_matrix`, in closed form.
+
+    Convention: as :func:`deformation_matrix`; differentiable, broadcast over the three arguments. SA-Conv
+    evaluates its filters at ``A^-1 D^-1 delta`` (``analysis.models.inverse_deformation``).
+    """
+    theta0, cx, cy = (torch.as_tensor(v, dtype=dtype, device=device) for v in (theta0, cx, cy))
+    theta0, cx, cy = torch.broadcast_tensors(theta0, cx, cy)
+    c, s = torch.cos(theta0), torch.sin(theta0)
+    return torch.stack([torch.stack([c / cx, s / cx], -1), torch.stack([-s / cy, c / cy], -1)], -2)
 
 
 def _in_disk(squared_norm: torch.Tensor, radius: float) -> torch.Tensor:

@@ -10,6 +10,7 @@ from symmetry.transforms import (
     disk_mask,
     disk_offsets,
     interpolate,
+    inverse_deformation_matrix,
     lattice_operator,
     rotation_matrix,
     sample_windows,
@@ -179,6 +180,8 @@ def test_turn_and_deformation_matrices():
     theta, cx, cy = torch.tensor([0.3, 1.2]), torch.tensor([1.5, 0.8]), torch.tensor([0.7, 1.1])
     expected = rotation_matrix(theta.double()) @ torch.diag_embed(torch.stack([cx, cy], -1).double())
     torch.testing.assert_close(deformation_matrix(theta, cx, cy), expected, rtol=0, atol=1e-15)
+    product = inverse_deformation_matrix(theta, cx, cy) @ deformation_matrix(theta, cx, cy)
+    torch.testing.assert_close(product, torch.eye(2, dtype=torch.float64).expand(2, 2, 2), rtol=0, atol=1e-15)
 
 
 def test_disk_mask_holds_the_disk_lattice():
