@@ -8,9 +8,9 @@ The unfused form is the straightforward one: per chunk, a ``(P, 16)`` clamped ta
 chunking). The project's previous ``interpolate`` added an in-frame shortcut (int32 indices, no clamping) to
 it and ran about 2x (float32) to 3.5x (float64) slower than the fused form, so the ratio printed here, against
 the plain unfused form, is larger than the gain over that code. Both use the package's cubic weights, so
-they agree to rounding (printed). The
-points are the windows of the estimator: disk windows of radius 9 px at random centres, turned by four
-non-grid angles. Repetitions alternate the two forms, so the ratio compares runs under the same load.
+they agree to rounding (printed). The points are the windows of the estimator: disk windows of radius 9 px
+at random centres, turned by four non-grid angles. Repetitions alternate the two forms, so the ratio compares
+runs under the same load.
 """
 
 from __future__ import annotations
