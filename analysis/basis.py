@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from symmetry.transforms import _cubic_weights
+from symmetry.transforms import cubic
 
 BASES = ("fourier", "bicubic")
 """Names accepted by :func:`make_basis` (and by ``build_model(..., basis=...)``)."""
@@ -129,15 +129,10 @@ class FourierBasis:
 def cubic_kernel(d: torch.Tensor) -> torch.Tensor:
     """Keys' cubic convolution kernel ``K(d)`` (``a = -0.5``, support ``|d| < 2``), elementwise.
 
-    The one cubic of the project: it reads the two polynomial pieces from
-    :func:`symmetry.transforms._cubic_weights` (entry 1 is the ``|d| <= 1`` piece at ``|d|``,
-    entry 0 the ``1 < |d| < 2`` piece at ``|d|``). ``K(0) = 1`` and ``K(n) = 0`` at the other
-    integers, so a bicubic interpolant passes through its coefficients.
+    The one cubic of the project, :func:`symmetry.transforms.cubic`. ``K(0) = 1`` and ``K(n) = 0`` at the
+    other integers, so a bicubic interpolant passes through its coefficients.
     """
-    t = d.abs()
-    near = _cubic_weights(t)[..., 1]
-    far = _cubic_weights(t - 1)[..., 0]
-    return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+    return cubic(d)
 
 
 class BicubicBasis:

@@ -30,11 +30,9 @@ import torch.nn.functional as F
 
 from symmetry.errors import UsageError
 from symmetry.groups import get_group
-from symmetry.transforms import disk_offsets, interpolate, window_positions
+from symmetry.transforms import disk_offsets, lattice_operator, turn_matrix
 
 COMPONENTS = ("risk", "bias2", "variance", "noise")
-INTERP_PAD = 2
-"""Zero margin around the filter before interpolating it (the bicubic stencil reaches 2 taps)."""
 KEEP_SINGULAR = 0.75
 """Singular values of the group average above which a direction counts as G-invariant. They are 0 or 1 for
 grid-exact groups; with interpolated rotations the invariant directions have values near 1, while quarter-turn
@@ -121,38 +119,22 @@ def filter_taps(radius: int) -> torch.Tensor:
 
 
 def rotation_matrix(angle_deg: float) -> torch.Tensor:
-    """The 2x2 rotation by ``angle_deg`` (counter-clockwise), exact for multiples of 90 degrees."""
-    quarter = angle_deg / 90.0
-    if abs(quarter - round(quarter)) < 1e-12:
-        c, s = [(1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)][round(quarter) % 4]
-    else:
-        c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
-    return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    """The 2x2 rotation by ``angle_deg`` (counter-clockwise), exact for multiples of 90 degrees: ``turn_matrix``."""
+    return turn_matrix(angle_deg / 360.0)
 
 
 def rotation_operator(radius: int, matrix: torch.Tensor) -> torch.Tensor:
     """The matrix ``R`` ``(P, P)`` with ``(R w)(d) = w(A^-1 d)`` on the disk taps: ``pi~_A`` acting on a filter.
 
-    ``matrix`` is ``A`` ``(2, 2)``, or a stack ``(G, 2, 2)`` giving ``(G, P, P)``. Grid-exact ``A`` (entries in
-    {-1, 0, 1}) give an exact permutation; other angles read the filter, zero-padded, by bicubic interpolation
-    (:func:`symmetry.transforms.interpolate`; its weights are exactly 0 and 1 at integer positions).
+    ``matrix`` is ``A`` ``(2, 2)``, or a stack ``(G, 2, 2)`` giving ``(G, P, P)``.
+    :func:`symmetry.transforms.lattice_operator` on the taps: grid-exact ``A`` (entries in {-1, 0, 1}) give an
+    exact permutation; other angles read the filter, zero outside the disk, with the bicubic weights of
+    :func:`symmetry.transforms.interpolate`.
     """
     taps = filter_taps(radius)
-    p = taps.shape[0]
-    side = 2 * (radius + INTERP_PAD) + 1
-    centre = float(radius + INTERP_PAD)
-    rows = (centre - taps[:, 1]).long()
-    cols = (centre + taps[:, 0]).long()
-    basis = torch.zeros(p, side, side, dtype=torch.float64)
-    basis[torch.arange(p), rows, cols] = 1.0
     matrices = matrix.to(torch.float64)
-    single = matrices.dim() == 2
-    matrices = matrices[None] if single else matrices
-    exact = bool(torch.all((matrices == 0) | (matrices.abs() == 1)))
-    r, c = window_positions(torch.tensor([[centre, centre]], dtype=torch.float64), taps, matrices)  # (G, 1, P)
-    values = interpolate(basis, r[:, 0], c[:, 0], "nearest" if exact else "bicubic")  # (P basis, G, P taps)
-    ops = values.permute(1, 2, 0).contiguous()  # (G, P taps, P basis)
-    return ops[0] if single else ops
+    ops = lattice_operator(matrices[None] if matrices.dim() == 2 else matrices, taps, taps, "bicubic")
+    return ops[0] if matrices.dim() == 2 else ops
 
 
 def group_average_operator(radius: int, group: str | None) -> torch.Tensor:

@@ -34,7 +34,7 @@ from torch import nn
 
 from symmetry.errors import DataError, UsageError
 from symmetry.groups import Group, get_group
-from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, to_mesh, transform_image
+from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, disk_mask, to_mesh, transform_image
 
 DEFAULT_MARGIN = SUPPORT_MARGIN
 """Default pixels (of the input mesh) cut from the inscribed disk's radius, per interpolation:
@@ -45,13 +45,6 @@ edge are affected too; pass a larger ``margin`` to exclude them."""
 COLUMNS = ["element", "angle", "is_grid_exact", "normalisation", "equivariance_error", "n_images"]
 NORMALISATIONS = ("output", "learned")
 """``output``: relative to ``||f(x)||``; ``learned``: relative to ``||f(x) - skip(x)||``."""
-
-
-def disk_mask(height: int, width: int, radius: float, device=None) -> torch.Tensor:
-    """Boolean ``(height, width)`` mask of pixels within ``radius`` of the image centre."""
-    r = torch.arange(height, dtype=torch.float64, device=device) - (height - 1) / 2
-    c = torch.arange(width, dtype=torch.float64, device=device) - (width - 1) / 2
-    return r[:, None] ** 2 + c[None, :] ** 2 <= radius * radius + 1e-9
 
 
 def _as_image_list(images: torch.Tensor | Iterable[torch.Tensor]) -> list[torch.Tensor]:

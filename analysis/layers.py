@@ -54,7 +54,7 @@ from torch import nn
 from analysis.basis import kernel_grid, make_basis, subpixel_grid
 from symmetry.errors import UsageError
 from symmetry.groups import Group, UnknownGroupError, get_group
-from symmetry.transforms import deformation_matrix
+from symmetry.transforms import inverse_deformation_matrix
 
 INIT_GAIN = 1.0 / 3.0
 """Variance gain of the weight initialisation, var(filter tap) ~ INIT_GAIN / fan_in: the same
@@ -90,12 +90,12 @@ def relative_index(group: Group) -> torch.Tensor:
 def deformation_inverse(params: torch.Tensor) -> torch.Tensor:
     """``D^-1`` for ``params`` = ``(theta0, log cx, log cy)`` ``(..., 3)``, ``D = R(theta0) diag(cx, cy)``.
 
-    ``D^-1 = diag(1/cx, 1/cy) R(-theta0)`` is the transpose of
-    :func:`symmetry.transforms.deformation_matrix` ``(theta0, 1/cx, 1/cy)``; differentiable.
+    :func:`symmetry.transforms.inverse_deformation_matrix` of ``(theta0, exp(log cx), exp(log cy))``; differentiable.
     """
     theta0, log_cx, log_cy = params.unbind(-1)
-    d = deformation_matrix(theta0, torch.exp(-log_cx), torch.exp(-log_cy), dtype=params.dtype, device=params.device)
-    return d.transpose(-1, -2)
+    return inverse_deformation_matrix(
+        theta0, torch.exp(log_cx), torch.exp(log_cy), dtype=params.dtype, device=params.device
+    )
 
 
 def deformed_points(points: torch.Tensor, inv_mats: torch.Tensor, deform_inv: torch.Tensor | None) -> torch.Tensor:

@@ -49,7 +49,7 @@ from analysis.basis import BASES
 from analysis.layers import GroupConv, GroupUpsample, LiftConv, ProjectConv, deformation_inverse, layer_group
 from symmetry.errors import UsageError
 from symmetry.groups import Group, GroupElement, get_group
-from symmetry.transforms import transform_image
+from symmetry.transforms import imresize, transform_image
 
 MODEL_KINDS = ("plain", "equivariant", "tl", "sa", "sa-global", "e2cnn")
 TAILS = ("equivariant", "plain")
@@ -133,7 +133,7 @@ class Backbone(nn.Module):
         """
         if self.scale == 1:
             return x
-        return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return imresize(x, self.scale)  # the same map as the bicubic baseline (analysis.tasks.baseline)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x, self.deformation(self._checked(x)))
@@ -151,10 +151,7 @@ class Backbone(nn.Module):
         y = self.body_tail(y, d) + feat  # long skip
         for up in self.upsampler:
             y = up(y, d)
-        out = self.tail(y, d)
-        if self.scale == 1:
-            return out + x
-        return out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return self.tail(y, d) + self.skip(x)
 
 
 # --- plain -------------------------------------------------------------------------------

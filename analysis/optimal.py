@@ -54,7 +54,7 @@ from torch import nn
 from symmetry.errors import UsageError
 from symmetry.groups import Group, GroupElement, get_group
 from symmetry.synthetic import DEFAULTS, FAMILIES, parse_spec
-from symmetry.transforms import INTERPOLATIONS, disk_offsets, interpolate, window_positions
+from symmetry.transforms import disk_offsets, lattice_operator
 
 ORIENTATION_NODES = 256
 """Trapezoid nodes on ``[0, pi)`` for the expectation over atom orientations."""
@@ -228,26 +228,11 @@ def transform_matrix(
 ) -> torch.Tensor:
     """``T`` ``(P_target, P_source)`` with ``(pi~_A y)[target] = T y[source]``, for lattice indices ``(P, 2)``.
 
-    Positions and weights are those of :func:`symmetry.transforms.transform_image` (rotation about the lattice
-    origin, :func:`~symmetry.transforms.interpolate`; nearest, i.e. an exact permutation, for grid-exact
-    elements). Every tap must fall on a ``source`` point: each row of ``T`` then sums to 1.
+    :func:`symmetry.transforms.lattice_operator` (rotation about the lattice origin, the weights of
+    :func:`~symmetry.transforms.interpolate`; an exact 0/1 selection for grid-exact elements). Every tap must
+    fall on a ``source`` point: each row of ``T`` then sums to 1.
     """
-    if interpolation not in INTERPOLATIONS:
-        raise UsageError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
-    method = "nearest" if element.is_grid_exact else interpolation
-    m = int(source.abs().max()) + TRANSFORM_MARGIN
-    side = 2 * m + 1
-    centre = torch.tensor([[float(m), float(m)]], dtype=torch.float64)
-    rows, cols = window_positions(centre, target.to(torch.float64), element.tensor(torch.float64)[None])
-    rows, cols = rows[0, 0], cols[0, 0]
-    src_pixel = (m - source[:, 1]) * side + (m + source[:, 0])
-    out = torch.empty(target.shape[0], source.shape[0], dtype=torch.float64)
-    step = 256
-    for i in range(0, source.shape[0], step):
-        j = torch.arange(i, min(i + step, source.shape[0]))
-        basis = torch.zeros(len(j), side * side, dtype=torch.float64)
-        basis[torch.arange(len(j)), src_pixel[j]] = 1.0
-        out[:, j] = interpolate(basis.reshape(len(j), side, side), rows, cols, method).T
+    out = lattice_operator(element.tensor(torch.float64)[None], source, target, interpolation)[0]
     lost = (out.sum(1) - 1).abs().max() if out.numel() else 0.0
     if lost > 1e-9:
         raise UsageError(f"the source points do not cover the interpolation taps (row sums off by {float(lost):.2e})")

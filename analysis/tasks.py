@@ -6,7 +6,7 @@ Tasks (:data:`TASKS`):
   units (``sigma / 255`` on the ``[0, 1]`` images), not clipped;
 - ``sr``: super-resolution by ``scale`` in :data:`SR_SCALES`; the HR image is cropped to a
   multiple of the scale and the LR input is MATLAB's bicubic ``imresize(hr, 1/scale)``
-  (:func:`analysis.resize.imresize`), clipped and rounded to 8 bits like the LR PNGs of
+  (:func:`symmetry.transforms.imresize`), clipped and rounded to 8 bits like the LR PNGs of
   the benchmarks;
 - ``derain``: (rainy, clean) pairs of Rain100L (:func:`symmetry.data.load_pairs`).
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.resize import imresize
 from symmetry.errors import DataError, UsageError
+from symmetry.transforms import imresize
 
 TASKS = ("denoise", "sr", "derain")
 SR_SCALES = (2, 3, 4)
@@ -372,9 +372,14 @@ def eval_examples(
 
 
 def baseline(example: Example, task: str, scale: int = 1) -> torch.Tensor:
-    """The trivial restoration: the input itself, or its bicubic upscaling for SR."""
+    """The trivial restoration: the input itself, or its bicubic upscaling for SR.
+
+    The SR upscaling is :func:`symmetry.transforms.imresize` in the input's dtype, the very map of the SR
+    networks' skip connection (``analysis.models.Backbone``), so the baseline is bit for bit what a network
+    with a zero residual returns.
+    """
     if task == "sr":
-        return imresize(example.input.double(), scale).to(example.input.dtype)
+        return imresize(example.input, scale)
     return example.input
 
 

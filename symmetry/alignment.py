@@ -48,14 +48,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from symmetry.errors import DataError, UsageError
 from symmetry.estimators import RandomFourierFeatures, Settings, _rng, median_bandwidth
 from symmetry.groups import Group, GroupElement, get_group
 from symmetry.io import atomic_write_text, check_writable
 from symmetry.runtime import cli_entry, resolve_device
-from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, deformation_matrix, disk_offsets
+from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, deformation_matrix, disk_offsets, interpolate
 
 QUARTER_TURN = ((0.0, -1.0), (1.0, 0.0))
 COLUMNS = (
@@ -260,17 +259,11 @@ def autocovariance(raster: torch.Tensor, reach: int) -> torch.Tensor:
 def _sample(raster: torch.Tensor, points: torch.Tensor, method: str) -> torch.Tensor:
     """``raster`` ``(C, H, W)`` at centred plane points ``(..., 2)`` (x right, y up, pixel units): ``(..., C, P)``.
 
-    ``torch.nn.functional.grid_sample`` (its bicubic is Keys' cubic with ``a = -0.75``, interpolating: exact
-    at pixel centres), many times faster than :func:`symmetry.transforms.interpolate` for the hundreds of
-    thousands of samples each candidate ``D`` needs.
+    :func:`symmetry.transforms.interpolate` about the raster's centre (taps out of frame clamped to the border).
     """
     c, rows, cols = raster.shape
-    lead = points.shape[:-1]
-    x = points[..., 0] / ((cols - 1) / 2)  # align_corners=True: -1 and 1 are the outer pixel centres
-    y = -points[..., 1] / ((rows - 1) / 2)
-    grid = torch.stack([x, y], -1).reshape(1, 1, -1, 2)
-    out = F.grid_sample(raster[None], grid, mode=method, padding_mode="border", align_corners=True)  # (1, C, 1, N)
-    return out.reshape(c, *lead).movedim(0, -2)
+    out = interpolate(raster, (rows - 1) / 2 - points[..., 1], (cols - 1) / 2 + points[..., 0], method)  # (C, ...)
+    return out.movedim(0, -2)
 
 
 def _symmetrised_weights(offsets, mesh, channels, group, settings, bandwidth):

@@ -25,6 +25,7 @@ from fractions import Fraction
 import torch
 
 from symmetry.errors import UsageError
+from symmetry.transforms import turn_matrix
 
 SO2_DEFAULT_SAMPLES = 36
 _TOL = 1e-9
@@ -39,20 +40,8 @@ class UnknownGroupError(UsageError, ValueError):
 
 
 def _rotation(turn: Fraction) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Rotation by ``turn`` full turns, exact for multiples of a quarter turn."""
-    turn = turn % 1
-    quarter = {
-        Fraction(0): (1.0, 0.0),
-        Fraction(1, 4): (0.0, 1.0),
-        Fraction(1, 2): (-1.0, 0.0),
-        Fraction(3, 4): (0.0, -1.0),
-    }
-    if turn in quarter:
-        c, s = quarter[turn]
-    else:
-        angle = 2 * math.pi * float(turn)
-        c, s = math.cos(angle), math.sin(angle)
-    return ((c, -s), (s, c))
+    """Rotation by ``turn`` full turns, exact for quarter turns: :func:`symmetry.transforms.turn_matrix`."""
+    return tuple(tuple(row) for row in turn_matrix(turn).tolist())
 
 
 def _matmul(a, b):

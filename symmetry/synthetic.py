@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from symmetry.errors import UsageError
+from symmetry.transforms import deformation_matrix
 
 FAMILIES = {
     "isotropic": "oriented atoms with uniform orientations: symmetric under every rotation and flip",
@@ -132,8 +133,7 @@ def _deformed_atoms(rng: np.random.Generator, p: dict, density: float):
     theta = float(rng.uniform(0.0, math.pi))
     log_ratio = float(rng.choice([-1.0, 1.0]) * rng.uniform(p["stretch"] / 2, p["stretch"]))
     cx, cy = math.exp(log_ratio / 2), math.exp(-log_ratio / 2)
-    c, s = math.cos(theta), math.sin(theta)
-    deform = np.array([[c * cx, -s * cy], [s * cx, c * cy]])  # R(theta) diag(cx, cy)
+    deform = deformation_matrix(theta, cx, cy).numpy()  # R(theta) diag(cx, cy)
     corners = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]]) * p["size"] / 2
     half = np.abs(corners @ np.linalg.inv(deform).T).max(axis=0) + 3 * p["long"]  # (x, y) half extents
     order = int(p["k"])

@@ -1,44 +1,84 @@
-"""The action pi~_A of a transformation on pixel arrays (theory.md, sections 1 and 4).
+"""The action pi~_A of plane transformations on pixel arrays, and resampling (theory.md, sections 1 and 4).
 
-Plane coordinates are ``(x, y)`` with ``x`` along columns and ``y`` up (against rows),
-centred on the image; ``pi_A[r](p) = r(A^-1 p)``. All sampling goes through
-:func:`interpolate`, a gather-based interpolation in torch (no NumPy round trips), so
-that at integer positions it returns the stored pixels bit for bit: quarter turns and
-axis flips are then exact pixel permutations, as the theory requires.
+The one home of the project's geometry: build a matrix, then sample with one sampler. Matrices
+(:func:`rotation_matrix`, :func:`turn_matrix`, :func:`deformation_matrix`, :func:`inverse_deformation_matrix`), lattices
+(:func:`disk_offsets`, :func:`disk_mask`, :func:`window_positions`) and samplers
+(:func:`interpolate`, :func:`lattice_operator`, :func:`sample_windows`, :func:`transform_image`,
+:func:`imresize`, :func:`to_mesh`) share one set of conventions:
+
+- plane coordinates ``(x, y)``: ``x`` along columns, ``y`` up (against rows); ``pi_A[r](p) = r(A^-1 p)``, so
+  a positive angle rotates content counter-clockwise (``torch.rot90(img, k, dims=(-2, -1))``);
+- pixel positions ``(row, col)``: row 0, column 0 is the centre of the first pixel; an image's centre is
+  ``((H - 1) / 2, (W - 1) / 2)``;
+- one cubic kernel, :func:`cubic`: Keys' cubic convolution with ``a = -0.5`` (MATLAB's ``imresize`` and
+  ``interp2(..., 'cubic')``). It is interpolating: at integer positions :func:`interpolate` returns the stored
+  pixels bit for bit, so quarter turns and axis flips are exact pixel permutations, as the theory requires.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from symmetry.groups import GroupElement
+from symmetry.errors import UsageError
+
+if TYPE_CHECKING:
+    from fractions import Fraction
+
+    from symmetry.groups import GroupElement
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 KEYS_A = -0.5  # Keys' cubic convolution parameter used by MATLAB's imresize/interp2 'cubic'
 SUPPORT_MARGIN = {"bicubic": 2, "bilinear": 1, "nearest": 1}  # pixels a sample may read beyond its position
-_CHUNK = 1 << 16  # points interpolated at once on the CPU (bounds the tap temporaries, stays in cache)
+_TAPS = {"bicubic": (-1, 4), "bilinear": (0, 2)}  # (offset of the first tap, taps per axis)
+_CHUNK = 1 << 16  # points interpolated at once on the CPU (the few (P,) temporaries stay in cache)
+_CHANNEL_LOOP = 4  # up to this many channels are gathered one contiguous channel at a time
+_RESIZE_WIDTH = 4.0  # support of the cubic kernel in input pixels (before the antialiasing stretch)
+
+
+# ---- matrices and lattices --------------------------------------------------------------
 
 
 def rotation_matrix(angle, dtype=torch.float64, device=None) -> torch.Tensor:
-    """Counter-clockwise rotation ``R(angle)`` ``(..., 2, 2)`` of plane coordinates ``(x, y)`` (angle in radians).
+    """Counter-clockwise rotation ``R(angle)`` ``(..., 2, 2)`` (angle in radians), batched over ``angle``'s shape.
 
-    Convention: ``x`` along columns, ``y`` up (against rows), as every matrix of :mod:`symmetry.groups`.
-    Differentiable in ``angle``; batched over its shape.
+    Convention: plane coordinates ``(x, y)``, ``x`` along columns, ``y`` up, as every matrix of
+    :mod:`symmetry.groups`. Differentiable in ``angle``; ``cos``/``sin`` as computed, so quarter turns are exact
+    only up to rounding (use :func:`turn_matrix` for exact ones).
     """
     angle = torch.as_tensor(angle, dtype=dtype, device=device)
     c, s = torch.cos(angle), torch.sin(angle)
     return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
 
 
+def turn_matrix(turn: float | Fraction, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Rotation by ``turn`` full turns (``degrees / 360``) ``(2, 2)``; quarter turns have exact entries in {-1, 0, 1}.
+
+    Convention: plane coordinates ``(x, y)`` as :func:`rotation_matrix`; other angles use ``math.cos`` and
+    ``math.sin`` of ``2 pi (turn mod 1)``. Exact entries make a quarter turn act on a pixel grid as a
+    permutation (:func:`lattice_permutations`). Pass a ``fractions.Fraction`` for exact arithmetic.
+    """
+    turn = turn % 1
+    quarter = float(turn) * 4
+    if abs(quarter - round(quarter)) < 1e-12:
+        c, s = ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[round(quarter) % 4]
+    else:
+        angle = 2 * math.pi * float(turn)
+        c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s], [s, c]], dtype=dtype, device=device)
+
+
 def deformation_matrix(theta0, cx, cy, dtype=torch.float64, device=None) -> torch.Tensor:
     """``D = R(theta0) diag(cx, cy)`` ``(..., 2, 2)``: SA-Conv's mesh deformation ``D_w`` (theory.md, section 3).
 
-    Convention: plane coordinates ``(x, y)`` as :func:`rotation_matrix`; the filter for group element ``A`` is
-    evaluated at ``A^-1 D^-1 delta``. Differentiable in all three arguments, which broadcast together.
+    Convention: plane coordinates ``(x, y)`` as :func:`rotation_matrix`, ``theta0`` in radians; the filter for
+    group element ``A`` is evaluated at ``A^-1 D^-1 delta``. Differentiable in all three arguments, which
+    broadcast together.
     """
     theta0, cx, cy = (torch.as_tensor(v, dtype=dtype, device=device) for v in (theta0, cx, cy))
     theta0, cx, cy = torch.broadcast_tensors(theta0, cx, cy)
@@ -46,84 +86,57 @@ def deformation_matrix(theta0, cx, cy, dtype=torch.float64, device=None) -> torc
     return torch.stack([torch.stack([c * cx, -s * cy], -1), torch.stack([s * cx, c * cy], -1)], -2)
 
 
-def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
-    """Keys' cubic weights of the taps at offsets -1, 0, 1, 2 for fractional part ``t``."""
-    a = KEYS_A
-    s0, s1, s2, s3 = t + 1, t, 1 - t, 2 - t
-    far = lambda s: ((a * s - 5 * a) * s + 8 * a) * s - 4 * a  # noqa: E731  1 < |s| < 2
-    near = lambda s: ((a + 2) * s - (a + 3)) * s * s + 1  # noqa: E731  |s| <= 1
-    return torch.stack([far(s0), near(s1), near(s2), far(s3)], dim=-1)
+def inverse_deformation_matrix(theta0, cx, cy, dtype=torch.float64, device=None) -> torch.Tensor:
+    """``D^-1 = diag(1/cx, 1/cy) R(-theta0)`` ``(..., 2, 2)`` of :func:`deformation_matrix`, in closed form.
 
-
-def interpolate(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, method: str = "bicubic") -> torch.Tensor:
-    """Sample ``image`` ``(C, H, W)`` at continuous pixel positions; returns ``(C, *rows.shape)``.
-
-    Positions are in pixel units (row 0, column 0 is the first pixel's centre).
-    Taps outside the image are clamped to the border; callers keep their samples at
-    least :data:`SUPPORT_MARGIN` pixels inside when the border must not matter.
-    Points are processed in chunks (bounded temporaries); when every tap of the call
-    lies inside the image the flat tap indices are one base index plus fixed offsets.
+    Convention: as :func:`deformation_matrix`; differentiable, broadcast over the three arguments. SA-Conv
+    evaluates its filters at ``A^-1 D^-1 delta`` (``analysis.layers.deformation_inverse``).
     """
-    if method not in INTERPOLATIONS:
-        raise ValueError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERPOLATIONS)}")
-    c, h, w = image.shape
-    flat = image.reshape(c, h * w)
-    shape = rows.shape
-    rows, cols = rows.reshape(-1), cols.reshape(-1)
-    if method == "nearest":
-        r = torch.round(rows).long().clamp(0, h - 1)
-        q = torch.round(cols).long().clamp(0, w - 1)
-        return flat[:, r * w + q].reshape(c, *shape)
-    first, count = (0, 2) if method == "bilinear" else (-1, 4)  # taps at offsets first .. first + count - 1
-    index = torch.int32 if h * w < 2**31 else torch.int64
-    taps = torch.arange(first, first + count, device=image.device, dtype=index)
-    offsets = (taps[:, None] * w + taps).reshape(-1)  # flat offsets of the count x count taps
-    last = 1 - first - count  # floor(x) + first + count - 1 <= size - 1  <=>  x < size + last
-    inside = rows.numel() > 0 and bool(
-        (rows.min() >= -first) & (rows.max() < h + last) & (cols.min() >= -first) & (cols.max() < w + last)
-    )
-    out = torch.empty(c, rows.numel(), dtype=image.dtype, device=image.device)
-    chunk = _CHUNK if image.device.type == "cpu" else 64 * _CHUNK
-    for s in range(0, rows.numel(), chunk):
-        r, q = rows[s : s + chunk], cols[s : s + chunk]
-        r0, q0 = torch.floor(r), torch.floor(q)
-        tr, tq = (r - r0).to(image.dtype), (q - q0).to(image.dtype)
-        if method == "bilinear":
-            wr, wq = torch.stack([1 - tr, tr], dim=-1), torch.stack([1 - tq, tq], dim=-1)
-        else:
-            wr, wq = _cubic_weights(tr), _cubic_weights(tq)
-        if inside:
-            idx = (r0.to(index) * w + q0.to(index))[:, None] + offsets  # (P, T*T)
-        else:
-            ri = (r0.to(index)[:, None] + taps).clamp_(0, h - 1) * w  # (P, T)
-            qi = (q0.to(index)[:, None] + taps).clamp_(0, w - 1)
-            idx = ri[:, :, None] + qi[:, None, :]
-        vals = flat.index_select(1, idx.reshape(-1)).reshape(c, len(r), count, count)  # (C, P, T, T)
-        along_cols = (vals @ wq[:, :, None])[..., 0]  # along columns first
-        out[:, s : s + chunk] = (along_cols * wr).sum(-1)
-    return out.reshape(c, *shape)
+    theta0, cx, cy = (torch.as_tensor(v, dtype=dtype, device=device) for v in (theta0, cx, cy))
+    theta0, cx, cy = torch.broadcast_tensors(theta0, cx, cy)
+    c, s = torch.cos(theta0), torch.sin(theta0)
+    return torch.stack([torch.stack([c / cx, s / cx], -1), torch.stack([-s / cy, c / cy], -1)], -2)
+
+
+def _in_disk(squared_norm: torch.Tensor, radius: float) -> torch.Tensor:
+    """The one disk test of the project: ``|p|^2 <= radius^2`` with a 1e-9 tolerance for lattice points on the rim."""
+    return squared_norm <= radius * radius + 1e-9
 
 
 def disk_offsets(radius: float, mesh: float, device=None) -> torch.Tensor:
-    """Lattice offsets ``(x, y)`` (in mesh units) of a disk of physical radius ``radius`` at mesh ``mesh``.
+    """Lattice offsets ``(x, y)`` (in mesh units) of a disk of physical radius ``radius`` at mesh ``mesh``: ``(P, 2)``.
 
-    Returns ``(P, 2)``; the physical offset of a point is ``mesh * offset``. Fixing the
-    physical radius while ``mesh`` varies is what makes ``eps_G(h)`` comparable across h.
+    Convention: ``(x, y)`` as :func:`rotation_matrix`, centred on the origin, float64 integers, in row-major order
+    (top row first, left to right); the physical offset of a point is ``mesh * offset``. Fixing the physical
+    radius while ``mesh`` varies is what makes ``eps_G(h)`` comparable across h (theory.md, section 4).
     """
     if radius <= 0 or mesh <= 0:
         raise ValueError(f"window radius and mesh must be > 0, got radius={radius}, mesh={mesh}")
     n = int(math.floor(radius / mesh + 1e-9))
     i = torch.arange(-n, n + 1, dtype=torch.float64, device=device)
     y, x = torch.meshgrid(-i, i, indexing="ij")  # row-major order, y up
-    keep = (x * x + y * y) * mesh * mesh <= radius * radius + 1e-9
+    keep = _in_disk((x * x + y * y) * mesh * mesh, radius)
     return torch.stack([x[keep], y[keep]], dim=-1)
 
 
-def window_positions(centers: torch.Tensor, offsets: torch.Tensor, matrices: torch.Tensor):
-    """Pixel positions of windows whose grid is transformed by ``A^-1``.
+def disk_mask(height: int, width: int, radius: float, device=None) -> torch.Tensor:
+    """Boolean ``(height, width)`` mask of the pixels within ``radius`` pixels of the image centre.
 
-    ``centers`` ``(M, 2)`` as (row, col), ``offsets`` ``(P, 2)`` as (x, y) in pixels,
-    ``matrices`` ``(G, 2, 2)``. Returns ``rows, cols`` of shape ``(G, M, P)``.
+    Convention: the centre is ``((height - 1) / 2, (width - 1) / 2)`` in pixel positions; the disk test is that
+    of :func:`disk_offsets`, so the mask is symmetric under quarter turns and flips.
+    """
+    r = torch.arange(height, dtype=torch.float64, device=device) - (height - 1) / 2
+    c = torch.arange(width, dtype=torch.float64, device=device) - (width - 1) / 2
+    return _in_disk(r[:, None] * r[:, None] + c[None, :] * c[None, :], radius)
+
+
+def window_positions(centers: torch.Tensor, offsets: torch.Tensor, matrices: torch.Tensor):
+    """Pixel positions of windows whose grid is transformed by ``A^-1``: ``rows, cols`` of shape ``(G, M, P)``.
+
+    Convention: ``centers`` ``(M, 2)`` are pixel positions ``(row, col)``; ``offsets`` ``(P, 2)`` are plane
+    coordinates ``(x, y)`` in pixels; ``matrices`` ``(G, 2, 2)`` are orthogonal (``A^-1 = A^T``). The point of
+    offset ``p`` sits at ``center + A^-1 p`` (``y`` up: row ``center_row - (A^-1 p)_y``); nothing is checked
+    against the frame here.
     """
     inv = matrices.transpose(-1, -2).to(offsets.dtype)  # orthogonal
     p = torch.einsum("gij,pj->gpi", inv, offsets)  # (G, P, 2)
@@ -135,9 +148,10 @@ def window_positions(centers: torch.Tensor, offsets: torch.Tensor, matrices: tor
 def lattice_permutations(offsets: torch.Tensor, matrices: torch.Tensor) -> list[torch.Tensor | None]:
     """For each ``A``, the permutation ``perm`` with ``A^-1 offsets[i] == offsets[perm[i]]`` bit for bit, or None.
 
-    Quarter turns and axis flips map a disk lattice onto itself with exact arithmetic,
-    so their windows are the identity window's samples reordered (same positions, same
-    floating-point values); other elements return None and are interpolated.
+    Convention: ``offsets`` ``(P, 2)`` and ``matrices`` ``(G, 2, 2)`` as in :func:`window_positions`. Quarter turns
+    and axis flips map a disk lattice onto itself with exact arithmetic, so their windows are the identity
+    window's samples reordered (same positions, same floating-point values); other elements return None and
+    are interpolated.
     """
     moved = torch.einsum("gij,pj->gpi", matrices.transpose(-1, -2).to(offsets.dtype), offsets)  # as window_positions
     key = offsets.detach().cpu().numpy()
@@ -154,6 +168,167 @@ def lattice_permutations(offsets: torch.Tensor, matrices: torch.Tensor) -> list[
     return out
 
 
+def _is_grid_exact(matrix: torch.Tensor) -> bool:
+    return bool(torch.all((matrix == 0) | (matrix.abs() == 1)))
+
+
+# ---- the cubic kernel (one implementation) ------------------------------------------------
+
+
+def _cubic_near(s: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic for ``0 <= s <= 1``: ``(a + 2) s^3 - (a + 3) s^2 + 1`` (Horner form)."""
+    return ((KEYS_A + 2) * s - (KEYS_A + 3)) * s * s + 1
+
+
+def _cubic_far(s: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic for ``1 <= s <= 2``: ``a s^3 - 5 a s^2 + 8 a s - 4 a`` (Horner form); 0 at 1 and 2."""
+    return ((KEYS_A * s - 5 * KEYS_A) * s + 8 * KEYS_A) * s - 4 * KEYS_A
+
+
+def cubic(x: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution kernel with ``a = -0.5`` (MATLAB's ``cubic``), support ``[-2, 2]``.
+
+    Convention: ``x`` is a distance in input pixels; ``cubic(0) = 1`` and ``cubic(k) = 0`` exactly at the other
+    integers, so resampling at integer positions copies pixels.
+    """
+    ax = x.abs()
+    return torch.where(ax <= 1, _cubic_near(ax), torch.where(ax < 2, _cubic_far(ax), torch.zeros_like(ax)))
+
+
+def _tap_weights(t: torch.Tensor, method: str) -> list[torch.Tensor]:
+    """Weights of the taps along one axis for fractional parts ``t`` in ``[0, 1)``: :func:`cubic` at the tap
+    distances ``t + 1, t, 1 - t, 2 - t`` (taps -1 .. 2), or ``1 - t, t`` (taps 0, 1) for bilinear."""
+    if method == "bilinear":
+        return [1 - t, t]
+    return [_cubic_far(t + 1), _cubic_near(t), _cubic_near(1 - t), _cubic_far(2 - t)]
+
+
+# ---- samplers ---------------------------------------------------------------------------
+
+
+def interpolate(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, method: str = "bicubic") -> torch.Tensor:
+    """Sample ``image`` ``(C, H, W)`` at continuous pixel positions ``rows``, ``cols`` (same shape); ``(C, *shape)``.
+
+    Convention: positions in pixel units, row 0, column 0 the first pixel's centre; ``bicubic`` is
+    :func:`cubic` (4 x 4 taps), ``bilinear`` 2 x 2 taps, ``nearest`` rounds half to even. Out of frame: taps
+    are clamped to the border (the image is extended by replicating its edge); callers keep their samples at
+    least :data:`SUPPORT_MARGIN` pixels inside when the border must not matter. At integer positions the
+    result is the stored pixel bit for bit (finite images).
+
+    Fused and separable: per chunk of points, each tap is one gather of ``P`` values accumulated in place,
+    ``sum_i w_row[i] * sum_j w_col[j] * image[r0 + i, c0 + j]``, so the only temporaries are a few ``(P,)``
+    vectors (no ``(P, 16)`` index or value arrays). Differentiable in ``image`` and in the positions.
+    """
+    if method not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERPOLATIONS)}")
+    c, h, w = image.shape
+    shape = rows.shape
+    rows, cols = rows.reshape(-1), cols.reshape(-1)
+    if method == "nearest":
+        r = torch.round(rows).long().clamp(0, h - 1)
+        q = torch.round(cols).long().clamp(0, w - 1)
+        return image.reshape(c, h * w)[:, r * w + q].reshape(c, *shape)
+    first, count = _TAPS[method]
+    # taps floor(x) + first .. floor(x) + first + count - 1 lie inside when first <= floor(x) <= size - count - first
+    inside = rows.numel() > 0 and bool(
+        (rows.min() >= -first) & (rows.max() < h - count - first + 1)
+        & (cols.min() >= -first) & (cols.max() < w - count - first + 1)
+    )  # fmt: skip
+    pad = 0 if inside else count - 1
+    if pad:  # replicate the edge; clamping floor(x) to [1 - first - count, size - 1 - first] then changes no tap
+        canvas = F.pad(image[None], (pad, pad, pad, pad), mode="replicate")[0]
+    else:
+        canvas = image
+    width = w + 2 * pad
+    flat = canvas.reshape(c, -1)
+    if c > _CHANNEL_LOOP:  # many channels: channels last, each tap gathers (P, C) rows
+        channels_last = flat.T.contiguous()
+        tap_offsets = [i * width + j for i in range(count) for j in range(count)]
+    else:  # few channels: one contiguous 1D view per (channel, tap), gathered with the same base index
+        views = [[flat[k, i * width + j :] for i in range(count) for j in range(count)] for k in range(c)]
+    out = torch.empty(c, rows.numel(), dtype=image.dtype, device=image.device)
+    chunk = _CHUNK if image.device.type == "cpu" else 64 * _CHUNK
+    for s in range(0, rows.numel(), chunk):
+        r, q = rows[s : s + chunk], cols[s : s + chunk]
+        r0, q0 = torch.floor(r), torch.floor(q)
+        both = _tap_weights(torch.stack([r - r0, q - q0]).to(image.dtype), method)  # rows and columns at once
+        wr, wq = [v[0] for v in both], [v[1] for v in both]
+        ri, qi = r0.to(torch.int64), q0.to(torch.int64)
+        if pad:
+            ri.clamp_(1 - first - count, h - 1 - first)
+            qi.clamp_(1 - first - count, w - 1 - first)
+        base = (ri + (first + pad)) * width + (qi + (first + pad))  # flat index of the first tap
+        if c > _CHANNEL_LOOP:
+            out[:, s : s + chunk] = _accumulate(
+                lambda i, j, base=base: channels_last.index_select(0, base + tap_offsets[i * count + j]),
+                [v[:, None] for v in wr],
+                [v[:, None] for v in wq],
+            ).T
+        else:
+            for k in range(c):
+                out[k, s : s + chunk] = _accumulate(
+                    lambda i, j, k=k, base=base: views[k][i * count + j].index_select(0, base), wr, wq
+                )
+    return out.reshape(c, *shape)
+
+
+def _accumulate(gather, wr: list[torch.Tensor], wq: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_i wr[i] * sum_j wq[j] * gather(i, j)``, summed in this order with one running sum per level."""
+    total = None
+    for i, a in enumerate(wr):
+        row = gather(i, 0) * wq[0]
+        for j in range(1, len(wq)):
+            row.addcmul_(gather(i, j), wq[j])
+        if total is None:
+            total = row * a
+        else:
+            total.addcmul_(row, a)
+    return total
+
+
+def lattice_operator(
+    matrices: torch.Tensor, source: torch.Tensor, target: torch.Tensor, method: str = "bicubic"
+) -> torch.Tensor:
+    """``pi~_A`` as matrices ``T`` ``(G, P_target, P_source)`` on values at lattice points: ``(pi~_A y)[t] = T y``.
+
+    Convention: ``source`` ``(P_s, 2)`` and ``target`` ``(P_t, 2)`` are integer lattice offsets ``(x, y)``
+    (``y`` up) in mesh units; ``matrices`` ``(G, 2, 2)`` rotate about the lattice origin; the value at target
+    ``t`` is ``y`` interpolated at ``A^-1 t`` with :func:`interpolate`'s weights (``cubic``). Out of frame:
+    ``y`` is zero off the source points, so a tap there is dropped and its row sums to less than 1.
+    Grid-exact ``A`` (entries in {-1, 0, 1}) use ``nearest``: ``T`` is then a 0/1 selection, exactly.
+    """
+    if method not in INTERPOLATIONS:
+        raise UsageError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERPOLATIONS)}")
+    src = source.round().long()
+    m = int(src.abs().max()) if src.numel() else 0
+    side = 2 * m + 1
+    lookup = torch.full((side, side), -1, dtype=torch.long)  # canvas row m - y, column m + x -> source index
+    lookup[m - src[:, 1], m + src[:, 0]] = torch.arange(len(src))
+    matrices = matrices.to(torch.float64)
+    rows, cols = window_positions(torch.zeros(1, 2, dtype=torch.float64), target.to(torch.float64), matrices)
+    out = torch.zeros(len(matrices), len(target), len(src), dtype=torch.float64)
+    point = torch.arange(len(target))
+    for g in range(len(matrices)):
+        r, q = rows[g, 0], cols[g, 0]
+        if method == "nearest" or _is_grid_exact(matrices[g]):
+            tr, tq, weight = torch.round(r).long()[:, None], torch.round(q).long()[:, None], torch.ones(len(r), 1)
+        else:
+            first, count = _TAPS[method]
+            r0, q0 = torch.floor(r), torch.floor(q)
+            wr, wq = torch.stack(_tap_weights(r - r0, method), -1), torch.stack(_tap_weights(q - q0, method), -1)
+            taps = torch.arange(first, first + count)
+            tr = (r0.long()[:, None] + taps)[:, :, None].expand(-1, count, count).reshape(len(r), -1)
+            tq = (q0.long()[:, None] + taps)[:, None, :].expand(-1, count, count).reshape(len(r), -1)
+            weight = (wr[:, :, None] * wq[:, None, :]).reshape(len(r), -1)
+        cr, cc = tr + m, tq + m
+        valid = (cr >= 0) & (cr < side) & (cc >= 0) & (cc < side)
+        index = torch.where(valid, lookup[cr.clamp(0, side - 1), cc.clamp(0, side - 1)], -1)
+        keep = index >= 0
+        p = point[:, None].expand_as(index)
+        out[g].index_put_((p[keep], index[keep]), weight.to(torch.float64).expand_as(index)[keep], accumulate=True)
+    return out
+
+
 def sample_windows(
     image: torch.Tensor,
     centers: torch.Tensor,
@@ -163,8 +338,10 @@ def sample_windows(
 ) -> torch.Tensor:
     """Windows of ``image`` ``(C, H, W)`` on the grid transformed by each ``A^-1``: ``(G, M, C, P)``.
 
-    Elements that permute the offsets (quarter turns and flips of a disk lattice, see
-    :func:`lattice_permutations`) reuse the identity window's samples, bit for bit.
+    Convention: ``centers``, ``offsets``, ``matrices`` as in :func:`window_positions`; sampled with
+    :func:`interpolate` (taps out of frame clamped to the border). Elements that permute the offsets (quarter
+    turns and flips of a disk lattice, see :func:`lattice_permutations`) reuse the identity window's samples,
+    bit for bit.
     """
     perms = lattice_permutations(offsets, matrices)
     rows, cols = window_positions(centers, offsets, matrices)  # (G, M, P), computed as for every element
@@ -185,10 +362,10 @@ def transform_image(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``pi~_A`` on whole images ``(..., H, W)``: returns the transformed images and a validity mask.
 
-    The image rotates about its centre. Grid-exact elements (quarter turns, axis flips)
-    give exact pixel permutations, with height and width swapped for odd quarter turns
-    (``torch.rot90`` / ``torch.flip``). Other elements keep the frame; pixels whose
-    source lies outside the image are set to 0 and marked ``False`` in the mask.
+    Convention: the image rotates about its centre ``((H - 1) / 2, (W - 1) / 2)``. Grid-exact elements (quarter
+    turns, axis flips) give exact pixel permutations, with height and width swapped for odd quarter turns
+    (``torch.rot90`` / ``torch.flip``). Other elements keep the frame and use :func:`interpolate`; out of
+    frame: pixels whose source lies outside the image are set to 0 and marked ``False`` in the mask.
     """
     *lead, h, w = image.shape
     swap = element.is_grid_exact and element.matrix[0][0] == 0
@@ -209,15 +386,104 @@ def transform_image(
     return out.reshape(*lead, ho, wo), mask
 
 
+# ---- MATLAB-compatible resizing ------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def contributions(
+    in_length: int, out_length: int, scale: float, antialias: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``(out_length, T)`` (float64) and 0-based input indices ``(out_length, T)`` of one resized axis.
+
+    Convention: MATLAB's ``contributions`` in ``imresize.m``: output pixel ``x`` (1-based) reads input position
+    ``u = x / scale + (1 - 1 / scale) / 2``; when downscaling with ``antialias`` the kernel is stretched to
+    ``scale * cubic(scale * t)`` (support ``4 / scale``); each row is normalised to sum to one. Out of frame:
+    taps are mirrored (symmetric padding ``..., 2, 1, 1, 2, ...``). Cached: do not modify the returned tensors.
+    """
+    stretch = scale if antialias and scale < 1 else 1.0
+    kernel_width = _RESIZE_WIDTH / stretch
+    x = torch.arange(1, out_length + 1, dtype=torch.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = torch.floor(u - kernel_width / 2)
+    taps = math.ceil(kernel_width) + 2
+    indices = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]  # 1-based, may be out of range
+    distance = u[:, None] - indices
+    weights = stretch * cubic(stretch * distance) if stretch != 1 else cubic(distance)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    aux = torch.cat([torch.arange(in_length), torch.arange(in_length - 1, -1, -1)])  # 1..n, n..1 repeated
+    idx = aux[torch.remainder(indices.long() - 1, 2 * in_length)]
+    keep = (weights != 0).any(dim=0)  # drop all-zero tap columns, as MATLAB does
+    return weights[:, keep], idx[:, keep]
+
+
+def output_size(in_length: int, scale: float) -> int:
+    """``ceil(scale * in_length)``, ignoring floating-point noise (``99 * (1/3)`` gives 33)."""
+    return max(1, math.ceil(scale * in_length - 1e-9))
+
+
+def _resize_dim(x: torch.Tensor, dim: int, out_length: int, scale: float, antialias: bool) -> torch.Tensor:
+    """One axis: ``out = sum_k w[:, k] * x[idx[:, k]]``, accumulated tap by tap in a fixed order, so every output
+    value is the same float operations whatever the batch shape or device (the SR skip equals the baseline)."""
+    weights, idx = contributions(x.shape[dim], out_length, float(scale), antialias)
+    weights, idx = weights.to(device=x.device, dtype=x.dtype), idx.to(x.device)
+    shape = [1] * x.dim()
+    shape[dim] = out_length
+    out = x.index_select(dim, idx[:, 0]) * weights[:, 0].reshape(shape)
+    for k in range(1, idx.shape[1]):
+        out = out.addcmul_(x.index_select(dim, idx[:, k]), weights[:, k].reshape(shape))
+    return out
+
+
+def imresize(
+    image: torch.Tensor,
+    scale: float | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    antialias: bool = True,
+) -> torch.Tensor:
+    """Resize ``(..., H, W)`` float images like MATLAB's ``imresize(image, scale, 'bicubic')``.
+
+    Convention: give ``scale`` (output size ``ceil(scale * H)``, ``ceil(scale * W)``) or ``size=(h, w)`` (then
+    each axis's scale is ``h / H``, ``w / W``, as in MATLAB); pixel centres as :func:`contributions` (the image
+    corners stay fixed, not the first pixel centres); the axis with the smaller scale is resized first.
+    ``antialias`` stretches the kernel when downscaling (MATLAB's default). Out of frame: mirrored taps. The
+    dtype and device are kept (computed in the image's dtype); values are not clipped (bicubic overshoots).
+    """
+    if not torch.is_floating_point(image):
+        raise UsageError(f"imresize needs a floating-point image, got {image.dtype}")
+    if image.dim() < 2:
+        raise UsageError(f"imresize needs (..., H, W) images, got shape {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    if (scale is None) == (size is None):
+        raise UsageError("give exactly one of scale or size to imresize")
+    if size is not None:
+        oh, ow = int(size[0]), int(size[1])
+        if oh < 1 or ow < 1:
+            raise UsageError(f"imresize size must be positive, got {size}")
+        scales = (oh / h, ow / w)
+    else:
+        if not scale > 0:
+            raise UsageError(f"imresize scale must be positive, got {scale}")
+        scales = (float(scale), float(scale))
+        oh, ow = output_size(h, scales[0]), output_size(w, scales[1])
+    # MATLAB resizes the dimension with the smaller scale first
+    order = sorted([(scales[0], -2, oh), (scales[1], -1, ow)], key=lambda t: t[0])
+    out = image
+    for s, dim, n in order:
+        if s == 1 and n == out.shape[dim]:
+            continue
+        out = _resize_dim(out, dim, n, s, antialias)
+    return out
+
+
 def to_mesh(image: torch.Tensor, mesh: float) -> torch.Tensor:
     """The raster ``Y_h`` of a native-resolution image ``(C, H, W)`` at mesh ``mesh`` (native pixels per sample).
 
-    ``mesh > 1`` downsamples with an antialiasing bicubic filter, ``mesh < 1`` upsamples
-    bicubically; ``mesh == 1`` returns the image itself.
+    Convention: :func:`imresize` to ``(round(H / mesh), round(W / mesh))`` (at least 1): ``mesh > 1`` downsamples
+    with the antialiased (stretched) cubic, ``mesh < 1`` upsamples with :func:`cubic`; the image corners stay
+    fixed; out of frame: mirrored taps. ``mesh == 1`` returns the image itself.
     """
     if mesh == 1:
         return image
-    c, h, w = image.shape
-    size = (max(1, round(h / mesh)), max(1, round(w / mesh)))
-    out = F.interpolate(image[None], size=size, mode="bicubic", antialias=mesh > 1, align_corners=False)
-    return out[0]
+    _, h, w = image.shape
+    return imresize(image, size=(max(1, round(h / mesh)), max(1, round(w / mesh))))

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.resize import imresize
 from analysis.tasks import (
     SR_SCALES,
     PatchDataset,
@@ -19,6 +18,7 @@ from analysis.tasks import (
     load_items,
 )
 from symmetry.errors import UsageError
+from symmetry.transforms import imresize
 
 # ---- imresize -------------------------------------------------------------------------
 
