@@ -23,8 +23,7 @@ resumed run needs the same ``K``.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import os
 import sys
 import time
 import types
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from symmetry import checkpoint as ckpt
 from symmetry.errors import DataError, SymmetryError, UsageError
 from symmetry.estimators import (
     MMDStatistics,
@@ -46,7 +46,7 @@ from symmetry.estimators import (
     p_value,
 )
 from symmetry.groups import GROUP_NAMES_HELP, Group, UnknownGroupError, get_group
-from symmetry.io import atomic_path, check_writable
+from symmetry.io import check_writable
 from symmetry.report import SymmetryReport
 from symmetry.runtime import (
     DistInfo,
@@ -108,12 +108,6 @@ def _check_settings(meshes, settings: Settings) -> None:
         raise UsageError(f"--bandwidth must be > 0, got {settings.bandwidth:g}")
     if settings.interpolation not in INTERPOLATIONS:
         raise UsageError(f"unknown interpolation {settings.interpolation!r}; choose {', '.join(INTERPOLATIONS)}")
-
-
-def _fingerprint(name, sources, group, meshes, settings, bandwidth, shard=None) -> str:
-    parts = [name, [s.name for s in sources], group.name, list(meshes), settings.__dict__, bandwidth]
-    key = json.dumps(parts + ([list(shard)] if shard else []), sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class _Progress:
@@ -197,8 +191,20 @@ def measure(
         if checkpoint is not None:
             check_writable(checkpoint, "checkpoint")
         name, sources = _resolve_dataset(dataset, data_root, download, split, channels, augment, max_images)
+        data = dict(dataset=name, split=split, channels=channels, augment=augment, max_images=max_images)
         report = _measure(
-            name, sources, grp, meshes, settings, rank_device(dev, info), info, dtype, checkpoint, skip_bad, progress
+            name,
+            sources,
+            grp,
+            meshes,
+            settings,
+            rank_device(dev, info),
+            info,
+            dtype,
+            checkpoint,
+            skip_bad,
+            progress,
+            data,
         )
         report.alpha = alpha
         report.meta["channels"] = channels
@@ -220,6 +226,7 @@ def _measure(
     checkpoint: str | Path | None,
     skip_bad: bool,
     progress: bool = False,
+    data: dict | None = None,
 ) -> SymmetryReport:
     """:func:`measure` once the arguments are checked: this rank's share of the images, then the totals."""
     radius, features, bandwidth = settings.radius, settings.features, settings.bandwidth
@@ -231,7 +238,19 @@ def _measure(
     if bandwidth is None:
         good = _pilot_sources(sources, settings, skip_bad)
         bandwidth = broadcast_object(median_bandwidth(good, settings, dev), info)  # every rank: one kernel
-    fp = _fingerprint(name, sources, grp, meshes, settings, bandwidth, shard)
+    fp = ckpt.fingerprint(
+        dict(
+            data=data or {"dataset": name},
+            images=[str(s.name) for s in sources],
+            group=grp.name,
+            meshes=meshes,
+            settings=settings.__dict__,
+            bandwidth=bandwidth,
+            dtype=str(dtype),
+            shard=shard,
+            skip_bad=skip_bad,
+        )
+    )
     matrices = grp.matrices()
 
     mmd = [MMDStatistics(len(grp), features, permutations, bootstrap, seed) for _ in meshes]
@@ -239,9 +258,14 @@ def _measure(
     rff: RandomFourierFeatures | None = None  # one kernel for every mesh
     weights: list[torch.Tensor | None] = [None] * len(meshes)
     mine = range(info.rank, len(sources), info.world)  # this rank's images (all of them in one process)
-    start = 0
+    start, records = 0, []
     if checkpoint is not None and Path(checkpoint).exists():
-        start, skipped = _load_checkpoint(checkpoint, fp, mmd, moments)
+        state = ckpt.load(checkpoint)
+        if ckpt.matches(state, fp, sources, mine):
+            _restore(checkpoint, state, mmd, moments, len(grp), features, permutations, bootstrap, seed)
+            start, skipped, records = state["done"], list(state["skipped"]), list(state["images"])
+        elif not state["finished"]:
+            raise ckpt.refuse(checkpoint)  # a finished run's checkpoint is simply recomputed
 
     bar = _Progress(progress and info.main, len(mine), f"{name} {grp.name}")
     bar.advance(start)
@@ -256,7 +280,10 @@ def _measure(
                     raise DataError(f"{err} (use --skip-bad to skip such images)") from None
                 skipped.append(f"{src.name}: {err}")
                 bar.advance()
+                _maybe_save(checkpoint, fp, done, len(mine), skipped, records, mmd, moments)
                 continue
+            if checkpoint is not None:
+                records.append(ckpt.image_record(src))
             for mi, (h, win) in enumerate(zip(meshes, per_mesh)):
                 if rff is None:
                     channels_ = win.shape[-1] // len(disk_offsets(radius, h))
@@ -271,8 +298,7 @@ def _measure(
                         moments[mi] = MomentStatistics(len(grp), win.shape[-1])
                     moments[mi].add(win)
             bar.advance()
-            if checkpoint is not None and (done % CHECKPOINT_EVERY == 0 or done == len(mine)):
-                _save_checkpoint(checkpoint, fp, done, skipped, mmd, moments)
+            _maybe_save(checkpoint, fp, done, len(mine), skipped, records, mmd, moments)
     except SymmetryError as err:
         if info.world <= 1:
             raise
@@ -336,33 +362,46 @@ def _pilot_sources(sources, settings, skip_bad, count: int = 8):
     return good
 
 
-def _save_checkpoint(path, fp, done, skipped, mmd, moments) -> None:
+def _maybe_save(path, fp, done, total, skipped, records, mmd, moments) -> None:
+    """Save the running sums every few images and at the end (then marked finished)."""
+    if path is None or not (done % CHECKPOINT_EVERY == 0 or done == total):
+        return
     state = {
         "fingerprint": fp,
+        "finished": done == total,
         "done": done,
-        "skipped": skipped,
+        "skipped": list(skipped),
+        "images": list(records),
         "mmd": [s.state_dict() for s in mmd],
         "moments": [m.state_dict() if m is not None else None for m in moments],
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    ckpt.save(path, state)
 
 
-def _load_checkpoint(path, fp, mmd, moments):
-    try:
-        state = torch.load(path, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise DataError(f"checkpoint {path} is unreadable ({type(err).__name__}); delete it to start over") from None
-    if state.get("fingerprint") != fp:
-        raise UsageError(
-            f"checkpoint {path} belongs to a different measurement (dataset, group, mesh or settings differ); "
-            "delete it or choose another --checkpoint"
-        )
+def _restore(path, state, mmd, moments, order, features, permutations, bootstrap, seed) -> None:
+    """Load validated statistics from a checkpoint of this run into ``mmd`` and ``moments`` (in place)."""
+    if len(state["mmd"]) != len(mmd) or len(state["moments"]) != len(moments):
+        raise DataError(f"checkpoint {path}: wrong number of meshes; delete it to start over")
     for i, s in enumerate(state["mmd"]):
+        ckpt.check_state(path, MMDStatistics(order, features, permutations, bootstrap, seed).state_dict(), s, "MMD")
+        if (s["order"], s["features"], s["permutations"], s["bootstrap"], s["seed"]) != (
+            order,
+            features,
+            permutations,
+            bootstrap,
+            seed,
+        ):
+            raise DataError(f"checkpoint {path}: MMD settings differ from this run; delete it to start over")
         mmd[i] = MMDStatistics.from_state(s)
     for i, m in enumerate(state["moments"]):
-        moments[i] = MomentStatistics(**m) if m is not None else None
-    return state["done"], list(state["skipped"])
+        if m is None:
+            moments[i] = None
+            continue
+        dim = m.get("dim") if isinstance(m, dict) else None
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 0 < dim < 10**7:
+            raise DataError(f"checkpoint {path}: malformed moment statistics; delete it to start over")
+        ckpt.check_state(path, MomentStatistics(order, dim).state_dict(), m, "moment")
+        moments[i] = MomentStatistics(**m)
 
 
 def _quantile(x: np.ndarray, q: float) -> float:
@@ -536,10 +575,25 @@ def main(argv=None) -> int:
             torch.distributed.destroy_process_group()
 
 
+def _distinct_outputs(args: argparse.Namespace) -> None:
+    """Refuse one path named for two outputs (one would overwrite the other)."""
+    seen: dict[str, str] = {}
+    for option in ("json", "csv", "checkpoint"):
+        value = getattr(args, option)
+        if value:
+            key = os.path.realpath(os.path.expanduser(value))
+            if key in seen:
+                raise UsageError(
+                    f"--{seen[key]} and --{option} name the same file {value}; give each output its own path"
+                )
+            seen[key] = option
+
+
 def _run(args: argparse.Namespace, info: DistInfo) -> int:
     verdict = None  # rank 0 checks the output paths (its file system), the others follow
     if info.main:
         try:
+            _distinct_outputs(args)
             for option in ("json", "csv"):
                 if getattr(args, option):
                     check_writable(getattr(args, option), f"--{option}")
