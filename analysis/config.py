@@ -123,17 +123,14 @@ class TrainConfig:
         """Validated copy with defaults filled in (scale per task); bad values raise :class:`UsageError`."""
         from analysis.models import MODEL_KINDS
         from analysis.tasks import SR_SCALES, TASKS, check_augment_group
-        from symmetry.groups import UnknownGroupError, get_group
+        from symmetry.groups import get_group
 
         c = dataclasses.replace(self)
         if c.task not in TASKS:
             raise UsageError(f"unknown task {c.task!r}; choose one of {', '.join(TASKS)}")
         if c.model not in MODEL_KINDS:
             raise UsageError(f"unknown model {c.model!r}; choose one of {', '.join(MODEL_KINDS)}")
-        try:
-            get_group(c.group)
-        except UnknownGroupError as err:
-            raise UsageError(str(err)) from None
+        get_group(c.group)
         if c.task == "sr":
             c.scale = 2 if c.scale is None else int(c.scale)
             if c.scale not in SR_SCALES:

@@ -173,7 +173,7 @@ def evaluate_run(
     from analysis.equivariance import equivariance_error, summarize
     from analysis.models import count_parameters
     from analysis.tasks import eval_examples, load_items
-    from symmetry.groups import UnknownGroupError, get_group
+    from symmetry.groups import get_group
 
     run = Path(run_dir)
     if write:
@@ -181,10 +181,7 @@ def evaluate_run(
     dev = resolve_device(device)
     cfg, model, state = load_run(run, dev)
     eq_group = group or cfg.group
-    try:
-        get_group(eq_group)
-    except UnknownGroupError as err:
-        raise UsageError(str(err)) from None
+    get_group(eq_group)
     if not mesh > 0:
         raise UsageError(f"--mesh must be positive, got {mesh}")
     items = load_items(

@@ -82,12 +82,9 @@ def check_scale(task: str, scale: int) -> int:
 
 def check_augment_group(name: str):
     """The group of a grid-exact augmentation (quarter turns and flips only) or a :class:`UsageError`."""
-    from symmetry.groups import UnknownGroupError, get_group
+    from symmetry.groups import get_group
 
-    try:
-        g = get_group(name)
-    except UnknownGroupError as err:
-        raise UsageError(str(err)) from None
+    g = get_group(name)
     if not all(e.is_grid_exact for e in g):
         raise UsageError(
             f"augmentation needs a group of quarter turns and flips (e.g. flip, rot4, dih4); {g.name} has "

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from symmetry.errors import DataError, UsageError
 from symmetry.estimators import RandomFourierFeatures, Settings, _rng, median_bandwidth
-from symmetry.groups import Group, GroupElement, UnknownGroupError, get_group
+from symmetry.groups import Group, GroupElement, get_group
 from symmetry.io import atomic_write_text, check_writable
 from symmetry.runtime import cli_entry, resolve_device
 from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, deformation_matrix, disk_offsets
@@ -102,10 +102,7 @@ def angle_period(group: Group) -> float:
 def _resolve_group(group: str | Group) -> Group:
     if isinstance(group, Group):
         return group
-    try:
-        return get_group(group)
-    except UnknownGroupError as err:
-        raise UsageError(str(err)) from None
+    return get_group(group)
 
 
 class _Aligner(abc.ABC):

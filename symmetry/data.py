@@ -637,12 +637,9 @@ def augment(dataset: Dataset, group) -> Dataset:
     The result is closed under the group. Sources are ordered image by image, the
     group's elements in its order within each image (identity first).
     """
-    from symmetry.groups import Group, UnknownGroupError, get_group
+    from symmetry.groups import Group, get_group
 
-    try:
-        g = group if isinstance(group, Group) else get_group(group)
-    except UnknownGroupError as err:
-        raise UsageError(str(err)) from None
+    g = group if isinstance(group, Group) else get_group(group)
     if not all(e.is_grid_exact for e in g):
         raise UsageError(f"augmentation needs quarter turns and flips only (e.g. flip, rot4, dih4), got {g.name}")
     name = getattr(dataset, "name", "images")

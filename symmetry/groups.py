@@ -24,6 +24,8 @@ from fractions import Fraction
 
 import torch
 
+from symmetry.errors import UsageError
+
 SO2_DEFAULT_SAMPLES = 36
 _TOL = 1e-9
 
@@ -32,8 +34,8 @@ GROUP_NAMES_HELP = (
 )
 
 
-class UnknownGroupError(ValueError):
-    """Raised for a group name that :func:`get_group` does not know."""
+class UnknownGroupError(UsageError, ValueError):
+    """Raised for a group name that :func:`get_group` does not know (a usage error: exit code 2)."""
 
 
 def _rotation(turn: Fraction) -> tuple[tuple[float, float], tuple[float, float]]:
