@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from symmetry.estimators import RandomFourierFeatures
+from symmetry.features import RandomFourierFeatures
 from symmetry.groups import Group, get_group
 
 KEYS_A = -0.5

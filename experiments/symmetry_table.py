@@ -128,7 +128,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
 
     dataset = _load(cell, ctx)
     sources = _cached(dataset, cell, ctx)
-    report = symmetry.measure(
+    report = symmetry.measure_dataset(
         sources,
         cell["group"],
         mesh=cell["meshes"],
