@@ -170,7 +170,7 @@ def _patchable(h: float) -> bool:
     return h < 1 and k >= 2 and abs(k * h - 1) < 1e-12
 
 
-def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: float):
+def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: float, dtype=torch.float64):
     """Native patches under the windows, upsampled to mesh ``h`` (``1/h`` an integer) and stacked vertically.
 
     Returns ``(stack (C, M*S, S), pix_local (M, 2))`` where window ``m``'s centre is at ``pix_local[m]``
@@ -182,15 +182,17 @@ def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: 
     k = round(1 / h)
     c, rows, cols = image.shape
     r = math.ceil(reach) + 1
-    n = math.ceil((2 * r + 1) / k) + 7  # native rows and columns of a crop: 3 on each side beyond the window
+    # Raster row i reads native rows floor((i + 0.5) / k - 0.5) - 1 .. + 2; a crop from native row
+    # floor((p - r) / k) - 2 with 2 r / k + 6 rows serves raster rows p - r .. p + r without touching its edge.
+    n = math.ceil(2 * r / k) + 6
     if n > rows or n > cols:
         return None
     m = pix.shape[0]
-    top = (torch.floor((pix[:, 0] - r) / k).long() - 3).clamp(0, rows - n)
-    left = (torch.floor((pix[:, 1] - r) / k).long() - 3).clamp(0, cols - n)
+    top = (torch.floor((pix[:, 0] - r) / k).long() - 2).clamp(0, rows - n)
+    left = (torch.floor((pix[:, 1] - r) / k).long() - 2).clamp(0, cols - n)
     i = torch.arange(n)
     index = (top[:, None, None] + i[None, :, None]) * cols + (left[:, None, None] + i[None, None, :])  # (M, n, n)
-    crops = image.reshape(c, rows * cols)[:, index.reshape(-1)].reshape(c, m, n, n).transpose(0, 1)
+    crops = image.reshape(c, rows * cols)[:, index.reshape(-1)].reshape(c, m, n, n).transpose(0, 1).to(dtype)
     up = to_mesh(crops.reshape(m * c, n, n), h)  # (M*C, S, S), S = k n
     s = up.shape[-1]
     stack = up.reshape(m, c, s, s).transpose(0, 1).reshape(c, m * s, s)
@@ -247,7 +249,7 @@ def image_windows(
         image = raster
         if raster is None:
             reach = settings.radius / h + SUPPORT_MARGIN[settings.interpolation]
-            patches = _upsampled_patches(native, h, pix, reach)
+            patches = _upsampled_patches(native, h, pix, reach, dtype)
             if patches is None:
                 image = to_mesh(native, h)
             else:

@@ -179,3 +179,47 @@ def test_randomisation_null_of_an_image_is_its_regrouped_differences():
         rows = stats.perm[b]
         B = next(k for k in range(len(group)) if torch.allclose(rows, d[table[:, k]] - d[k]))
         assert torch.allclose(stats.perm_dd[b], ((d[table[:, B]] - d[B]) ** 2).sum(-1))
+
+
+class _WholeImage:
+    """A source that hands out whole rasters (``at_mesh``), so windows are cut from the full upsampled image."""
+
+    def __init__(self, source):
+        self.name, self.source = source.name, source
+
+    def at_mesh(self, mesh):
+        return self.source.at_mesh(mesh)
+
+
+@pytest.mark.parametrize("mesh", [0.5, 1 / 3])
+def test_patch_upsampling_equals_whole_image_upsampling(mesh):
+    """At h < 1 only the patches under the windows are upsampled; the windows equal those of the whole raster."""
+    from symmetry.data import ImageSource
+
+    rng = np.random.default_rng(0)
+    source = ImageSource("im", array=torch.from_numpy(rng.random((2, 37, 41))))
+    s = Settings(radius=5.0, windows=40, seed=1)
+    mats = symmetry.get_group("rot8").matrices()
+    patches = image_windows(source, 3, [mesh], mats, s, dtype=torch.float64)[0]
+    whole = image_windows(_WholeImage(source), 3, [mesh], mats, s, dtype=torch.float64)[0]
+    assert patches.shape == whole.shape
+    torch.testing.assert_close(patches, whole, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("group", ["rot8", "rot16", "dih8"])
+def test_coset_windows_equal_direct_interpolation(group):
+    """One interpolation per coset of D4, lattice permutations for the rest: the windows of direct sampling."""
+    from symmetry.features import _element_windows
+    from symmetry.transforms import interpolate, window_positions
+
+    rng = np.random.default_rng(2)
+    image = torch.from_numpy(rng.random((1, 40, 40)))
+    mats = symmetry.get_group(group).matrices()
+    s = Settings(radius=4.0)
+    offsets = disk_offsets(4.0, 1.0)
+    pix = torch.from_numpy(rng.uniform(10, 30, (16, 2)))
+    got = _element_windows(image, pix, offsets, mats, s, 1.0, "cpu", torch.float64)
+    rows, cols = window_positions(pix, offsets, mats)
+    direct = interpolate(image, rows, cols, "bicubic").permute(1, 2, 0, 3)
+    direct = (direct - direct.mean(-1, keepdim=True)).flatten(-2)
+    torch.testing.assert_close(got, direct, rtol=0, atol=1e-12)
