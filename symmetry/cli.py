@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"mesh sizes h in native pixels, comma-separated (default: {','.join(f'{h:g}' for h in defaults.MESHES)})",
     )
     m.add_argument(
-        "--radius", type=float, help=f"window radius in native pixels, fixed across meshes {_default('radius')}"
+        "--radius",
+        help="window radius in native pixels, fixed across meshes; several (4,8,16,32,64) give a scale profile, "
+        f"each radius r at meshes h*r/8 {_default('radius')}",
     )
     m.add_argument("--windows", type=int, help=f"windows per image and mesh {_default('windows')}")
     m.add_argument("--features", type=int, help=f"random Fourier features {_default('features')}")
@@ -93,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
     o.add_argument("--csv", default=None, metavar="PATH", help="write the tidy table as CSV")
+    o.add_argument(
+        "--plot", default=None, metavar="FILE.png", help="plot eps and its null band against radius and mesh"
+    )
     o.add_argument("--checkpoint", default=None, metavar="PATH", help="save running sums here; rerun to resume")
     o.add_argument("--quiet", action="store_true", help="no progress bar or table")
     o.add_argument("--list-datasets", action="store_true", help="list the datasets and exit")
@@ -134,7 +139,7 @@ def main(argv=None) -> int:
 def _distinct_outputs(args: argparse.Namespace) -> None:
     """Refuse one path named for two outputs (one would overwrite the other)."""
     seen: dict[str, str] = {}
-    for option in ("json", "csv", "checkpoint"):
+    for option in ("json", "csv", "checkpoint", "plot"):
         value = getattr(args, option)
         if value:
             key = os.path.realpath(os.path.expanduser(value))
@@ -152,7 +157,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> int:
     if info.main:
         try:
             _distinct_outputs(args)
-            for option in ("json", "csv"):
+            for option in ("json", "csv", "plot"):
                 if getattr(args, option):
                     check_writable(getattr(args, option), f"--{option}")
         except UsageError as err:
@@ -184,4 +189,6 @@ def _run(args: argparse.Namespace, info: DistInfo) -> int:
         report.to_json(args.json)
     if args.csv:
         report.to_csv(args.csv)
+    if args.plot:
+        report.plot(args.plot)
     return 0

@@ -150,7 +150,27 @@ def measure_dataset(
     ``checkpoint`` names a file where the running sums are saved every few images; rerunning with the
     same arguments resumes from it.
     """
-    settings = Settings.from_options(**options)
+    radii = _radii(options.pop("radius", None))
+    if len(radii) > 1:
+        return _scale_profile(
+            radii,
+            dataset,
+            group,
+            mesh,
+            data_root=data_root,
+            download=download,
+            split=split,
+            channels=channels,
+            augment=augment,
+            max_images=max_images,
+            skip_bad=skip_bad,
+            device=device,
+            dtype=dtype,
+            checkpoint=checkpoint,
+            progress=progress,
+            **options,
+        )
+    settings = Settings.from_options(radius=radii[0], **options)
     meshes = check_meshes(mesh if isinstance(mesh, (list, tuple)) else [mesh], settings.radius)
     groups = parse_groups(group)
     dev = resolve_device(device) if isinstance(device, str) or device is None else torch.device(device)
@@ -181,6 +201,42 @@ def measure_dataset(
     finally:
         if info.owns_group:
             torch.distributed.destroy_process_group()
+
+
+def _radii(radius) -> list[float | None]:
+    """``radius`` as a list: None (the default), a number, a list, or a comma-separated string."""
+    if radius is None:
+        return [None]
+    if isinstance(radius, str):
+        try:
+            radius = [float(v) for v in radius.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--radius takes numbers like 8 or 4,8,16,32,64, got {radius!r}") from None
+    values = list(radius) if isinstance(radius, (list, tuple)) else [radius]
+    if not values:
+        raise UsageError("give at least one window radius, e.g. --radius 8")
+    if len(set(values)) != len(values):
+        raise UsageError(f"window radii repeat: {values}")
+    return values
+
+
+def _scale_profile(radii, dataset, group, mesh, *, checkpoint=None, **kwargs) -> SymmetryReport:
+    """One run per radius ``r`` at meshes ``h * r / PROFILE_RADIUS`` (windows keep their number of points); the
+    reports are combined and their p-values Holm-adjusted together (theory.md: the support D is the receptive
+    field, so symmetry is a function of scale)."""
+    from symmetry.report import combine
+
+    if checkpoint is not None:
+        raise UsageError("--checkpoint is not supported with several --radius values; run one radius at a time")
+    meshes = mesh if isinstance(mesh, (list, tuple)) else [mesh]
+    reports = []
+    for r in radii:
+        scaled = [float(h) * float(r) / PROFILE_RADIUS for h in meshes]
+        reports.append(measure_dataset(dataset, group, scaled, radius=r, **kwargs))
+    return combine(reports, radii)
+
+
+PROFILE_RADIUS = 8.0  # with several radii, --mesh is given for this radius and scales with the others
 
 
 def _measure(

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from symmetry.estimators import fit_mesh, holm, p_value
-from symmetry.io import atomic_write_text
+from symmetry.io import atomic_path, atomic_write_text
 
 
 @dataclass
@@ -124,6 +124,39 @@ class SymmetryReport:
             atomic_write_text(path, text)
         return text
 
+    # ---- figure -----------------------------------------------------------------------
+    def plot(self, path) -> None:
+        """Worst-element eps with its null band (0 .. null q95) against window radius and against mesh (seaborn)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+
+        df = self.summary("worst")
+        if "radius" not in df:
+            df["radius"] = self.settings.get("radius")
+        sns.set_theme(style="whitegrid")
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+        palette = dict(zip(self.groups or [self.group], sns.color_palette(n_colors=max(1, len(self.groups)))))
+        for ax, x, other in ((axes[0], "radius", "mesh"), (axes[1], "mesh", "radius")):
+            # one curve per group: at each x the finest value of the other axis (the profile's matching mesh)
+            for grp, sub in df.groupby("group"):
+                line = sub.sort_values(other).groupby(x, as_index=False).first().sort_values(x)
+                color = palette.get(grp)
+                ax.plot(line[x], line["symmetry_error"], "o-", color=color, label=grp)
+                ax.fill_between(line[x], 0, line["null_q95"], color=color, alpha=0.15)
+            ax.axhline(0, color="0.3", lw=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("window radius (native px)" if x == "radius" else "mesh h (native px)")
+            ax.set_ylabel("worst-element eps (squared MMD)")
+        axes[0].set_title("scale profile (band: null up to its 95% quantile)")
+        axes[1].set_title("against mesh size")
+        axes[0].legend(title="group")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=str(path).rsplit(".", 1)[-1] if "." in str(path) else "png")
+        plt.close(fig)
+
     # ---- terminal ---------------------------------------------------------------------
     def render(self, console=None) -> None:
         """Print the report as rich tables, then one verdict line per group."""
@@ -135,47 +168,55 @@ class SymmetryReport:
         console.print(
             f"[bold]{self.dataset}[/bold]: {m.get('images')} images"
             + (f" ({m.get('skipped')} skipped)" if m.get("skipped") else "")
-            + f", groups [bold]{self.group}[/bold], {s.get('windows')} windows/image of radius {s.get('radius'):g} px, "
+            + f", groups [bold]{self.group}[/bold], {s.get('windows')} windows/image of radius "
+            f"{_radius(s.get('radius'))} px, "
             f"MMD with {s.get('features')} random features, bandwidth {m.get('bandwidth', float('nan')):.4g}; "
             f"{s.get('permutations')} null draws (p >= {m.get('p_floor', float('nan')):.2g}), Holm over "
             f"{m.get('tests', '?')} tests"
         )
         df = self.to_frame()
+        if "radius" not in df:
+            df["radius"] = s.get("radius")
+        columns = list(dict.fromkeys(zip(df["radius"], df["mesh"])))
+        profile = df["radius"].nunique() > 1
+        head = [f"r={r:g} h={h:g}" if profile else f"h={h:g}" for r, h in columns]
         for grp in self.groups or [self.group]:
             sub = df[df["group"] == grp]
-            table = Table(title=f"{grp}: symmetry error eps (squared MMD, x1e-3) by mesh size h")
+            table = Table(
+                title=f"{grp}: symmetry error eps (squared MMD, x1e-3) by " + ("radius and " * profile) + "mesh"
+            )
             table.add_column("element")
-            for h in self.meshes:
-                table.add_column(f"h={h:g}", justify="right")
+            for text in head:
+                table.add_column(text, justify="right")
             for name in dict.fromkeys(sub["statistic"]):
                 if name in ("worst", "mean"):
                     continue
-                table.add_row(name, *[_fmt(_cell(sub, h, name)) for h in self.meshes])
+                table.add_row(name, *[_fmt(_cell(sub, c, name)) for c in columns])
             for stat in ("worst", "mean"):
                 table.add_section()
-                table.add_row(f"[bold]{stat}[/bold]", *[_fmt(_cell(sub, h, stat), bold=True) for h in self.meshes])
-                table.add_row("  detectable (null q95)", *[_fmt(_cell(sub, h, stat, "null_q95")) for h in self.meshes])
+                table.add_row(f"[bold]{stat}[/bold]", *[_fmt(_cell(sub, c, stat), bold=True) for c in columns])
+                table.add_row("  detectable (null q95)", *[_fmt(_cell(sub, c, stat, "null_q95")) for c in columns])
                 column = "p_adjusted" if stat == "worst" else "p_value"
                 label = "  Holm-adjusted p" if stat == "worst" else "  p-value"
-                table.add_row(label, *[_p(_cell(sub, h, stat, column)) for h in self.meshes])
+                table.add_row(label, *[_p(_cell(sub, c, stat, column)) for c in columns])
                 table.add_row(
                     "  95% interval",
                     *[
-                        f"{_fmt(_cell(sub, h, stat, 'ci_low'))} .. {_fmt(_cell(sub, h, stat, 'ci_high'))}"
-                        for h in self.meshes
+                        f"{_fmt(_cell(sub, c, stat, 'ci_low'))} .. {_fmt(_cell(sub, c, stat, 'ci_high'))}"
+                        for c in columns
                     ],
                 )
             if "frechet_distance" in sub:
                 table.add_section()
                 table.add_row(
-                    "[bold]Frechet worst[/bold]",
-                    *[_fmt(_cell(sub, h, "worst", "frechet_distance")) for h in self.meshes],
+                    "[bold]Frechet worst[/bold]", *[_fmt(_cell(sub, c, "worst", "frechet_distance")) for c in columns]
                 )
             console.print(table)
             for f in self.fits:
                 if f.get("group") == grp:
+                    where = f" r={f['radius']:g}" if "radius" in f else ""
                     console.print(
-                        f"  h -> 0 ({f['statistic']}): eps0 = {_fmt(f['eps0'])} "
+                        f"  h -> 0 ({f['statistic']}{where}): eps0 = {_fmt(f['eps0'])} "
                         f"[{_fmt(f['eps0_ci_low'])} .. {_fmt(f['eps0_ci_high'])}] x1e-3, "
                         f"c = {_fmt(f['c'])} x1e-3 per px^2"
                     )
@@ -184,12 +225,24 @@ class SymmetryReport:
             console.print("  " + v["text"])
 
 
-def _cell(df: pd.DataFrame, mesh: float, statistic: str, column: str = "symmetry_error") -> float:
-    hit = df[(df["mesh"] == mesh) & (df["statistic"] == statistic)]
+def _cell(df: pd.DataFrame, where: tuple, statistic: str, column: str = "symmetry_error") -> float:
+    radius, mesh = where
+    keep = (df["mesh"] == mesh) & (df["statistic"] == statistic)
+    if radius is not None and "radius" in df:
+        keep &= df["radius"] == radius
+    hit = df[keep]
     if hit.empty or column not in hit:
         return float("nan")
     value = hit[column].iloc[0]
     return float("nan") if value is None or pd.isna(value) else float(value)
+
+
+def _radius(value) -> str:
+    return ",".join(f"{r:g}" for r in value) if isinstance(value, (list, tuple)) else f"{value:g}"
+
+
+def _interval(df: pd.DataFrame, where: tuple, statistic: str) -> str:
+    return f"{_fmt(_cell(df, where, statistic, 'ci_low'))} .. {_fmt(_cell(df, where, statistic, 'ci_high'))}"
 
 
 def _fmt(value: float, bold: bool = False) -> str:
@@ -329,11 +382,54 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
         alpha=settings.alpha,
         groups=[g.name for g in groups],
     )
-    report.verdicts = [_verdict(report, g.name) for g in groups]
+    images = mmd[0][0].images if mmd and mmd[0] else None
+    report.verdicts = [_verdict(report, g.name, images) for g in groups]
     return report
 
 
-def _verdict(report: SymmetryReport, group: str) -> dict:
+def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
+    """Reports of several window radii (a scale profile) as one, with p-values Holm-adjusted across all of them."""
+    first = reports[0]
+    rows, fits, per_image = [], [], []
+    for r, rep in zip(radii, reports):
+        rows += [{**row, "radius": float(r)} for row in rep.rows]
+        fits += [{**f, "radius": float(r)} for f in rep.fits]
+        per_image += [{**p, "radius": float(r)} for p in rep.per_image]
+    elements = [row for row in rows if row["statistic"] not in ("worst", "mean")]
+    for row, p in zip(elements, holm([row["p_value"] for row in elements])):
+        row["p_adjusted"] = float(p)
+    for row in rows:
+        if row["statistic"] == "worst":
+            ps = [
+                e["p_adjusted"]
+                for e in elements
+                if (e["group"], e["mesh"], e["radius"]) == (row["group"], row["mesh"], row["radius"])
+                and not math.isnan(e["p_adjusted"])
+            ]
+            row["p_adjusted"] = min(ps) if ps else float("nan")
+    meshes = sorted({row["mesh"] for row in rows}, reverse=True)
+    report = SymmetryReport(
+        dataset=first.dataset,
+        group=first.group,
+        elements=first.elements,
+        meshes=meshes,
+        rows=rows,
+        fits=fits,
+        per_image=per_image,
+        settings={**first.settings, "radius": [float(r) for r in radii]},
+        meta={
+            **first.meta,
+            "tests": int(np.isfinite([e["p_adjusted"] for e in elements]).sum()),
+            "seconds": sum(rep.meta.get("seconds", 0.0) for rep in reports),
+        },
+        alpha=first.alpha,
+        groups=first.groups,
+    )
+    report.verdicts = [_verdict(report, g, first.meta.get("images")) for g in first.groups]
+    return report
+
+
+def _verdict(report: SymmetryReport, group: str, images: int | None = None) -> dict:
     """One line per group: rejected or not at alpha after Holm, where, and what the run could have detected."""
     rows = [r for r in report.rows if r["group"] == group and r["statistic"] not in ("worst", "mean")]
     worst = [r for r in report.rows if r["group"] == group and r["statistic"] == "worst"]
@@ -350,11 +446,21 @@ def _verdict(report: SymmetryReport, group: str) -> dict:
     p = best["p_adjusted"]
     symmetric = bool(p >= report.alpha)
     detectable = finest["null_q95"] if finest else float("nan")
+    needed = None
     if symmetric:
         text = (
             f"{group}: no asymmetry detected (smallest adjusted p = {p:.3g}); this run could detect eps above "
             f"{_fmt(detectable)}e-3 at h={finest['mesh']:g} (null q95 of the worst element)"
         )
+        top = max(rows, key=lambda r: r["symmetry_error"])
+        if images and top["symmetry_error"] > 0 and top["null_q95"] > 0:
+            # the null of a degenerate U-statistic shrinks like 1/n: n images detect about eps >= q95 * images / n
+            # (a lower estimate: the Holm adjustment over the run's tests asks for a higher quantile than q95)
+            needed = max(images + 1, math.ceil(images * top["null_q95"] / top["symmetry_error"]))
+            text += (
+                f"; if the observed {top['statistic']} error ({_fmt(top['symmetry_error'])}e-3 at h={top['mesh']:g}) "
+                f"is real, at least about {needed} images would be needed to detect it"
+            )
     else:
         text = (
             f"{group}: NOT symmetric (adjusted p = {p:.3g} for {best['statistic']} at h={best['mesh']:g}, "
@@ -367,5 +473,6 @@ def _verdict(report: SymmetryReport, group: str) -> dict:
         "element": best["statistic"],
         "mesh": best["mesh"],
         "detectable": detectable,
+        "images_needed": needed,
         "text": text,
     }

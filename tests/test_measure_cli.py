@@ -118,3 +118,48 @@ def test_unfinished_checkpoint_of_other_options_is_refused(folder, tmp_path, cap
     capsys.readouterr()
     assert main(["--dataset", f"folder:{folder}", *SMALL, "--channels", "rgb", "--checkpoint", str(ckpt)]) == 2
     assert "different or changed" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--permutations", "0"], "--permutations"),
+        (["--permutations", "20", "--alpha", "0.01"], "can never fall below"),
+        (["--alpha", "5"], "--alpha"),
+        (["--bandwidth", "inf"], "--bandwidth"),
+        (["--bandwidth", "nan"], "--bandwidth"),
+        (["--mesh", "1e-9"], "mesh"),
+        (["--windows", "1e9"], "--windows"),
+        (["--windows", "1000000000"], "--windows"),
+        (["--group", "rot4,rot4"], "repeat"),
+        (["--max-images", "-1"], "--max-images"),
+    ],
+)
+def test_silently_wrong_settings_are_refused(folder, capsys, options, fragment):
+    assert main(["--dataset", f"folder:{folder}", *SMALL, *options]) == 2
+    assert fragment in one_error_line(capsys)
+
+
+def test_constant_images_have_no_median_bandwidth(tmp_path, capsys):
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((24, 24), 100 + i, dtype=np.uint8)).save(root / f"f{i}.png")
+    assert main(["--dataset", f"folder:{root}", *SMALL]) == 1
+    assert "constant" in one_error_line(capsys)
+
+
+def test_several_groups_and_radii_in_one_run_with_one_verdict_each(folder, tmp_path, capsys):
+    out, plot = tmp_path / "r.json", tmp_path / "profile.png"
+    args = ["--dataset", f"folder:{folder}", *SMALL, "--group", "rot4,flip,flipud,dih4", "--radius", "3,5"]
+    assert main([*args, "--json", str(out), "--plot", str(plot)]) == 0
+    report = json.loads(out.read_text())
+    assert [v["group"] for v in report["verdicts"]] == ["rot4", "flip", "flipud", "dih4"]
+    elements = [r for r in report["rows"] if r["statistic"] not in ("worst", "mean")]
+    assert {r["radius"] for r in elements} == {3.0, 5.0}
+    assert {r["mesh"] for r in elements} == {3 / 8, 5 / 8}  # --mesh 1 is for radius 8 and scales with the radius
+    assert len(elements) == 2 * (3 + 1 + 1 + 7) and report["meta"]["tests"] == len(elements)
+    p = np.array([r["p_value"] for r in elements])
+    adjusted = np.array([r["p_adjusted"] for r in elements])
+    assert (adjusted >= p - 1e-12).all() and adjusted.min() == pytest.approx(min(1.0, len(p) * p.min()))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
