@@ -170,7 +170,7 @@ def _patchable(h: float) -> bool:
     return h < 1 and k >= 2 and abs(k * h - 1) < 1e-12
 
 
-def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: float, dtype=torch.float64):
+def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: float):
     """Native patches under the windows, upsampled to mesh ``h`` (``1/h`` an integer) and stacked vertically.
 
     Returns ``(stack (C, M*S, S), pix_local (M, 2))`` where window ``m``'s centre is at ``pix_local[m]``
@@ -192,7 +192,7 @@ def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: 
     left = (torch.floor((pix[:, 1] - r) / k).long() - 2).clamp(0, cols - n)
     i = torch.arange(n)
     index = (top[:, None, None] + i[None, :, None]) * cols + (left[:, None, None] + i[None, None, :])  # (M, n, n)
-    crops = image.reshape(c, rows * cols)[:, index.reshape(-1)].reshape(c, m, n, n).transpose(0, 1).to(dtype)
+    crops = image.reshape(c, rows * cols)[:, index.reshape(-1)].reshape(c, m, n, n).transpose(0, 1)
     up = to_mesh(crops.reshape(m * c, n, n), h)  # (M*C, S, S), S = k n
     s = up.shape[-1]
     stack = up.reshape(m, c, s, s).transpose(0, 1).reshape(c, m * s, s)
@@ -249,7 +249,7 @@ def image_windows(
         image = raster
         if raster is None:
             reach = settings.radius / h + SUPPORT_MARGIN[settings.interpolation]
-            patches = _upsampled_patches(native, h, pix, reach, dtype)
+            patches = _upsampled_patches(native, h, pix, reach)  # float64, as the whole raster would be
             if patches is None:
                 image = to_mesh(native, h)
             else:
