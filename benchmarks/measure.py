@@ -6,7 +6,7 @@
     python -m benchmarks.measure --stand-in div2k --images 4     # 2040x1356 stand-ins for DIV2K (800 by default)
 
 1. Speed and agreement: the default estimator (rot8, 128 windows of radius 8 px, 512
-   random features, Keys bicubic) on scikit-image photos, run by ``symmetry.measure``
+   random features, Keys bicubic) on scikit-image photos, run by ``symmetry.measure_dataset``
    (batched over windows and group elements) and by :mod:`benchmarks.reference` (one
    window at a time in NumPy), mesh by mesh with the same kernel, seed and windows. It
    prints windows per second (images x group elements x windows / seconds), the
