@@ -1,6 +1,6 @@
 """A slow, independent reference of the default symmetry-error estimator, for tests and benchmarks.
 
-It computes what :func:`symmetry.measure` reports per group element (the unbiased squared
+It computes what :func:`symmetry.measure_dataset` reports per group element (the unbiased squared
 MMD of docs/symmetry.md) one image, one group element and one window at a time, in plain
 NumPy: window positions from the group matrix, Keys bicubic (a = -0.5) interpolation
 written out tap by tap (or ``scipy.ndimage.map_coordinates(order=1)`` for bilinear), the
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from symmetry.estimators import RandomFourierFeatures
+from symmetry.features import RandomFourierFeatures
 from symmetry.groups import Group, get_group
 
 KEYS_A = -0.5

@@ -116,7 +116,7 @@ def _run_mmd(cell: dict) -> list[dict]:
     import symmetry
 
     law = _law(cell)
-    report = symmetry.measure(
+    report = symmetry.measure_dataset(
         law.spec(n=int(cell["images"]), seed=int(cell["seed"])),
         cell["group"],
         mesh=1.0,

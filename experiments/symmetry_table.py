@@ -1,6 +1,6 @@
 """``symmetry_table``: the symmetry error eps_G(h) of real and synthetic datasets (issue 4; theory.md, section 4).
 
-One cell measures one (dataset, group) with :func:`symmetry.measure` at every mesh size at once (the same window
+One cell measures one (dataset, group) with :func:`symmetry.measure_dataset` at every mesh size at once (the same window
 centres serve every mesh and element, so differences across h are discretisation, not noise). Its rows are the
 report's tidy table (:meth:`symmetry.SymmetryReport.to_frame`): one row per (mesh, statistic), ``statistic`` a
 non-identity element, ``worst`` (eps_G, the max over the group) or ``mean``, with the permutation null's 95%
@@ -94,7 +94,7 @@ class _CachedSource:
         from symmetry.transforms import to_mesh
 
         if isinstance(self.source, ImageSource) and type(self.source).at_mesh is ImageSource.at_mesh:
-            if self._image is None:  # a file is decoded once for every mesh, as symmetry.measure does
+            if self._image is None:  # a file is decoded once for every mesh, as symmetry.measure_dataset does
                 self._image = self.source.load()
             return to_mesh(self._image, mesh)
         return self.source.at_mesh(mesh)
@@ -128,7 +128,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
 
     dataset = _load(cell, ctx)
     sources = _cached(dataset, cell, ctx)
-    report = symmetry.measure(
+    report = symmetry.measure_dataset(
         sources,
         cell["group"],
         mesh=cell["meshes"],

@@ -1,21 +1,23 @@
 """Measure how symmetric image data is (theory.md, section 4).
 
-``symmetry.measure(dataset, group, mesh=...)`` returns a :class:`~symmetry.report.SymmetryReport`.
-Submodules: ``groups``, ``transforms``, ``data``, ``synthetic``, ``estimators``, ``report``, ``measure``.
+``symmetry.measure_dataset(dataset, group, mesh=...)`` returns a :class:`~symmetry.report.SymmetryReport`
+(also ``from symmetry.measure import measure``). Submodules: ``groups``, ``transforms``, ``data``,
+``synthetic``, ``settings``, ``features``, ``estimators``, ``report``, ``checkpoint``, ``measurement``,
+``cli`` (``python -m symmetry.measure``).
 """
 
 from symmetry.groups import Group, GroupElement, get_group, is_subgroup
 from symmetry.report import SymmetryReport
+from symmetry.settings import Settings
 
-__all__ = ["measure", "get_group", "is_subgroup", "Group", "GroupElement", "SymmetryReport"]
+__all__ = ["measure_dataset", "get_group", "is_subgroup", "Group", "GroupElement", "SymmetryReport", "Settings"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Imported lazily so that `python -m symmetry.measure` does not import the module twice.
-    # symmetry.measure is a callable module: symmetry.measure(...) runs symmetry.measure.measure(...).
-    if name == "measure":
-        import importlib
+    # Imported lazily: ``import symmetry`` stays light (no torch.distributed, no rich) until a measurement runs.
+    if name == "measure_dataset":
+        from symmetry.measurement import measure_dataset
 
-        return importlib.import_module("symmetry.measure")
+        return measure_dataset
     raise AttributeError(f"module 'symmetry' has no attribute {name!r}")

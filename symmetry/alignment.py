@@ -50,10 +50,12 @@ import pandas as pd
 import torch
 
 from symmetry.errors import DataError, UsageError
-from symmetry.estimators import RandomFourierFeatures, Settings, _rng, median_bandwidth
+from symmetry.features import RandomFourierFeatures, median_bandwidth
 from symmetry.groups import Group, GroupElement, get_group
 from symmetry.io import atomic_write_text, check_writable
 from symmetry.runtime import cli_entry, resolve_device
+from symmetry.settings import Settings
+from symmetry.streams import rng, seed_of
 from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, deformation_matrix, disk_offsets, interpolate
 
 QUARTER_TURN = ((0.0, -1.0), (1.0, 0.0))
@@ -164,7 +166,9 @@ class WindowAligner(_Aligner):
             )
         self.rows, self.cols = rows, cols
         half = np.array([((cols - 1) / 2 - reach) * h, ((rows - 1) / 2 - reach) * h])
-        self.centres = torch.from_numpy(_rng(settings.seed, index).uniform(-half, half, (settings.windows, 2)))
+        self.centres = torch.from_numpy(
+            rng(settings.seed, "windows", index).uniform(-half, half, (settings.windows, 2))
+        )
         self.channels = self.raster.shape[0]
         self.features = _symmetrised_weights(self.offsets, h, self.channels, group, settings, bandwidth)
 
@@ -274,7 +278,7 @@ def _symmetrised_weights(offsets, mesh, channels, group, settings, bandwidth):
     """
     exact = [e for e in group if e.is_grid_exact]
     base = max(1, settings.features // len(exact))
-    rff = RandomFourierFeatures(base, channels, bandwidth, int(_rng(settings.seed, 11).integers(2**62)))
+    rff = RandomFourierFeatures(base, channels, bandwidth, seed_of(settings.seed, "features"))
     physical = mesh * offsets
     banks = [rff.weights(physical @ e.tensor().T, mesh) for e in exact]  # points B p (same lattice, permuted)
     weights = torch.cat(banks)

@@ -1,11 +1,11 @@
-"""Estimators of the dataset symmetry error eps_G(h) (theory.md, section 4).
+"""Statistics of the dataset symmetry error eps_G(h) (theory.md, section 4): sums over images and what they give.
 
 The default distance ``d(P_h, pi~_A P_h)`` is the squared maximum mean discrepancy with
 a Gaussian kernel ``k(w, w') = exp(-|w - w'|^2 / (2 sigma^2))`` on mean-removed windows,
 with ``|.|`` the L2 norm over the window's disk (a Riemann sum with area element h^2,
 so values are comparable across mesh sizes). The kernel is approximated by random
-Fourier features ``z``; then ``MMD^2 = |E z(w_A) - E z(w)|^2`` and everything the
-estimate, its permutation null and its bootstrap need are sums over images of
+Fourier features ``z`` (:mod:`symmetry.features`); then ``MMD^2 = |E z(w_A) - E z(w)|^2``
+and everything the estimate, its null and its bootstrap need are sums over images of
 
     d_n(A) = sum over the windows of image n of  z(w_A) - z(w)        (paired windows)
 
@@ -15,11 +15,22 @@ The reported value is the unbiased (U-statistic over images) estimate
     eps_A = sum_{n != n'} d_n(A) . d_n'(A) / (M^2 - sum_n m_n^2),
 
 which has mean 0 for a G-invariant distribution (so it can be slightly negative),
-``M = sum_n m_n`` windows in all. Calibration: the permutation null swaps an image
-with its transform (``d_n -> -d_n``) with the same random sign for every element, so
-the worst-over-G statistic has a valid family-wise null; the bootstrap resamples
-images with Poisson(1) weights (streaming). Random signs and weights are functions of
-``(seed, image index)`` only, so results do not depend on batching or sharding.
+``M = sum_n m_n`` windows in all.
+
+**Randomisation null.** Under the null (the image distribution is G-invariant) image
+``x_n`` and ``pi_B x_n`` are exchangeable for every ``B`` in G. The windows of ``pi_B x``
+for element ``A`` are those of ``x`` for ``AB`` (window grids compose:
+``w^{pi_B x}_A = w^x_{AB}`` at the moved centre), so replacing each image by a uniformly
+random ``B_n`` changes ``d_n(A)`` into ``d_n(A B_n) - d_n(B_n)``, available from the stored
+per-element sums at no extra feature cost. Each null draw uses one ``B_n`` per image for
+every element, so the worst-over-G statistic has a valid family-wise null. The null is
+exact (in distribution) when the windows of the composed elements are exact, i.e. for
+grid-exact groups (quarter turns and flips); for other rotations it holds up to
+interpolation error. For groups of order 2 it is the classical sign flip. p-values are
+``(1 + #{null >= observed}) / (1 + B)``, so the smallest is ``1 / (B + 1)`` (the floor the
+report states). The bootstrap resamples images with Poisson(1) weights (streaming).
+Random elements and weights are functions of ``(seed, image index)`` only (stream
+``null``), so results do not depend on batching or sharding.
 
 The second estimator, :func:`gaussian_distance`, is the Frechet (2-Wasserstein) distance
 between moment-matched Gaussians, in squared image-norm units; it is a lower bound on
@@ -28,170 +39,48 @@ the true W2^2 (Gelbrich) but blind to half-turn-related asymmetries (theory.md, 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
 from symmetry.errors import DataError
+from symmetry.groups import Group
 from symmetry.runtime import DistInfo, all_reduce_sum, gather_objects
-from symmetry.transforms import SUPPORT_MARGIN, disk_offsets, sample_windows, to_mesh
+from symmetry.streams import rng
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Estimator settings; every field is recorded in the report."""
-
-    radius: float = 8.0  # window radius rho in native pixels (physical, fixed across meshes)
-    windows: int = 128  # windows per image and mesh
-    features: int = 512  # random Fourier features D
-    bandwidth: float | None = None  # kernel sigma in L2 units; None: median rule (see median_bandwidth)
-    permutations: int = 200
-    bootstrap: int = 200
-    seed: int = 0
-    interpolation: str = "bicubic"
-    frechet: bool = False  # also accumulate window moments for the Gaussian (Frechet) distance
-    exact: bool = False  # evaluate transformed windows analytically (synthetic fields only): no interpolation
-
-
-def _rng(*keys: int) -> np.random.Generator:
-    return np.random.default_rng([abs(int(k)) for k in keys])
-
-
-class RandomFourierFeatures:
-    """Random Fourier features for a Gaussian kernel on windows viewed as functions on the disk.
-
-    ``z_k(w) = sqrt(2/D) cos(<omega_k, w> / sigma + b_k)`` with ``<omega, w> = integral of
-    omega(x) w(x) dx`` over the disk (a Riemann sum at mesh h). The frequency vectors
-    ``omega_k`` are smooth random functions of the plane (a Gaussian process with covariance
-    ``exp(-|x - y|^2 / (2 l^2)) / (2 pi l^2)``, drawn as ``modes`` random cosines), so that
-    ``E z(w).z(w') = exp(-|w - w'|_l^2 / (2 sigma^2))``: a Gaussian kernel in the L2 metric
-    smoothed on the length ``l`` (``|f|_l -> |f|_L2`` as ``l -> 0``). Because ``omega_k`` is a
-    function of physical position, the same features serve every mesh size: eps_G(h)
-    at different h is measured with one kernel and common random numbers.
-    """
-
-    def __init__(self, features: int, channels: int, bandwidth: float, seed: int, length: float = 1.0, modes: int = 16):
-        g = torch.Generator().manual_seed(int(seed))
-        f64 = torch.float64
-        self.freq = torch.randn(features, modes, 2, generator=g, dtype=f64) / length  # (D, J, 2)
-        self.mode_phase = torch.rand(features, modes, generator=g, dtype=f64) * 2 * math.pi
-        self.amp = torch.randn(features, channels, modes, generator=g, dtype=f64) * math.sqrt(2.0 / modes)
-        self.amp /= math.sqrt(2 * math.pi) * length * bandwidth
-        self.phase = torch.rand(features, generator=g, dtype=f64) * 2 * math.pi
-        self.scale = math.sqrt(2.0 / features)
-
-    def weights(self, points: torch.Tensor, mesh: float) -> torch.Tensor:
-        """``(D, C*P)`` projection for windows sampled at physical ``points`` ``(P, 2)`` and scaled by ``mesh``."""
-        basis = torch.cos(torch.einsum("kjd,pd->kjp", self.freq, points.to(torch.float64)) + self.mode_phase[..., None])
-        return mesh * torch.einsum("kcj,kjp->kcp", self.amp, basis).flatten(1)
-
-    def __call__(self, windows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Features ``(..., D)`` of windows ``(..., C*P)`` given :meth:`weights` for their mesh."""
-        x = windows.reshape(-1, windows.shape[-1])
-        phase = self.phase.to(x.device, x.dtype)
-        return (self.scale * torch.cos(torch.addmm(phase, x, weights.to(x.device, x.dtype).T))).reshape(
-            *windows.shape[:-1], -1
-        )
-
-
-def image_windows(
-    source,
-    index: int,
-    meshes: list[float],
-    matrices: torch.Tensor,
-    settings: Settings,
-    device=None,
-    dtype=torch.float32,
-) -> list[torch.Tensor]:
-    """Mean-removed, area-weighted windows ``(G, M, C*P)`` of one image, one tensor per mesh.
-
-    Window centres are uniform continuous points of the image plane drawn from
-    ``(seed, index)``, in physical units, and shared by every mesh and every element
-    (paired windows, common random numbers across h): eps_G(h) at different h then
-    differ by discretisation, not by sampling noise. Windows are scaled by ``h`` so
-    their Euclidean norm is the Riemann sum of the L2 norm over the disk.
-    """
-    rasters, boxes = [], []
-    for h, raster in zip(meshes, _rasters(source, meshes)):
-        if not torch.isfinite(raster).all():
-            raise DataError(f"{source.name}: image has NaN or infinite pixels")
-        reach = settings.radius / h + SUPPORT_MARGIN[settings.interpolation]
-        rows, cols = raster.shape[-2:]
-        if min(rows, cols) < 2 * reach + 1:
-            raise DataError(
-                f"{source.name}: {cols}x{rows} pixels at mesh {h:g} is smaller than a window of radius "
-                f"{settings.radius:g} px ({math.ceil(2 * reach + 1)} pixels); use a smaller --radius or drop mesh {h:g}"
-            )
-        rasters.append(raster)
-        boxes.append((((cols - 1) / 2 - reach) * h, ((rows - 1) / 2 - reach) * h))
-    half = np.min(np.asarray(boxes), axis=0)  # physical half-extent where every mesh's windows fit
-    centres = torch.from_numpy(_rng(settings.seed, index).uniform(-half, half, (settings.windows, 2)))  # (x, y)
-    out = []
-    for h, raster in zip(meshes, rasters):
-        offsets = disk_offsets(settings.radius, h)
-        if settings.exact:
-            if not hasattr(source, "evaluate"):
-                raise DataError(f"{source.name}: exact transforms need an analytic (synthetic) image")
-            moved = h * torch.einsum("gji,pj->gpi", matrices.double(), offsets)  # A^-1 offsets, physical
-            win = source.evaluate(centres[None, :, None, :] + moved[:, None]).permute(1, 2, 0, 3).to(device, dtype)
-        else:
-            rows, cols = raster.shape[-2:]
-            pix = torch.stack([(rows - 1) / 2 - centres[:, 1] / h, (cols - 1) / 2 + centres[:, 0] / h], dim=-1)
-            win = sample_windows(
-                raster.to(device, dtype),
-                pix.to(device, dtype),
-                offsets.to(device, dtype),
-                matrices.to(device, dtype),
-                settings.interpolation,
-            )  # (G, M, C, P)
-        win = win - win.mean(dim=-1, keepdim=True)
-        out.append((win * h).flatten(-2))
-    return out
-
-
-def _rasters(source, meshes: list[float]) -> list[torch.Tensor]:
-    """``source.at_mesh(h)`` for every mesh; an image file is read and decoded once for all of them."""
-    from symmetry.data import ImageSource
-
-    if isinstance(source, ImageSource) and type(source).at_mesh is ImageSource.at_mesh:
-        image = source.load()
-        return [to_mesh(image, h) for h in meshes]
-    return [source.at_mesh(h) for h in meshes]
-
-
-def median_bandwidth(sources, settings: Settings, device=None, images: int = 8, per_image: int = 64) -> float:
-    """Median rule: ``sigma^2 = median |w - w'|^2`` over identity windows at mesh 1 of the first images."""
-    pilot = Settings(**{**settings.__dict__, "windows": per_image, "exact": False})
-    eye = torch.eye(2, dtype=torch.float64)[None]
-    wins = [
-        image_windows(src, i, [1.0], eye, pilot, device, torch.float64)[0][0] for i, src in zip(range(images), sources)
-    ]
-    x = torch.cat(wins)
-    d2 = torch.cdist(x, x).pow(2)
-    off = d2[~torch.eye(len(x), dtype=torch.bool, device=d2.device)]
-    sigma = float(off.median().sqrt())
-    if not sigma > 0:
-        raise DataError("all sampled windows are constant; the symmetry error is undefined for flat images")
-    return sigma
+def multiplication_table(group: Group) -> torch.Tensor:
+    """``table[a, b]`` = index of the element ``A_a A_b`` (matrix product: first ``B``, then ``A``)."""
+    mats = group.matrices()
+    prod = torch.einsum("aij,bjk->abik", mats, mats)
+    dist = (prod[:, :, None] - mats[None, None]).abs().flatten(-2).amax(-1)  # (G, G, G)
+    best = dist.argmin(-1)
+    if not bool((dist.amin(-1) < 1e-9).all()):
+        raise ValueError(f"{group.name} is not closed under composition")
+    return best
 
 
 @dataclass
 class MMDStatistics:
-    """Sufficient statistics of the MMD estimator at one mesh (sums over images; see module docstring)."""
+    """Sufficient statistics of the MMD estimator for one group at one mesh (sums over images; module docstring).
+
+    ``table`` is the group's :func:`multiplication_table`; rows of ``d`` follow the group's element order.
+    """
 
     order: int
     features: int
     permutations: int
     bootstrap: int
     seed: int
+    table: torch.Tensor = None  # (G, G) int64
     sum_d: torch.Tensor = None  # (G, D)
     sum_dd: torch.Tensor = None  # (G,)  sum_n |d_n|^2
     windows: float = 0.0  # M
     windows_sq: float = 0.0  # sum_n m_n^2
     images: int = 0
-    perm: torch.Tensor = None  # (B_perm, G, D)
+    perm: torch.Tensor = None  # (B_perm, G, D)   sum_n d_n(A B_n) - d_n(B_n)
+    perm_dd: torch.Tensor = None  # (B_perm, G)  sum_n |d_n(A B_n) - d_n(B_n)|^2
     boot: torch.Tensor = None  # (B_boot, G, D)
     boot_dd: torch.Tensor = None  # (B_boot, G)
     boot_m: torch.Tensor = None  # (B_boot,)
@@ -200,11 +89,16 @@ class MMDStatistics:
 
     def __post_init__(self):
         g, d, bp, bb = self.order, self.features, self.permutations, self.bootstrap
+        if self.table is None:
+            self.table = torch.zeros(g, g, dtype=torch.int64) if g == 1 else None
+        if self.table is None or tuple(self.table.shape) != (g, g):
+            raise ValueError("MMDStatistics needs the group's multiplication table (multiplication_table(group))")
         z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
         for name, shape in (
             ("sum_d", (g, d)),
             ("sum_dd", (g,)),
             ("perm", (bp, g, d)),
+            ("perm_dd", (bp, g)),
             ("boot", (bb, g, d)),
             ("boot_dd", (bb, g)),
             ("boot_m", (bb,)),
@@ -213,22 +107,30 @@ class MMDStatistics:
             if getattr(self, name) is None:
                 setattr(self, name, z(*shape))
 
+    @classmethod
+    def for_group(cls, group: Group, features: int, permutations: int, bootstrap: int, seed: int) -> MMDStatistics:
+        return cls(len(group), features, permutations, bootstrap, seed, multiplication_table(group))
+
     def add(self, index: int, d: torch.Tensor, m: int) -> None:
-        """Fold in image ``index`` with its feature-difference sum ``d`` ``(G, D)`` over ``m`` windows."""
+        """Fold in image ``index`` with its feature-difference sums ``d`` ``(G, D)`` over ``m`` windows."""
         d = d.detach().to("cpu", torch.float64)
+        g = self.order
         dd = (d * d).sum(-1)
-        rng = _rng(self.seed, index, 7)
-        signs = torch.from_numpy(rng.choice([-1.0, 1.0], self.permutations))
-        weights = torch.from_numpy(rng.poisson(1.0, self.bootstrap).astype(np.float64))
+        draws = rng(self.seed, "null", index)
+        elements = torch.from_numpy(draws.integers(0, g, self.permutations))
+        weights = torch.from_numpy(draws.poisson(1.0, self.bootstrap).astype(np.float64))
         self.sum_d += d
         self.sum_dd += dd
         self.windows += m
         self.windows_sq += m * m
         self.images += 1
-        # perm[b] += signs[b] * d and boot[b] += weights[b] * d as rank-one updates (no (B, G, D) temporary)
-        flat = d.reshape(-1)
+        # null draw b uses B = elements[b]: d(A B) - d(B) for every A, as one (B_perm, G) x (G, G*D) product
+        moved = d[self.table.T] - d[:, None, :]  # (G_B, G_A, D)
+        onehot = torch.nn.functional.one_hot(elements, g).to(torch.float64)  # (B_perm, G_B)
         self.perm, self.boot = self.perm.contiguous(), self.boot.contiguous()
-        self.perm.view(self.permutations, flat.numel()).addr_(signs, flat)
+        self.perm.view(self.permutations, -1).addmm_(onehot, moved.reshape(g, -1))
+        self.perm_dd.addmm_(onehot, (moved * moved).sum(-1))
+        flat = d.reshape(-1)  # boot[b] += weights[b] * d as a rank-one update (no (B, G, D) temporary)
         self.boot.view(self.bootstrap, flat.numel()).addr_(weights, flat)
         self.boot_dd += (weights**2)[:, None] * dd
         self.boot_m += weights * m
@@ -237,10 +139,8 @@ class MMDStatistics:
 
     def merge(self, other: MMDStatistics) -> None:
         """Add another shard's statistics (same settings, disjoint images)."""
-        for f in fields(self):
-            if f.name in ("order", "features", "permutations", "bootstrap", "seed"):
-                continue
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def all_reduce(self, info: DistInfo) -> None:
         """Sum the statistics of every rank (disjoint images) in place on every rank; per-image values are gathered."""
@@ -271,12 +171,12 @@ class MMDStatistics:
         return cls(**state)
 
     def estimate(self) -> dict[str, torch.Tensor]:
-        """Unbiased eps per element ``(G,)``, its permutation null ``(B, G)`` and bootstrap ``(B, G)``."""
+        """Unbiased eps per element ``(G,)``, its randomisation null ``(B, G)`` and bootstrap ``(B, G)``."""
         if self.images < 2:
             raise DataError("the symmetry error needs at least 2 images (pairs of images enter the estimate)")
         denom = self.windows**2 - self.windows_sq
         eps = ((self.sum_d**2).sum(-1) - self.sum_dd) / denom
-        null = ((self.perm**2).sum(-1) - self.sum_dd) / denom
+        null = ((self.perm**2).sum(-1) - self.perm_dd) / denom
         boot_denom = (self.boot_m**2 - self.boot_m2).clamp_min(1e-12)[:, None]
         boot = ((self.boot**2).sum(-1) - self.boot_dd) / boot_denom
         return {"eps": eps, "null": null, "boot": boot}
@@ -289,6 +189,7 @@ _SUMS = (
     "windows_sq",
     "images",
     "perm",
+    "perm_dd",
     "boot",
     "boot_dd",
     "boot_m",
@@ -372,6 +273,24 @@ def fit_mesh(meshes, values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def p_value(observed: float, null: np.ndarray) -> float:
-    """Permutation p-value ``(1 + #{null >= observed}) / (1 + B)``."""
+    """Randomisation p-value ``(1 + #{null >= observed}) / (1 + B)``; NaN when there is no null or no observation."""
     null = np.asarray(null)
+    if len(null) == 0 or not np.isfinite(observed):
+        return float("nan")
     return float((1 + np.sum(null >= observed)) / (1 + len(null)))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries stay NaN and do not count)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if len(ok) == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out

@@ -37,8 +37,8 @@ def per_element(report, mesh: float, names: list[str]) -> np.ndarray:
 def test_batched_estimator_equals_reference(images, interpolation):
     group = symmetry.get_group("rot8")
     reference = ReferenceMMD(group, MESHES, interpolation=interpolation, **SMALL).run(images)
-    fast32 = symmetry.measure(images, group, mesh=MESHES, interpolation=interpolation, device="cpu", **SMALL)
-    fast64 = symmetry.measure(
+    fast32 = symmetry.measure_dataset(images, group, mesh=MESHES, interpolation=interpolation, device="cpu", **SMALL)
+    fast64 = symmetry.measure_dataset(
         images, group, mesh=MESHES, interpolation=interpolation, device="cpu", dtype=torch.float64, **SMALL
     )
     for h in MESHES:

@@ -109,14 +109,14 @@ def _api_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        report = symmetry.measure(DATASET, "rot8", frechet=True, **API)
+        report = symmetry.measure_dataset(DATASET, "rot8", frechet=True, **API)
         Path(f"{out}.{rank}").write_text(json.dumps({"rows": report.rows, "per_image": report.per_image}))
     finally:
         dist.destroy_process_group()
 
 
 def test_measure_inside_an_initialised_process_group_returns_the_whole_report_on_every_rank(tmp_path):
-    one = symmetry.measure(DATASET, "rot8", frechet=True, **API)
+    one = symmetry.measure_dataset(DATASET, "rot8", frechet=True, **API)
     out = str(tmp_path / "api")
     mp.spawn(_api_worker, args=(2, free_port(), out), nprocs=2, join=True)
     for rank in range(2):

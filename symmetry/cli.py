@@ -1,0 +1,194 @@
+"""``python -m symmetry.measure``: the command line of the symmetry measurement.
+
+Defaults come from :class:`symmetry.settings.Settings` (and the module constants beside it); an option
+left out is passed as ``None`` and the API fills it in, so no default is written twice. Bad options give
+one ``error: ...`` line and exit code 2 (data problems: 1), without argparse's usage block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+
+import torch
+
+from symmetry import settings as defaults
+from symmetry.errors import SymmetryError, UsageError
+from symmetry.groups import GROUP_NAMES_HELP, get_group
+from symmetry.io import check_writable
+from symmetry.runtime import DistInfo, broadcast_object, cli_entry, resolve_device, setup_distributed
+from symmetry.settings import Settings
+
+_DEFAULT = {f.name: f.default for f in fields(Settings)}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a UsageError (one line, exit 2) instead of printing its usage block."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see --help)")
+
+
+def _meshes(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mesh takes comma-separated numbers like 2,1,0.5, got {text!r}") from None
+
+
+def _default(name: str) -> str:
+    return f"(default: {_DEFAULT[name]})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m symmetry.measure",
+        description="Estimate a dataset's non-strict symmetry error eps_G(h) per group, element and mesh size "
+        "(squared kernel MMD between windows and transformed windows, an exact randomisation null with "
+        "Holm-adjusted p-values, bootstrap intervals and the eps0 + c*h^2 extrapolation).",
+    )
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--dataset",
+        default=defaults.DATASET,
+        help=f"skimage, folder:PATH, div2k, rain100l or synthetic:FAMILY[,k=v]; see --list-datasets "
+        f"(default: {defaults.DATASET})",
+    )
+    d.add_argument(
+        "--data-root", default=None, help="where datasets live (default: $SYMMETRY_DATA or ~/.cache/symmetry)"
+    )
+    d.add_argument("--download", action="store_true", help="download the dataset if missing (div2k)")
+    d.add_argument("--split", default="train", help="dataset split: train, valid or test (default: train)")
+    d.add_argument("--channels", default="gray", choices=["gray", "rgb"], help="luma (BT.601) or RGB windows")
+    d.add_argument("--augment", default=None, metavar="GROUP", help="close the dataset under a grid-exact group first")
+    d.add_argument("--max-images", type=int, default=None, help="use only the first N images (N >= 1)")
+    d.add_argument("--skip-bad", action="store_true", help="skip unreadable or too-small images and count them")
+    m = p.add_argument_group("measurement")
+    m.add_argument(
+        "--group",
+        default=",".join(defaults.GROUPS),
+        help=f"groups, comma-separated: {GROUP_NAMES_HELP}; see --list-groups (default: {','.join(defaults.GROUPS)})",
+    )
+    m.add_argument(
+        "--mesh",
+        type=_meshes,
+        default=list(defaults.MESHES),
+        help=f"mesh sizes h in native pixels, comma-separated (default: {','.join(f'{h:g}' for h in defaults.MESHES)})",
+    )
+    m.add_argument(
+        "--radius",
+        help="window radius in native pixels, fixed across meshes; several (4,8,16,32,64) give a scale profile, "
+        f"each radius r at meshes h*r/8 {_default('radius')}",
+    )
+    m.add_argument("--windows", type=int, help=f"windows per image and mesh {_default('windows')}")
+    m.add_argument("--features", type=int, help=f"random Fourier features {_default('features')}")
+    m.add_argument("--bandwidth", type=float, help="Gaussian kernel sigma (default: median rule on the first images)")
+    m.add_argument("--permutations", type=int, help=f"randomisation-null draws {_default('permutations')}")
+    m.add_argument("--bootstrap", type=int, help=f"bootstrap draws over images {_default('bootstrap')}")
+    m.add_argument("--interpolation", choices=list(defaults.INTERPOLATIONS), help=f"{_default('interpolation')}")
+    m.add_argument("--frechet", action="store_true", default=None, help="also report the Gaussian (Frechet) distance")
+    m.add_argument("--alpha", type=float, help=f"level of the verdicts, Holm-adjusted {_default('alpha')}")
+    m.add_argument("--seed", type=int, help=f"seed for windows, features, null and bootstrap {_default('seed')}")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
+    o.add_argument("--csv", default=None, metavar="PATH", help="write the tidy table as CSV")
+    o.add_argument(
+        "--plot", default=None, metavar="FILE.png", help="plot eps and its null band against radius and mesh"
+    )
+    o.add_argument("--checkpoint", default=None, metavar="PATH", help="save running sums here; rerun to resume")
+    o.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    o.add_argument("--list-datasets", action="store_true", help="list the datasets and exit")
+    o.add_argument("--list-groups", action="store_true", help="list the groups and exit")
+    return p
+
+
+SETTINGS = tuple(_DEFAULT)  # option names passed to the API as Settings fields
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_datasets:
+        from symmetry.data import list_datasets
+
+        for key, text in list_datasets().items():
+            print(f"{key:<24} {text}")
+        return 0
+    if args.list_groups:
+        from symmetry.groups import EXAMPLE_GROUPS
+
+        print(f"groups: {GROUP_NAMES_HELP}")
+        for key in EXAMPLE_GROUPS:
+            print(f"  {key:<8} {', '.join(get_group(key).names)}")
+        return 0
+    info = setup_distributed(resolve_device(args.device))
+    try:
+        return _run(args, info)
+    except SymmetryError as err:
+        if not info.main:
+            return err.exit_code  # every rank raises the same error; rank 0 alone reports it
+        raise
+    finally:
+        if info.owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def _distinct_outputs(args: argparse.Namespace) -> None:
+    """Refuse one path named for two outputs (one would overwrite the other)."""
+    seen: dict[str, str] = {}
+    for option in ("json", "csv", "checkpoint", "plot"):
+        value = getattr(args, option)
+        if value:
+            key = os.path.realpath(os.path.expanduser(value))
+            if key in seen:
+                raise UsageError(
+                    f"--{seen[key]} and --{option} name the same file {value}; give each output its own path"
+                )
+            seen[key] = option
+
+
+def _run(args: argparse.Namespace, info: DistInfo) -> int:
+    from symmetry.measurement import measure_dataset
+
+    verdict = None  # rank 0 checks the output paths (its file system), the others follow
+    if info.main:
+        try:
+            _distinct_outputs(args)
+            for option in ("json", "csv", "plot"):
+                if getattr(args, option):
+                    check_writable(getattr(args, option), f"--{option}")
+        except UsageError as err:
+            verdict = err
+    verdict = broadcast_object(verdict, info)
+    if verdict is not None:
+        raise verdict
+    report = measure_dataset(
+        args.dataset,
+        args.group,
+        args.mesh,
+        data_root=args.data_root,
+        download=args.download,
+        split=args.split,
+        channels=args.channels,
+        augment=args.augment,
+        max_images=args.max_images,
+        skip_bad=args.skip_bad,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        progress=not args.quiet and sys.stderr.isatty(),
+        **{name: getattr(args, name) for name in SETTINGS if name != "exact"},
+    )
+    if not info.main:
+        return 0
+    if not args.quiet:
+        report.render()
+    if args.json:
+        report.to_json(args.json)
+    if args.csv:
+        report.to_csv(args.csv)
+    if args.plot:
+        report.plot(args.plot)
+    return 0

@@ -1,0 +1,112 @@
+"""The measurement's settings: the one place where every default of ``symmetry.measure`` is written.
+
+The Python API (:func:`symmetry.measurement.measure_dataset`) and the command line
+(``python -m symmetry.measure``) both build a :class:`Settings` by name with
+:meth:`Settings.from_options`, which also checks every value (finite, in range, integer
+where needed) and raises a one-line :class:`~symmetry.errors.UsageError` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from symmetry.errors import UsageError
+
+DATASET = "skimage"
+GROUPS = ("rot4", "flip", "flipud", "dih4")  # the embedded default: what the bundled photos can and cannot support
+MESHES = (2.0, 1.0, 0.5)
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+# Upper bounds where memory or time would explode (a user who needs more can say so in an issue).
+LIMITS = {"windows": 100_000, "features": 65_536, "permutations": 1_000_000, "bootstrap": 1_000_000}
+MIN_MESH, MAX_MESH = 1 / 16, 64.0
+MAX_RADIUS = 4096.0
+MAX_POINTS = 200_000  # points per window (radius / mesh)^2 * pi
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Estimator settings; every field is recorded in the report and in the checkpoint fingerprint."""
+
+    radius: float = 8.0  # window radius rho in native pixels (physical, fixed across meshes)
+    windows: int = 128  # windows per image and mesh
+    features: int = 512  # random Fourier features D
+    bandwidth: float | None = None  # kernel sigma in L2 units of the window; None: median rule (features.py)
+    permutations: int = 999  # randomisation-null draws: p-values down to 1 / (permutations + 1)
+    bootstrap: int = 200  # Poisson bootstrap draws over images
+    seed: int = 0
+    interpolation: str = "bicubic"
+    frechet: bool = False  # also accumulate window moments for the Gaussian (Frechet) distance
+    exact: bool = False  # evaluate transformed windows analytically (synthetic fields only): no interpolation
+    alpha: float = 0.05  # level of the verdicts (Holm-adjusted across the run's tests)
+
+    @classmethod
+    def from_options(cls, **options) -> Settings:
+        """Settings from keyword options; ``None`` means the default. Unknown names and bad values: UsageError."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise UsageError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        settings = cls(**{k: v for k, v in options.items() if v is not None})
+        settings.check()
+        return settings
+
+    def replace(self, **changes) -> Settings:
+        return Settings(**{**asdict(self), **changes})
+
+    def check(self) -> None:
+        """Raise a one-line UsageError for any value that would give a wrong or silent result."""
+        _positive_finite("--radius", self.radius, MAX_RADIUS)
+        for name in ("windows", "features"):
+            _integer(f"--{name}", getattr(self, name), 1, LIMITS[name])
+        _integer("--permutations", self.permutations, 19, LIMITS["permutations"], "a p-value below 0.05 needs >= 19")
+        _integer("--bootstrap", self.bootstrap, 0, LIMITS["bootstrap"])
+        _integer("--seed", self.seed, 0, 2**63 - 1)
+        if self.bandwidth is not None:
+            _positive_finite("--bandwidth", self.bandwidth, 1e6)
+        if self.interpolation not in INTERPOLATIONS:
+            raise UsageError(f"unknown interpolation {self.interpolation!r}; choose {', '.join(INTERPOLATIONS)}")
+        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
+            raise UsageError(f"--alpha must be a level between 0 and 1 (e.g. 0.05), got {self.alpha!r}")
+        floor = 1 / (self.permutations + 1)
+        if floor >= self.alpha:
+            raise UsageError(
+                f"--permutations {self.permutations} gives p-values of at least {floor:.3g}, which can never fall "
+                f"below --alpha {self.alpha:g}; use at least {math.ceil(1 / self.alpha)} permutations"
+            )
+
+
+def check_meshes(meshes, radius: float) -> list[float]:
+    """Mesh sizes as floats, each finite, in range, and not so fine that a window holds too many points."""
+    meshes = [float(h) for h in meshes]
+    if not meshes:
+        raise UsageError("give at least one mesh size, e.g. --mesh 1")
+    for h in meshes:
+        if not h > 0:
+            raise UsageError(f"mesh sizes must be > 0, got {h:g}")
+        if not (math.isfinite(h) and MIN_MESH <= h <= MAX_MESH):
+            raise UsageError(f"mesh sizes must be between {MIN_MESH:g} and {MAX_MESH:g} native pixels, got {h:g}")
+        if math.pi * (radius / h) ** 2 > MAX_POINTS:
+            raise UsageError(
+                f"a window of radius {radius:g} px at mesh {h:g} has about {math.pi * (radius / h) ** 2:,.0f} points "
+                f"(limit {MAX_POINTS:,}); use a coarser mesh or a smaller --radius"
+            )
+    if len(set(meshes)) != len(meshes):
+        raise UsageError(f"mesh sizes repeat: {', '.join(f'{h:g}' for h in meshes)}")
+    return meshes
+
+
+def _positive_finite(option: str, value, upper: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{option} must be > 0 and finite, got {value!r}")
+    if value > upper:
+        raise UsageError(f"{option} must be at most {upper:g}, got {value:g}")
+
+
+def _integer(option: str, value, lower: int, upper: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{option} must be an integer, got {value!r}")
+    if not lower <= value <= upper:
+        hint = f" ({why})" if why else ""
+        raise UsageError(f"{option} must be between {lower} and {upper:,}{hint}, got {value}")
