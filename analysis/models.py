@@ -326,6 +326,25 @@ class _TransformOverride:
         return self._forward(x, transform_to_offset(transform))
 
 
+class _Hypernetwork:
+    """Adds ``hyper`` (:class:`TransformHyperNet`): the per-sample transform of ``sa`` and ``sa-global``.
+
+    For ``sa`` its output is an offset ``(dtheta0, cx factor, cy factor)`` on every layer's own values; for
+    ``sa-global`` it is the deformation itself. ``(0, 1, 1)`` means none.
+    """
+
+    def __init__(self, *, hyper_width: int = HYPER_WIDTH, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hyper = TransformHyperNet(self.in_channels, self.group.order, hyper_width)
+
+    def predict_transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``(theta0, cx, cy)`` (``sa``: offsets), ``(B, 3)``."""
+        return self.hyper(x)
+
+    def deformation(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hyper.offsets(x)
+
+
 class TLNet(_TransformOverride, EquivariantNet):
     """Transformation-learned network (the authors' TL, theory.md section 3).
 
@@ -346,7 +365,7 @@ class TLNet(_TransformOverride, EquivariantNet):
         return torch.cat([params[:, :1], params[:, 1:].exp()], dim=1)
 
 
-class SampleAdaptiveNet(TLNet):
+class SampleAdaptiveNet(_Hypernetwork, TLNet):
     """SA-Conv as the authors built it (theory.md section 3).
 
     :class:`TLNet` plus ``hyper`` (:class:`TransformHyperNet`) predicting per-sample offsets
@@ -356,36 +375,14 @@ class SampleAdaptiveNet(TLNet):
     each layer one grouped convolution over the batch.
     """
 
-    def __init__(self, *, hyper_width: int = HYPER_WIDTH, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.hyper = TransformHyperNet(self.in_channels, self.group.order, hyper_width)
 
-    def predict_transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample offsets as ``(dtheta0, cx factor, cy factor)``, ``(B, 3)`` (``(0, 1, 1)`` = none)."""
-        return self.hyper(x)
-
-    def deformation(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hyper.offsets(x)
-
-
-class GlobalSampleAdaptiveNet(_TransformOverride, EquivariantNet):
+class GlobalSampleAdaptiveNet(_Hypernetwork, _TransformOverride, EquivariantNet):
     """``sa-global``: one per-sample ``D_w`` from the hypernetwork shared by all layers (the earlier design).
 
     Same layers and state-dict keys as :class:`EquivariantNet` plus ``hyper.*``; the layers
     own no deformation, so the hypernetwork's transform is the deformation itself. With zero
     hypernetwork output it equals the equivariant network with the same weights.
     """
-
-    def __init__(self, *, hyper_width: int = HYPER_WIDTH, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.hyper = TransformHyperNet(self.in_channels, self.group.order, hyper_width)
-
-    def predict_transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample ``(theta0, cx, cy)``, ``(B, 3)``."""
-        return self.hyper(x)
-
-    def deformation(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hyper.offsets(x)
 
     def load_equivariant_state(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
         """Start from an ``equivariant`` checkpoint; returns the hypernetwork keys left at their init.
