@@ -32,7 +32,7 @@ import torch
 from symmetry.errors import UsageError
 from symmetry.io import atomic_write_text
 
-EXPERIMENTS = ("symmetry_table", "bound", "bias_variance", "sa_alignment", "restoration_table")
+EXPERIMENTS = ("symmetry_table", "bound", "bound_lmmse", "bias_variance", "sa_alignment", "restoration_table")
 SCALES = ("quick", "full")
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_RESULTS = Path("results")

@@ -1,4 +1,4 @@
-"""The optimal (LMMSE) restoration operator of synthetic fields and the ``bound`` experiment (Theorem 3.6)."""
+"""The optimal (LMMSE) restoration operator of synthetic fields and the ``bound_lmmse`` experiment (Theorem 3.6)."""
 
 from __future__ import annotations
 
@@ -192,16 +192,16 @@ def test_bound_fits_recover_exact_constants():
 
 
 def _small_config(**changes) -> dict:
-    cfg = load_config("bound", "quick")
+    cfg = load_config("bound_lmmse", "quick")
     cfg.update(kappas=[0.0, 2.0], mmd_images=0, trained_kappas=[])
     cfg.update(changes)
     return cfg
 
 
 def _run(tmp_path, cfg):
-    from experiments import bound
+    from experiments import bound_lmmse as bound
 
-    frame = run_experiment("bound", "quick", out=tmp_path, config=cfg, progress=False, log=lambda s: None)
+    frame = run_experiment("bound_lmmse", "quick", out=tmp_path, config=cfg, progress=False, log=lambda s: None)
     return frame, bound.analyse(frame, cfg)
 
 
