@@ -44,7 +44,8 @@ quadratic growth gives ``mu ||s* - pi_A r*||^2 <= Delta(r*) - Delta(pi_A^-1 s*) 
 over the optima: the ``2 eps / mu`` of Theorem 3.3. Here ``Delta(r) = -2 mu <r, pi_A^-1 m - m>``, so
 ``|Delta| <= 2 mu rho ||m - pi_A^-1 m||`` with the a-priori radius ``rho = ||m|| + sqrt(||r_hat||^2/mu + ||m||^2)``
 (from ``F[r*] <= F[0]``); :func:`design_eps` computes it per sample from closed-form L2 inner products. It is
-linear in ``t``. The continuum error itself is ``mu^2 t^2 ||H^-1 (a - pi_A a)||^2``, quadratic in ``t``.
+``t ||a - pi_A^-1 a||`` times ``2 mu rho_n(t)`` (``rho`` grows with ``t``): zero at ``t = 0``, about linear for small
+``t``. The continuum error itself is ``mu^2 t^2 ||H^-1 (a - pi_A a)||^2``, quadratic in ``t``.
 
 **Constants** (SM5.2, SM5.52, theory.md section 2). ``F1, G1, H1`` must bound ``|.|``, ``|grad .|`` and the operator
 norm of the Hessian of ``r``, ``r_hat`` *and* of the optimum (SM5.40-5.44 apply them to ``Phi_bar``). The optimum's

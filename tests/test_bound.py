@@ -1,0 +1,170 @@
+"""Theorem 3.6 in its own setting: ``analysis.deconvolution`` and the ``bound`` experiment."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import deconvolution as dc
+from experiments import bound
+from experiments.runner import load_config
+
+
+def _tiny_cell(**changes) -> dict:
+    cfg = load_config("bound", "quick")
+    cfg.update(images=2, meshes=[0.4], ts=[0.0, 1.0], groups=["rot4", "rot8", "so2"], so2_angles=2)
+    cfg["measure"] = {**cfg["measure"], "windows": 0}
+    cfg.update(changes)
+    return bound.cells(cfg)[0]
+
+
+def _atom(c=2.0, centre=(0.3, -0.2), long=0.4, short=0.4, angle=0.0):
+    return dc.AtomImage.atoms([c], [centre], long, short, [angle])
+
+
+def test_blur_and_inner_products_are_exact():
+    """``k * r`` and ``<r, r'>`` in closed form agree with fine Riemann sums (spectrally accurate for Gaussians)."""
+    r = _atom(1.5, (0.2, 0.1), 0.4, 0.2, 0.7) + _atom(-0.8, (-0.3, 0.2), 0.3, 0.25, -0.2)
+    mesh = dc.Mesh(0.02, 3.0)
+    y = mesh.sample(r)
+    assert r.inner(r) == pytest.approx(dc.norm2(y, mesh.h), rel=1e-10)
+    sigma = 0.15
+    k = np.exp(-(mesh.points**2).sum(-1) / (2 * sigma**2)) / (2 * math.pi * sigma**2)
+    from scipy.signal import fftconvolve
+
+    conv = fftconvolve(y, k, mode="same") * mesh.h**2
+    inner = mesh.mask & ((mesh.points**2).sum(-1) < 1.5**2)
+    np.testing.assert_allclose(conv[inner], mesh.sample(r.blurred(sigma))[inner], atol=1e-10)
+
+
+def test_quarter_turn_sampling_is_a_permutation():
+    """Exact sampling of ``pi_A r`` for quarter turns and flips equals the index permutation, bit for bit."""
+    r = _atom(1.0, (0.5, 0.2), 0.5, 0.2, 0.3)
+    mesh = dc.Mesh(0.3, 2.0)
+    y = mesh.sample(r)
+    for _, a in dc.group_elements("dih4"):
+        assert dc.is_grid_exact(a)
+        moved = dc.transform_array(y, a, mesh)
+        assert np.array_equal(mesh.sample(r, a), moved)
+        assert sorted(moved.ravel()) == sorted(y.ravel())  # a permutation of the values
+    quarter = dict(dc.group_elements("rot4"))["r90"]
+    assert np.array_equal(dc.transform_array(y, quarter, mesh), np.rot90(y, k=1))  # (x, y) -> (-y, x)
+    rot45 = dict(dc.group_elements("rot8"))["r45"]
+    assert not dc.is_grid_exact(rot45)
+
+
+def test_trig_interpolation_is_exact_at_nodes_and_accurate_between():
+    r = _atom(1.0, (0.1, 0.0), 0.4, 0.3, 0.5)
+    mesh = dc.Mesh(0.1, 3.0)
+    y = mesh.sample(r)
+    np.testing.assert_allclose(dc.trig_interpolate(y, mesh, mesh.points[::5, ::5]), y[::5, ::5], atol=1e-13)
+    a = dc.rotation(0.3)
+    np.testing.assert_allclose(dc.transform_array(y, a, mesh), mesh.sample(r, a), atol=1e-10)
+
+
+def test_solver_reaches_tolerance_and_the_optimum():
+    """CG stops at relative KKT residual <= tol; the result beats random perturbations; superposition in t holds."""
+    cell = _tiny_cell()
+    problem, (parts, asym) = bound._problem(cell), bound._dataset(cell)
+    mesh = dc.Mesh(0.3, float(cell["radius"]))
+    solver = dc.Solver(problem, mesh)
+    t = 0.7
+    observed = np.stack([mesh.sample((s + asym.scaled(t)).blurred(problem.blur)) for s in parts])
+    template = np.broadcast_to(t * mesh.sample(asym), observed.shape).copy()
+    x, kkt, _ = solver.solve(observed, template, tol=1e-13)
+    assert kkt.max() <= 1e-13
+    f0 = solver.objective(x, observed, template)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        dx = 1e-3 * rng.standard_normal(x.shape) * mesh.mask
+        grow = solver.objective(x + dx, observed, template) - f0
+        assert np.all(grow > 0)
+        assert np.all(grow >= problem.mu * dc.norm2(dx, mesh.h) * (1 - 1e-6))  # mu-quadratic growth (SM5.26)
+    xs, _, _ = solver.solve(np.stack([mesh.sample(s.blurred(problem.blur)) for s in parts]), 0 * template)
+    xa, _, _ = solver.solve(mesh.sample(asym.blurred(problem.blur))[None], mesh.sample(asym)[None])
+    np.testing.assert_allclose(x, xs + t * xa, atol=1e-10)
+
+
+def test_single_atom_constants_by_hand():
+    """Isotropic atom c = 2, sigma = 0.5: F1 = 2, G1 = 2 sqrt(pi/2)/0.5, H1 = 2*2/0.25; constants by SM5.52."""
+    atom = _atom(2.0, (0.0, 0.0), 0.5, 0.5)
+    f, g, hh = dc.fourier_bounds(atom)
+    assert (f, g, hh) == pytest.approx((2.0, 4 * math.sqrt(math.pi / 2), 16.0), rel=1e-12)
+    problem = dc.Deconvolution(blur=0.2, mu=0.5, lam=0.1, reg=0.25, tail=math.exp(-8))  # tau = 4
+    assert problem.support_k == pytest.approx(0.8) and problem.support_reg == pytest.approx(2.0)
+    kb = problem.kernel_bounds()
+    assert kb["F2"] == pytest.approx(1 / (2 * math.pi * 0.04))
+    assert kb["F3"] == pytest.approx((16 + 4) / (2 * math.pi))
+    c = dc.theorem_constants({"F1": f, "G1": g, "H1": hh}, problem, radius=3.0)
+    f1, g1, h1 = 2.0, 4 * math.sqrt(math.pi / 2), 16.0
+    f2, g2, h2 = 1 / (0.08 * math.pi), math.exp(-0.5) / (0.016 * math.pi), 1 / (0.0032 * math.pi)
+    f3 = 20 / (2 * math.pi)
+    g3 = math.exp(-0.5) * (64 + 8) / (2 * math.pi)
+    h3 = (256 + 16) / (2 * math.pi)
+    c_reg = h3 * f1 + 2 * g1 * g3 + 2 * f3 * h1
+    c0 = f1 * h2 + f2 * h1 + 2 * g1 * g2
+    q = 1 + 4 * 0.64 * f2
+    c_bar = 2 * q * (4 * c0 * 0.64 * f1 + (g1**2 + f1 * h1) * q)
+    c1, c2 = 4 * c_reg / 0.5, 4 * c_bar / 0.5 + 8 * g1**2 + 8 * f1 * h1
+    assert c["C1"] == pytest.approx(c1, rel=1e-12) and c["C2"] == pytest.approx(c2, rel=1e-12)
+    assert c["a"] == pytest.approx(c1 * 5.0**2 + c2 * 3.8**2, rel=1e-12) and c["b"] == 4.0
+
+
+def test_atom_bounds_dominate_sampled_sups():
+    """Exact per-atom sups match dense sampling; the Fourier-L1 bounds dominate them (anisotropic by quadrature)."""
+    atom = _atom(1.3, (0.2, -0.1), 0.5, 0.2, 0.6)
+    mesh = dc.Mesh(0.01, 2.0)
+    sup, grad, hess = dc.spectral_sups(mesh.sample(atom), mesh)
+    exact = dc.exact_atom_sups(1.3, atom.covariances[0])
+    assert (sup, grad, hess) == pytest.approx(exact, rel=1e-3)
+    fourier = dc.fourier_bounds(atom)
+    assert np.all(fourier >= np.asarray(exact) * (1 - 1e-12))
+    assert fourier[2] == pytest.approx(1.3 * (1 / 0.25 + 1 / 0.04), rel=1e-12)
+
+
+def test_design_eps_is_zero_for_symmetric_template_and_matches_its_formula():
+    cell = _tiny_cell()
+    problem, (parts, asym) = bound._problem(cell), bound._dataset(cell)
+    a = dc.rotation(math.pi / 4)
+    assert np.all(dc.design_eps(parts, asym, 0.0, problem, a) == 0)
+    iso = _atom(1.0, (0.0, 0.0), 0.3, 0.3)
+    assert np.all(dc.design_eps(parts, iso, 1.0, problem, a) < 1e-7)  # an isotropic centred template is invariant
+    t = 2.0
+    m, moved = asym.scaled(t), asym.scaled(t).transformed(a.T)
+    gap = math.sqrt(m.inner(m) - 2 * m.inner(moved) + moved.inner(moved))
+    obs = (parts[0] + m).blurred(problem.blur)
+    rho = math.sqrt(m.inner(m)) + math.sqrt(obs.inner(obs) / problem.mu + m.inner(m))
+    assert dc.design_eps(parts, asym, t, problem, a)[0] == pytest.approx(2 * problem.mu * rho * gap, rel=1e-12)
+
+
+def test_tiny_instance_measured_under_bound():
+    """A tiny run: every (group, t) point is under the theorem's bound; quarter turns exact at t = 0; the support
+    constraint is inactive and the optimum obeys the bounds F1, G1, H1 used in the constants."""
+    rows = pd.DataFrame(bound.run_cell(_tiny_cell(), None))
+    assert len(rows) == 6
+    assert (rows["measured"] <= rows["bound"]).all(), rows[["group", "t", "measured", "bound"]]
+    assert rows["kkt_residual"].max() <= 1e-13
+    assert (rows["assumption_ratio"] <= 1).all() and rows["boundary"].max() < 1e-8
+    zero = rows[rows["t"] == 0].set_index("group")["measured"]
+    assert zero["rot4"] < 1e-20 and zero["rot8"] > 1e-12  # 45 degrees is not a permutation at h = 0.4
+    one = rows[rows["t"] == 1].set_index("group")
+    assert (one["measured"] > zero).all() and (one["eps"] > 0).all()
+
+
+def test_verdict_reports_a_violation_from_the_numbers():
+    """The verdict is computed: a row over its bound is reported as a violation with its ratio."""
+    rows = pd.DataFrame(bound.run_cell(_tiny_cell(), None))
+    rows.insert(0, "kind", "mesh")
+    assert "measured <= bound at 6 of 6" in bound.verdict(rows, {})
+    rows.loc[3, "bound"] = rows.loc[3, "measured"] / 2
+    rows.loc[3, "ratio"] = 2.0
+    text = bound.verdict(rows, {})
+    assert "VIOLATED at 1 points, worst 2x" in text
+
+
+def test_support_check_refuses_a_small_radius():
+    with pytest.raises(ValueError, match="smaller than the images' support"):
+        bound.check_support(_tiny_cell(radius=2.0))
