@@ -361,6 +361,7 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
     fig, axes = subplots(len(groups), 1, width=3.2, height=2.8)
     for ax, g in zip(axes[0], groups, strict=True):
         piv = s[s["group"] == g].pivot_table(index="t", columns="h", values="ratio")
+        piv.index, piv.columns = [f"{t:g}" for t in piv.index], [f"{h:g}" for h in piv.columns]
         sns.heatmap(np.log10(piv.clip(lower=1e-40)), ax=ax, annot=True, fmt=".0f", cmap="viridis", cbar=False)
         ax.set_title(f"{g}: log10(measured / bound)")
     fig.tight_layout()
