@@ -87,7 +87,9 @@ def cells(config: dict) -> list[dict]:
 
 def run_cell(cell: dict, ctx: Context) -> list[dict]:
     """One cell's rows (see the module docstring)."""
-    return {"mesh": _run_mesh, "measure": _run_measure}[cell["kind"]](cell)
+    device = getattr(ctx, "device", None)
+    device = device if device is not None and getattr(device, "type", "cpu") != "cpu" else None  # CPU: NumPy
+    return _run_mesh(cell, device) if cell["kind"] == "mesh" else _run_measure(cell, getattr(ctx, "device", "cpu"))
 
 
 def check_support(cell: dict) -> float:
@@ -105,7 +107,8 @@ def check_support(cell: dict) -> float:
     return need
 
 
-def _run_mesh(cell: dict) -> list[dict]:
+def _run_mesh(cell: dict, device=None) -> list[dict]:
+    """The rows of one mesh; ``device`` (a torch device, CPU by default) runs the output interpolation."""
     from analysis import deconvolution as dc
 
     start = time.perf_counter()
@@ -131,7 +134,7 @@ def _run_mesh(cell: dict) -> list[dict]:
         xa, k_a, it_a = solver.solve(observe(a), template, tol=float(cell["tol"]))  # template not transformed
         kkt.append(float(k_a.max()))
         iterations.append(it_a)
-        d = xa - dc.transform_array(x0, a, mesh)
+        d = xa - dc.transform_array(x0, a, mesh, device)
         ds, da = d[:n], d[n]
         parts_err[name] = (dc.norm2(ds, h), h**2 * (ds * da).sum((-2, -1)), float(dc.norm2(da, h)))
     ring = np.sqrt((mesh.points**2).sum(-1)) > radius - 2 * h
@@ -204,7 +207,7 @@ class _AnalyticImage:
         return self.at_mesh(1.0)
 
 
-def measured_symmetry(images: list, cell: dict) -> dict:
+def measured_symmetry(images: list, cell: dict, device="cpu") -> dict:
     """:func:`symmetry.measure` (its public signature) on analytic images: worst-element MMD and Frechet distance."""
     import symmetry
 
@@ -219,7 +222,7 @@ def measured_symmetry(images: list, cell: dict) -> dict:
         seed=int(cell["seed"]),
         exact=True,
         frechet=True,
-        device="cpu",
+        device=device,
         dtype=__import__("torch").float64,
     )
     frame = report.to_frame()
@@ -232,13 +235,13 @@ def measured_symmetry(images: list, cell: dict) -> dict:
     }
 
 
-def _run_measure(cell: dict) -> list[dict]:
+def _run_measure(cell: dict, device="cpu") -> list[dict]:
     parts, asym = _dataset(cell, max(int(cell["images"]), int(cell["measure_images"])))
     t = float(cell["t"])
     pixel = float(cell["pixel"])
     size = float(cell["frame"]) / pixel
     images = [_AnalyticImage(s + asym.scaled(t), size, pixel, f"atoms{i}") for i, s in enumerate(parts)]
-    return [{"t": t, "measure_group": cell["group"], **measured_symmetry(images, cell)}]
+    return [{"t": t, "measure_group": cell["group"], **measured_symmetry(images, cell, device)}]
 
 
 # ---- analysis -------------------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ def test_trig_interpolation_is_exact_at_nodes_and_accurate_between():
     np.testing.assert_allclose(dc.trig_interpolate(y, mesh, mesh.points[::5, ::5]), y[::5, ::5], atol=1e-13)
     a = dc.rotation(0.3)
     np.testing.assert_allclose(dc.transform_array(y, a, mesh), mesh.sample(r, a), atol=1e-10)
+    np.testing.assert_allclose(dc.transform_array(y, a, mesh, "cpu"), dc.transform_array(y, a, mesh), atol=1e-13)
 
 
 def test_solver_reaches_tolerance_and_the_optimum():
@@ -168,3 +169,17 @@ def test_verdict_reports_a_violation_from_the_numbers():
 def test_support_check_refuses_a_small_radius():
     with pytest.raises(ValueError, match="smaller than the images' support"):
         bound.check_support(_tiny_cell(radius=2.0))
+
+
+def test_measure_cell_calls_the_toolkit_on_the_same_images():
+    """A tiny ``measure`` cell: symmetry.measure on the analytic images reports MMD (unbiased: may be < 0), Frechet."""
+    cfg = load_config("bound", "quick")
+    cfg.update(images=2, meshes=[])
+    small = {"ts": [1.0], "measure_images": 3, "windows": 8, "permutations": 10, "window_radius": 4.0}
+    cfg["measure"] = {**cfg["measure"], **small}
+    (cell,) = bound.cells(cfg)
+    (row,) = bound.run_cell(cell, None)
+    assert row["t"] == 1.0 and np.isfinite(row["mmd"]) and row["frechet"] >= 0 and 0 <= row["mmd_p_value"] <= 1
+    parts, _ = bound._dataset(cell, 3)
+    first, _ = bound._dataset(cell)
+    assert np.array_equal(parts[0].centres, first[0].centres)  # the experiment's images lead the measured ones
