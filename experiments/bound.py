@@ -336,6 +336,16 @@ def measured_eps_sentence(s: pd.DataFrame) -> str:
 # ---- figures --------------------------------------------------------------------------------------------------
 
 
+def _mesh_ticks(ax, meshes) -> None:
+    """Label a logarithmic mesh axis at the meshes themselves."""
+    from matplotlib.ticker import NullFormatter
+
+    ticks = sorted({float(h) for h in meshes})
+    ax.set_xticks(ticks, [f"{h:g}" for h in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("mesh size h")
+
+
 def figures(frame: pd.DataFrame, config: dict) -> dict:
     """``loglog`` (measured and bound vs h), ``ratio`` (heat map), ``rate`` (error/h^2 at eps = 0), ``eps``."""
     import seaborn as sns
@@ -354,10 +364,10 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
             sub = s[(s["group"] == g) & (s["t"] == t)].sort_values("h")
             ax.loglog(sub["h"], sub["measured"].clip(lower=1e-32), "o-", color=colour[t], label=f"measured, t={t:g}")
             ax.loglog(sub["h"], sub["bound"], "--", color=colour[t], lw=1)
-        ax.set_xlabel("mesh size h")
+        _mesh_ticks(ax, s["h"])
         ax.set_ylabel("equivariance error (1/N) sum ||.||_F^2")
         ax.set_title(f"{g}: measured (solid), bound (dashed)")
-    axes[0, 0].legend(fontsize=6)
+    axes[0, 0].legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     fig.tight_layout()
     out["loglog"] = fig
 
@@ -375,12 +385,15 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
     sns.lineplot(data=zero, x="h", y="error_over_h2", hue="group", marker="o", ax=axes[0, 0])
     axes[0, 0].set_xscale("log")
     axes[0, 0].set_yscale("log")
+    _mesh_ticks(axes[0, 0], zero["h"])
     axes[0, 0].set_title("eps = 0: error / h^2 (bounded as h -> 0 iff rate >= 2)")
     pos = s[s["t"] > 0]
     sns.lineplot(data=pos, x="h", y="ratio_eps", hue="group", style="t", marker="o", ax=axes[0, 1])
     axes[0, 1].set_xscale("log")
     axes[0, 1].set_yscale("log")
+    _mesh_ticks(axes[0, 1], pos["h"])
     axes[0, 1].set_title("t > 0: measured / ((2/mu) eps)")
+    axes[0, 1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     out["rate"] = fig
 
