@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import deconvolution as dc
-from experiments import bound
+from experiments import bound_theorem as bound
 from experiments.runner import load_config
 
 

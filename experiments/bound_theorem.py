@@ -1,4 +1,4 @@
-"""``bound``: Theorem 3.6 in its own setting, with the theorem's constants computed, not fitted.
+"""Experiment ``bound`` (``python -m experiments.run bound``): Theorem 3.6 in its own setting, constants computed.
 
 Setting, assumptions and closed forms: :mod:`analysis.deconvolution` (supplement SM5.1-SM5.52). In short: analytic
 atom images ``r_n = s_n + t a`` (``s_n`` from an O(2)-invariant zero-mean law, ``a`` one fixed oriented atom, so
