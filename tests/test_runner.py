@@ -96,7 +96,7 @@ def test_cell_key_is_order_independent():
     "argv, message",
     [
         (["nosuch", "--quick"], "unknown experiment 'nosuch'"),
-        (["bound", "--config", "/nonexistent.toml"], "does not exist"),
+        (["bound_lmmse", "--config", "/nonexistent.toml"], "does not exist"),
     ],
 )
 def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
@@ -106,7 +106,7 @@ def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
 
 
 def test_cli_bad_config_and_results_folder_are_one_line(capsys, tmp_path):
-    packaged = (runner.CONFIG_DIR / "bound.toml").read_text()
+    packaged = (runner.CONFIG_DIR / "bound_lmmse.toml").read_text()
     wrong_kind = tmp_path / "wrong_kind.toml"
     wrong_kind.write_text(packaged.replace("kappas = [", 'kappas = "x"\nunused = [', 1))
     missing = tmp_path / "missing.toml"
@@ -120,10 +120,10 @@ def test_cli_bad_config_and_results_folder_are_one_line(capsys, tmp_path):
         (["--results", str(blocker / "results")], "cannot create the results folder"),
     ]
     for argv, message in cases:
-        assert run_main(["bound", "--quick", *argv]) == 2, argv
+        assert run_main(["bound_lmmse", "--quick", *argv]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err and "Traceback" not in err, err
-    assert blocker.read_text() == "" and not (tmp_path / "bound").exists()  # nothing written
+    assert blocker.read_text() == "" and not (tmp_path / "bound_lmmse").exists()  # nothing written
 
 
 def test_every_packaged_config_has_quick_and_full_tables():

@@ -1,4 +1,13 @@
-"""``bound``: the equivariance error of the optimal restoration operator is at most ``a h^2 + b eps`` (Theorem 3.6).
+"""``bound_lmmse``: a proxy test of Theorem 3.6 with the LMMSE denoiser, interpolated transforms and noisy data.
+
+What it does and does not test. It measures how the equivariance error of an *optimal* linear operator scales with
+the mesh size h and a covariance symmetry error, for noisy observations and the project's bicubic array transform.
+It is *not* the theorem's setting (that is experiment ``bound``, ``experiments/bound_theorem.py``): the transform of
+an array is interpolation, not exact sampling of the transformed continuous image, so interpolation and noise
+aliasing enter the error; the operator is the LMMSE estimator of a noise model, not the optimum of the blur data
+term plus a regulariser with mu-quadratic growth; the constants ``a``, ``b`` are fitted to the measurements (on a
+checkerboard half), not computed from the theorem's closed forms (SM5.52), so "bounded" here means "under a fitted
+envelope".
 
 Data: :mod:`symmetry.synthetic` fields of one family (``vonmises`` by default: ``kappa = 0`` is isotropic, larger
 ``kappa`` orients the atoms more), whose window covariance is known exactly (:class:`analysis.optimal.FieldLaw`).
