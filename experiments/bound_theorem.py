@@ -208,10 +208,10 @@ class _AnalyticImage:
 
 
 def measured_symmetry(images: list, cell: dict, device="cpu") -> dict:
-    """:func:`symmetry.measure` (its public signature) on analytic images: worst-element MMD and Frechet distance."""
+    """:func:`symmetry.measure_dataset` on analytic images: worst-element MMD and Frechet distance."""
     import symmetry
 
-    report = symmetry.measure(
+    report = symmetry.measure_dataset(
         images,
         cell["group"],
         mesh=float(cell["measure_mesh"]),

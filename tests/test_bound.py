@@ -175,7 +175,7 @@ def test_measure_cell_calls_the_toolkit_on_the_same_images():
     """A tiny ``measure`` cell: symmetry.measure on the analytic images reports MMD (unbiased: may be < 0), Frechet."""
     cfg = load_config("bound", "quick")
     cfg.update(images=2, meshes=[])
-    small = {"ts": [1.0], "measure_images": 3, "windows": 8, "permutations": 10, "window_radius": 4.0}
+    small = {"ts": [1.0], "measure_images": 3, "windows": 8, "permutations": 20, "window_radius": 4.0}
     cfg["measure"] = {**cfg["measure"], **small}
     (cell,) = bound.cells(cfg)
     (row,) = bound.run_cell(cell, None)
