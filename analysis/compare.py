@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.config import CliParser
 from analysis.rundir import CONFIG_FILE, METRICS_FILE, read_json_object, read_log
 from symmetry.errors import DataError, UsageError
-from symmetry.io import atomic_write_text, check_writable
+from symmetry.io import atomic_write_text, check_distinct_outputs, check_writable, output_lock
 from symmetry.runtime import cli_entry
 
 COLUMNS = [
@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_distinct_outputs(csv=args.csv, markdown=args.markdown)
     for option in ("csv", "markdown"):
         if getattr(args, option):
             check_writable(getattr(args, option), f"--{option}")
@@ -208,10 +209,11 @@ def main(argv=None) -> int:
         render(df)
         if not_evaluated:
             print(f"not evaluated yet (python -m analysis.evaluate RUN): {', '.join(not_evaluated)}", file=sys.stderr)
-    if args.csv:
-        atomic_write_text(args.csv, df.to_csv(index=False))
-    if args.markdown:
-        atomic_write_text(args.markdown, to_markdown(df))
+    with output_lock(args.csv, args.markdown):
+        if args.csv:
+            atomic_write_text(args.csv, df.to_csv(index=False))
+        if args.markdown:
+            atomic_write_text(args.markdown, to_markdown(df))
     return 0
 
 
