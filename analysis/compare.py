@@ -197,19 +197,21 @@ def main(argv=None) -> int:
     for option in ("csv", "markdown"):
         if getattr(args, option):
             check_writable(getattr(args, option), f"--{option}")
-    df, skipped = collect(args.runs)
-    for why in skipped:
-        print(f"note: skipped {why}", file=sys.stderr)
-    if df.empty:
-        raise UsageError(f"none of the {len(args.runs)} path(s) is a readable run directory")
-    if args.sort:
-        df = df.sort_values(args.sort, ascending=args.sort not in ("psnr", "ssim", "input_psnr"), kind="stable")
-    not_evaluated = df.loc[df["psnr"].isna(), "run"].tolist()
-    if not args.quiet:
-        render(df)
-        if not_evaluated:
-            print(f"not evaluated yet (python -m analysis.evaluate RUN): {', '.join(not_evaluated)}", file=sys.stderr)
-    with output_lock(args.csv, args.markdown):
+    with output_lock(args.csv, args.markdown):  # another compare writing these files: fail at once
+        df, skipped = collect(args.runs)
+        for why in skipped:
+            print(f"note: skipped {why}", file=sys.stderr)
+        if df.empty:
+            raise UsageError(f"none of the {len(args.runs)} path(s) is a readable run directory")
+        if args.sort:
+            df = df.sort_values(args.sort, ascending=args.sort not in ("psnr", "ssim", "input_psnr"), kind="stable")
+        not_evaluated = df.loc[df["psnr"].isna(), "run"].tolist()
+        if not args.quiet:
+            render(df)
+            if not_evaluated:
+                print(
+                    f"not evaluated yet (python -m analysis.evaluate RUN): {', '.join(not_evaluated)}", file=sys.stderr
+                )
         if args.csv:
             atomic_write_text(args.csv, df.to_csv(index=False))
         if args.markdown:
