@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.config import CliParser
 from analysis.rundir import CONFIG_FILE, METRICS_FILE, read_json_object, read_log
 from symmetry.errors import DataError, UsageError
-from symmetry.io import atomic_write_text, check_writable
+from symmetry.io import atomic_write_text, check_distinct_outputs, check_writable, output_lock
 from symmetry.runtime import cli_entry
 
 COLUMNS = [
@@ -193,25 +193,29 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_distinct_outputs(csv=args.csv, markdown=args.markdown)
     for option in ("csv", "markdown"):
         if getattr(args, option):
             check_writable(getattr(args, option), f"--{option}")
-    df, skipped = collect(args.runs)
-    for why in skipped:
-        print(f"note: skipped {why}", file=sys.stderr)
-    if df.empty:
-        raise UsageError(f"none of the {len(args.runs)} path(s) is a readable run directory")
-    if args.sort:
-        df = df.sort_values(args.sort, ascending=args.sort not in ("psnr", "ssim", "input_psnr"), kind="stable")
-    not_evaluated = df.loc[df["psnr"].isna(), "run"].tolist()
-    if not args.quiet:
-        render(df)
-        if not_evaluated:
-            print(f"not evaluated yet (python -m analysis.evaluate RUN): {', '.join(not_evaluated)}", file=sys.stderr)
-    if args.csv:
-        atomic_write_text(args.csv, df.to_csv(index=False))
-    if args.markdown:
-        atomic_write_text(args.markdown, to_markdown(df))
+    with output_lock(args.csv, args.markdown):  # another compare writing these files: fail at once
+        df, skipped = collect(args.runs)
+        for why in skipped:
+            print(f"note: skipped {why}", file=sys.stderr)
+        if df.empty:
+            raise UsageError(f"none of the {len(args.runs)} path(s) is a readable run directory")
+        if args.sort:
+            df = df.sort_values(args.sort, ascending=args.sort not in ("psnr", "ssim", "input_psnr"), kind="stable")
+        not_evaluated = df.loc[df["psnr"].isna(), "run"].tolist()
+        if not args.quiet:
+            render(df)
+            if not_evaluated:
+                print(
+                    f"not evaluated yet (python -m analysis.evaluate RUN): {', '.join(not_evaluated)}", file=sys.stderr
+                )
+        if args.csv:
+            atomic_write_text(args.csv, df.to_csv(index=False))
+        if args.markdown:
+            atomic_write_text(args.markdown, to_markdown(df))
     return 0
 
 

@@ -16,12 +16,14 @@ from experiments.runner import (
 )
 from experiments.style import save_figure
 from symmetry.errors import UsageError
+from symmetry.io import output_lock
 from symmetry.runtime import CliParser, cli_entry
 
 
 def check_output_dir(out: str | Path) -> Path:
     """``out`` is (or can become) a writable folder; otherwise a one-line :class:`UsageError` before any work."""
     import os
+    import tempfile
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -31,6 +33,11 @@ def check_output_dir(out: str | Path) -> Path:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write figures into {out}: {probe} is not a writable folder")
+    try:  # a real probe: /proc or a read-only mount pass os.access as root
+        with tempfile.NamedTemporaryFile(prefix=".figures.", suffix=".probe", dir=probe):
+            pass
+    except OSError as err:
+        raise UsageError(f"cannot write figures into {out}: cannot create files in {probe} ({err.strerror})") from None
     return out
 
 
@@ -62,9 +69,10 @@ def main(argv=None) -> int:
     names = args.names or [n for n in EXPERIMENTS if results_path(n, args.scale, args.results).exists()]
     if not names:
         raise UsageError(f"no results under {args.results}/; run `python -m experiments.run all --quick` first")
-    for name in names:
-        for path in make_figures(name, args.scale, args.results, args.out):
-            print(path)
+    with output_lock(args.out):  # one drawer per figures folder
+        for name in names:
+            for path in make_figures(name, args.scale, args.results, args.out):
+                print(path)
     return 0
 
 

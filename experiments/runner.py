@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from symmetry.errors import DataError, UsageError
-from symmetry.io import atomic_write_text, json_safe
+from symmetry.io import atomic_write_text, json_safe, output_lock
 
 EXPERIMENTS = ("symmetry_table", "bound", "bound_lmmse", "bias_variance", "sa_alignment", "restoration_table")
 #: Experiments whose module is not ``experiments.NAME`` (``bound``: Theorem 3.6 in its own setting).
@@ -153,6 +153,21 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
+@contextlib.contextmanager
+def results_lock(path: Path):
+    """Hold :func:`symmetry.io.output_lock` on a results table (creating its folder) for a whole run.
+
+    Two runs writing one results folder would each store only their own cells (10 computed, 5 kept); the
+    second now fails at once with a one-line :class:`DataError` naming the first one's pid.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the results folder {path.parent}: {err.strerror}; use --results") from None
+    with output_lock(path):
+        yield
+
+
 def _flatten(cell: dict[str, Any]) -> dict[str, Any]:
     """Cell parameters as CSV-friendly scalars (lists and dicts become JSON text)."""
     return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in cell.items()}
@@ -194,45 +209,43 @@ def run_experiment(
         raise UsageError(f"the {scale} config of {name} has a bad value ({err}); see configs/{name}.toml") from None
     keys = [cell_key(c) for c in cells]
     path = results_path(name, scale, out)
-    table = _read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
-    done = set() if force else set(table["cell"])
-    todo = [(k, c) for k, c in zip(keys, cells) if k not in done]
-    if max_cells is not None:
-        todo = todo[:max_cells]
-    ctx = Context(
-        device=resolve_device(device) if not isinstance(device, torch.device) else device,
-        data_root=Path(data_root).expanduser() if data_root else default_data_root(),
-        workdir=Path(out) / name / "work",
-        progress=False,
-        log=log,
-    )
-    if todo:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"cannot create the results folder {path.parent}: {err.strerror}; use --results") from None
-        log(f"{name} ({scale}): {len(cells) - len(todo)} of {len(cells)} cells stored, computing {len(todo)} -> {path}")
-        meta = {"experiment": name, "scale": scale, "config": cfg}
-        atomic_write_text(path.with_suffix(".json"), json.dumps(json_safe(meta), indent=2, default=str))
-    skipped: dict[str, int] = {}
-    with _cell_progress(progress and bool(todo), len(todo), name) as advance:
-        for key, cell in todo:
-            start = time.perf_counter()
-            try:
-                rows = module.run_cell(cell, ctx) or [{}]
-            except SkipCell as why:
-                skipped[str(why)] = skipped.get(str(why), 0) + 1
+    with results_lock(path):  # the whole read-compute-write: a second run on this folder fails at once
+        table = _read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
+        done = set() if force else set(table["cell"])
+        todo = [(k, c) for k, c in zip(keys, cells) if k not in done]
+        if max_cells is not None:
+            todo = todo[:max_cells]
+        ctx = Context(
+            device=resolve_device(device) if not isinstance(device, torch.device) else device,
+            data_root=Path(data_root).expanduser() if data_root else default_data_root(),
+            workdir=Path(out) / name / "work",
+            progress=False,
+            log=log,
+        )
+        if todo:
+            stored = len(cells) - len(todo)
+            log(f"{name} ({scale}): {stored} of {len(cells)} cells stored, computing {len(todo)} -> {path}")
+            meta = {"experiment": name, "scale": scale, "config": cfg}
+            atomic_write_text(path.with_suffix(".json"), json.dumps(json_safe(meta), indent=2, default=str))
+        skipped: dict[str, int] = {}
+        with _cell_progress(progress and bool(todo), len(todo), name) as advance:
+            for key, cell in todo:
+                start = time.perf_counter()
+                try:
+                    rows = module.run_cell(cell, ctx) or [{}]
+                except SkipCell as why:
+                    skipped[str(why)] = skipped.get(str(why), 0) + 1
+                    advance()
+                    continue
+                seconds = time.perf_counter() - start
+                new = pd.DataFrame([{"cell": key, **_flatten(cell), **row, "cell_seconds": seconds} for row in rows])
+                kept = table[table["cell"] != key]
+                table = pd.concat([kept, new], ignore_index=True) if len(kept) else new
+                _write(path, table)
                 advance()
-                continue
-            seconds = time.perf_counter() - start
-            new = pd.DataFrame([{"cell": key, **_flatten(cell), **row, "cell_seconds": seconds} for row in rows])
-            kept = table[table["cell"] != key]
-            table = pd.concat([kept, new], ignore_index=True) if len(kept) else new
-            _write(path, table)
-            advance()
-    for why, count in skipped.items():
-        log(f"{name}: skipped {count} cell(s): {why}")
-    return table[table["cell"].isin(keys)].reset_index(drop=True)
+        for why, count in skipped.items():
+            log(f"{name}: skipped {count} cell(s): {why}")
+        return table[table["cell"].isin(keys)].reset_index(drop=True)
 
 
 @contextlib.contextmanager

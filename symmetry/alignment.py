@@ -52,7 +52,7 @@ import torch
 from symmetry.errors import DataError, UsageError
 from symmetry.features import RandomFourierFeatures, median_bandwidth
 from symmetry.groups import Group, GroupElement, get_group
-from symmetry.io import atomic_write_text, check_writable
+from symmetry.io import atomic_write_text, check_writable, output_lock
 from symmetry.runtime import cli_entry, resolve_device
 from symmetry.settings import Settings
 from symmetry.streams import rng, seed_of
@@ -446,6 +446,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see --help\n")
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Parse-time ranges: a finite radius, a mesh whose windows fit in memory, windows within bounds."""
+    from symmetry.settings import LIMITS, MAX_RADIUS, check_meshes
+
+    if not (math.isfinite(args.radius) and 0 < args.radius <= MAX_RADIUS):
+        raise UsageError(f"--radius must be > 0, finite and at most {MAX_RADIUS:g} pixels, got {args.radius:g}")
+    check_meshes([args.mesh], args.radius)
+    if not 2 <= args.windows <= LIMITS["windows"]:
+        raise UsageError(f"--windows must be between 2 and {LIMITS['windows']:,}, got {args.windows}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+
+
 @cli_entry
 def main(argv=None) -> int:
     """``python -m symmetry.alignment --dataset SPEC --group rot4 [--csv out.csv]``."""
@@ -463,23 +476,25 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--csv", help="write the table to this CSV file")
     args = p.parse_args(argv)
+    _check_options(args)
     if args.csv:
         check_writable(args.csv, "--csv")  # before the work, not after it
-    frame = best_alignment(
-        args.dataset,
-        args.group,
-        args.mesh,
-        data_root=args.data_root,
-        split=args.split,
-        max_images=args.max_images,
-        device=args.device,
-        radius=args.radius,
-        distance=args.distance,
-        windows=args.windows,
-        seed=args.seed,
-    )
-    if args.csv:
-        atomic_write_text(args.csv, frame.to_csv(index=False))
+    with output_lock(args.csv):  # a second alignment writing this CSV fails at once instead of after its work
+        frame = best_alignment(
+            args.dataset,
+            args.group,
+            args.mesh,
+            data_root=args.data_root,
+            split=args.split,
+            max_images=args.max_images,
+            device=args.device,
+            radius=args.radius,
+            distance=args.distance,
+            windows=args.windows,
+            seed=args.seed,
+        )
+        if args.csv:
+            atomic_write_text(args.csv, frame.to_csv(index=False))
     period = math.degrees(angle_period(_resolve_group(args.group)))
     print(f"theta0 in radians, modulo {period:g} degrees; cx * cy = 1; errors: {args.distance} distance")
     with pd.option_context("display.width", 160, "display.max_rows", 200):

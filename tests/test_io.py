@@ -267,3 +267,36 @@ def test_a_results_folder_is_locked_beside_itself(tmp_path):
     with output_lock(results):
         atomic_write_text(results / "quick.csv", "a\n1\n")  # files inside a locked folder are written as usual
     assert sorted(os.listdir(tmp_path / "results")) == ["bound"]
+
+
+@pytest.mark.parametrize("cli", ["alignment", "compare"])
+def test_a_cli_whose_output_another_process_holds_fails_at_once(cli, tmp_path, capsys):
+    """``symmetry.alignment --csv X`` or ``analysis.compare --csv X`` while another process writes X: one line."""
+    import importlib
+
+    from PIL import Image
+
+    out = tmp_path / "table.csv"
+    out.write_text("kept\n")
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)).save(images / "a.png")
+    argv = {
+        "alignment": ["--dataset", f"folder:{images}", "--radius", "4", "--device", "cpu", "--csv", str(out)],
+        "compare": [str(tmp_path), "--csv", str(out)],
+    }[cli]
+    (tmp_path / "config.json").write_text("{}")  # compare: a run folder (the lock is taken before its table is read)
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(out), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        main = importlib.import_module({"alignment": "symmetry.alignment", "compare": "analysis.compare"}[cli]).main
+        code = main(argv)
+    finally:
+        release.set()
+        holder.join(30)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("error:") == 1 and "being written by another process" in err, err
+    assert out.read_text() == "kept\n"

@@ -135,3 +135,56 @@ def test_every_packaged_config_has_quick_and_full_tables():
         assert len(keys) == len(set(keys)), f"{name}: two quick cells share parameters"
         runner._check_like(full, quick, name)  # the two scales set the same keys, of the same kinds
         runner._check_like(quick, full, name)
+
+
+def _hold_results_lock(path):
+    """A second process holding the results lock of ``path`` until its stdin closes."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys; from pathlib import Path; from experiments.runner import results_lock\n"
+        f"with results_lock(Path({str(path)!r})):\n    print('held', flush=True); sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_on_one_results_folder_fails_at_once(fake, tmp_path, capsys):
+    """Two runs writing one results folder: the second computes nothing and fails with one line (issue 13.9)."""
+    from symmetry.errors import DataError
+
+    config = {"xs": [1, 2, 3], "seed": 0}
+    path = runner.results_path("fake", "quick", tmp_path)
+    holder = _hold_results_lock(path)
+    try:
+        with pytest.raises(DataError, match="being written by another process"):
+            run_experiment("fake", "quick", out=tmp_path, config=config, device="cpu", progress=False, log=lambda m: 0)
+        assert fake.calls == [] and not path.exists()  # nothing computed, nothing written
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    frame = run_experiment("fake", "quick", out=tmp_path, config=config, device="cpu", progress=False, log=lambda m: 0)
+    assert sorted(frame["x"].unique()) == [1, 2, 3] and fake.calls == [1, 2, 3]  # the lock is released after
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".lock")] == []
+
+
+def test_cli_second_run_is_one_error_line(tmp_path, capsys):
+    holder = _hold_results_lock(runner.results_path("symmetry_table", "quick", tmp_path))
+    try:
+        code = run_main(["symmetry_table", "--quick", "--results", str(tmp_path), "--max-cells", "1", "--quiet"])
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("error:") == 1 and "being written by another process" in err
+    assert "Traceback" not in err and not (tmp_path / "symmetry_table" / "quick.csv").exists()
