@@ -28,6 +28,9 @@ from symmetry.errors import UsageError
 from symmetry.transforms import turn_matrix
 
 SO2_DEFAULT_SAMPLES = 36
+MAX_ORDER = 4096
+"""Largest group order :func:`get_group` builds (``rotN``, ``dihN``, ``so2:K``): far beyond any filter's angular
+resolution, and small enough that every element's windows fit in memory."""
 _TOL = 1e-9
 
 GROUP_NAMES_HELP = (
@@ -165,17 +168,21 @@ class Group:
         return f"Group({self.name!r}, order={self.order})"
 
 
+def _check_order(what: str, n: int, factor: int = 1) -> None:
+    """Refuse a group of fewer than 1 or more than :data:`MAX_ORDER` elements before building it."""
+    if not 1 <= n * factor <= MAX_ORDER:
+        raise UnknownGroupError(f"{what} between 1 and {MAX_ORDER // factor}, got {n}; valid names: {GROUP_NAMES_HELP}")
+
+
 def rotations(n: int) -> Group:
     """The cyclic group ``rotN`` of ``n`` rotations by ``2*pi*k/n``."""
-    if n < 1:
-        raise UnknownGroupError(f"rotN needs N >= 1, got {n}; valid names: {GROUP_NAMES_HELP}")
+    _check_order("rotN needs N", n)
     return Group(f"rot{n}", tuple(_element(_rotation(Fraction(k, n))) for k in range(n)))
 
 
 def dihedral(n: int) -> Group:
     """The dihedral group ``dihN``: ``rotN`` and the reflections ``R_k @ flip``."""
-    if n < 1:
-        raise UnknownGroupError(f"dihN needs N >= 1, got {n}; valid names: {GROUP_NAMES_HELP}")
+    _check_order("dihN needs N", n, factor=2)
     rots = [_rotation(Fraction(k, n)) for k in range(n)]
     refl = [_matmul(r, _FLIP) for r in rots]
     return Group(f"dih{n}", tuple(_element(m) for m in rots + refl))
@@ -194,8 +201,7 @@ def get_group(name: str) -> Group:
         return dihedral(int(m.group(1)))
     if m := re.fullmatch(r"so2(?::(\d+))?", key):
         k = int(m.group(1) or SO2_DEFAULT_SAMPLES)
-        if k < 1:
-            raise UnknownGroupError(f"so2:K needs K >= 1, got {k}; valid names: {GROUP_NAMES_HELP}")
+        _check_order("so2:K needs K", k)
         return Group(f"so2:{k}", rotations(k).elements)
     raise UnknownGroupError(f"unknown group {name!r}; valid names: {GROUP_NAMES_HELP}")
 

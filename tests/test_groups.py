@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from symmetry.groups import UnknownGroupError, get_group, is_subgroup
+from symmetry.groups import MAX_ORDER, UnknownGroupError, get_group, is_subgroup
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,10 @@ def test_subgroups():
 def test_unknown_group_lists_valid_names(bad):
     with pytest.raises(UnknownGroupError, match="rotN"):
         get_group(bad)
+
+
+@pytest.mark.parametrize("name", ["rot0", "rot4097", "dih2049", "so2:0", "so2:99999999999999999999"])
+def test_group_orders_outside_the_bound_are_refused_before_building(name):
+    with pytest.raises(UnknownGroupError, match="between 1 and"):
+        get_group(name)
+    assert get_group("rot4096").order == MAX_ORDER and get_group("dih2048").order == MAX_ORDER
