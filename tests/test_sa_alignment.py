@@ -147,6 +147,13 @@ def test_paired_differences_and_sentences():
     assert sa_alignment.difference_sentence(row).endswith("sa (fine-tuned from tl) is better")
     diffs = sa_alignment.paired_differences(frame.assign(psnr_sa=base + np.array([0.1, 0.1, -0.1, -0.1, 0.0, 0.0])))
     assert "adds nothing detectable beyond TL on synthetic" in sa_alignment.adaptation_verdict(diffs)
+    # a gain whose offsets are the same for every image is a shared offset, not adaptation
+    better = sa_alignment.paired_differences(frame)
+    constant = frame.assign(sa_dtheta0=0.1)
+    varied = frame.assign(sa_dtheta0=np.tile([0.0, 0.5], 3))
+    assert "not per-sample adaptation" in sa_alignment.adaptation_verdict(better, constant)
+    assert sa_alignment.offset_spread_deg(varied)["synthetic"] == pytest.approx(math.degrees(0.25))
+    assert sa_alignment.adaptation_verdict(better, varied).startswith("per-sample adaptation (sa from tl) adds PSNR")
     one = sa_alignment.paired_differences(frame[frame["seed"] == 0])
     assert "no verdict" in sa_alignment.adaptation_verdict(one)
 
