@@ -28,11 +28,15 @@ RUN_INDEPENDENT = frozenset(
         "log_every",
         "val_every",
         "ckpt_every",
-        "init_from",
     }
 )
 """Fields that may change when a run is resumed: they do not change what a step computes.
-(``steps``/``epochs`` may extend a run; the schedule then follows the new length.)"""
+(``steps``/``epochs`` may extend a run; the schedule then follows the new length.) ``init_from`` is part of
+the identity: a fine-tuned run is another run than one trained from scratch."""
+OPTIONAL_IDENTITY = ("init_from", "average")
+"""Identity fields left out while ``None``, so runs written before they existed keep their fingerprint."""
+MODEL_OPTION_DEFAULTS: dict[str, str] = {"basis": "fourier", "tail": "equivariant", "match": "parameters"}
+"""``model_options`` with a command-line flag (``--basis``, ``--tail``, ``--match``) and their defaults."""
 
 
 @dataclass
@@ -71,6 +75,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     init_from: str | None = None
+    """Run directory (or checkpoint file) whose weights start this run, e.g. ``sa`` from a ``tl`` run."""
+    average: str | None = None
+    """Train ``GroupAverage(model, average)`` (Lemma 4.1, ``|G|`` forward passes per step)."""
     # bookkeeping
     log_every: int = 10
     val_every: int = 100
@@ -189,16 +196,71 @@ class TrainConfig:
             c.val_crop = None
         if c.max_images is not None and c.max_images < 1:
             raise UsageError(f"--max-images must be >= 1, got {c.max_images}")
+        if c.init_from == "":
+            c.init_from = None
+        if c.average in ("", "none"):
+            c.average = None
+        if c.average is not None:
+            check_average_group(c.average)
+        c.model_options = check_model_options(c.model, c.model_options)
         return c
 
     def identity(self) -> dict[str, Any]:
         """The fields that define what the run computes (all but :data:`RUN_INDEPENDENT`)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_INDEPENDENT}
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in RUN_INDEPENDENT and not (k in OPTIONAL_IDENTITY and v is None)
+        }
+
+    def model_option(self, name: str) -> Any:
+        """``model_options[name]`` or its default (:data:`MODEL_OPTION_DEFAULTS`)."""
+        return (self.model_options or {}).get(name, MODEL_OPTION_DEFAULTS.get(name))
+
+
+def check_average_group(group: str) -> None:
+    """``group`` must be grid-exact (a subgroup of dih4) for ``GroupAverage``; one-line :class:`UsageError`."""
+    from symmetry.groups import get_group
+
+    try:
+        g = get_group(group)
+    except (ValueError, UsageError) as err:
+        raise UsageError(f"--average: {err}") from None
+    inexact = [el.name for el in g if not el.is_grid_exact]
+    if inexact:
+        raise UsageError(
+            f"--average needs a grid-exact group (flip, flipud, rot2, rot4, dih2, dih4), got {group!r} "
+            f"({', '.join(inexact[:3])} are not pixel permutations)"
+        )
+
+
+def check_model_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``basis``/``tail``/``match`` in ``options`` and drop those equal to their default.
+
+    Dropping defaults keeps one identity per network (``--basis fourier`` and no flag are the same run).
+    """
+    from analysis.basis import BASES
+    from analysis.models import MATCHES, TAILS
+
+    out = dict(options or {})
+    choices = {"basis": BASES, "tail": TAILS, "match": MATCHES}
+    for name, allowed in choices.items():
+        if name not in out:
+            continue
+        if out[name] not in allowed:
+            raise UsageError(f"--{name} must be one of {', '.join(allowed)}, got {out[name]!r}")
+        if out[name] == MODEL_OPTION_DEFAULTS[name]:
+            del out[name]
+    if "match" in out and model != "plain":
+        raise UsageError(f"--match applies to --model plain only (the baseline's width), not {model!r}")
+    if model == "e2cnn" and ("basis" in out or "tail" in out):
+        raise UsageError("--model e2cnn has its own basis and an equivariant tail; drop --basis/--tail")
+    return out
 
 
 _TYPES: dict[str, tuple[type, bool]] = {
     **{k: (str, False) for k in ("out", "task", "model", "group", "data", "channels", "schedule", "loss", "device")},
-    **{k: (str, True) for k in ("data_root", "test_data", "augment", "init_from")},
+    **{k: (str, True) for k in ("data_root", "test_data", "augment", "init_from", "average")},
     **{k: (int, False) for k in ("width", "depth", "kernel_size", "patch_size", "batch_size", "seed")},
     **{k: (int, False) for k in ("log_every", "val_every", "val_images", "ckpt_every")},
     **{k: (int, True) for k in ("max_images", "scale", "steps", "lr_step", "val_crop")},
@@ -275,4 +337,14 @@ def diff_configs(a: dict[str, Any], b: dict[str, Any], ignore=frozenset()) -> li
     return out
 
 
-__all__ = ["CliParser", "TrainConfig", "diff_configs", "SCHEDULES", "LOSSES", "RUN_INDEPENDENT"]
+__all__ = [
+    "CliParser",
+    "TrainConfig",
+    "diff_configs",
+    "check_average_group",
+    "check_model_options",
+    "SCHEDULES",
+    "LOSSES",
+    "RUN_INDEPENDENT",
+    "MODEL_OPTION_DEFAULTS",
+]

@@ -11,7 +11,12 @@ Loads the run's ``config.json`` and ``checkpoint.pt`` and scores the test set of
 - the parameter count and the time per training step;
 - the equivariance error for ``--group`` (default: the run's group) at mesh ``--mesh``
   (worst and mean over non-identity elements, and per element), on centre crops of the
-  test inputs (:func:`analysis.equivariance.equivariance_error`);
+  test inputs (:func:`analysis.equivariance.equivariance_error`), under both normalisations:
+  ``output`` divides by ``||f(x)||``, ``learned`` by ``||f(x) - skip(x)||`` (the part the network
+  learns on top of its identity / bicubic skip; a plain residual net reads non-equivariant only here);
+- with ``--average GROUP``, the scores of the group average ``GroupAverage(model, GROUP)``
+  (Lemma 4.1) and its cost: ``cost_factor`` = ``|G|`` forward passes and the measured time per image
+  of the average and of the bare model;
 - for sample-adaptive models, the predicted ``(theta0, cx, cy)`` of every test image
   (``transforms.csv``).
 
@@ -25,6 +30,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,15 +149,19 @@ def evaluate_run(
     crop: int | None = None,
     eq_images: int = 4,
     eq_crop: int | None = 96,
+    average: str | None = None,
     write: bool = True,
 ) -> dict[str, Any]:
     """Score a run (see the module docstring); returns the ``metrics.json`` content."""
+    from analysis.config import check_average_group
     from analysis.equivariance import equivariance_error, summarize
-    from analysis.models import count_parameters
+    from analysis.models import GroupAverage, count_parameters
     from analysis.tasks import eval_examples, load_items
     from symmetry.groups import get_group
 
     check_options(mesh=mesh, max_images=max_images, crop=crop, eq_images=eq_images, eq_crop=eq_crop)
+    if average is not None:
+        check_average_group(average)
     run = Path(run_dir)
     if write:
         check_writable(run / METRICS_FILE, "metrics file")
@@ -169,7 +179,26 @@ def evaluate_run(
         max_images=max_images,
     )
     examples = eval_examples(items, cfg.task, scale=cfg.scale, sigma=cfg.sigma, seed=cfg.seed, crop=crop)
+    bare = model
+    if average is not None:
+        model = GroupAverage(bare, average).eval()
+    started = time.perf_counter()
     scores = score_examples(model, examples, task=cfg.task, scale=cfg.scale, loss=cfg.loss, device=dev)
+    time_per_image = (time.perf_counter() - started) / max(1, len(examples))
+    averaging = None
+    if hasattr(model, "cost_factor"):
+        averaging = {
+            "group": model.group.name,
+            "where": "evaluation (--average)" if average is not None else "training (the run's average)",
+            "cost_factor": model.cost_factor,
+            "time_per_image_s": time_per_image,
+        }
+        if average is not None:
+            started = time.perf_counter()
+            score_examples(bare, examples, task=cfg.task, scale=cfg.scale, loss=cfg.loss, device=dev, ssim=False)
+            bare_time = (time.perf_counter() - started) / max(1, len(examples))
+            averaging["bare_time_per_image_s"] = bare_time
+            averaging["measured_cost_ratio"] = _finite(time_per_image / bare_time) if bare_time > 0 else None
     base = baseline_scores(examples, cfg.task, cfg.scale)
     scores["input_psnr"], scores["input_ssim"] = base["psnr"].to_numpy(), base["ssim"].to_numpy()
 
@@ -183,8 +212,24 @@ def evaluate_run(
     test_loss = float(scores["loss"].mean())
 
     eq_inputs = [_centre_square(ex.input, eq_crop) for ex in examples[:eq_images]]
-    eq = equivariance_error(model, eq_inputs, eq_group, mesh=mesh, device=dev)
-    summary = summarize(eq)
+    has_skip = callable(getattr(model, "skip", None))
+    eq = equivariance_error(
+        model, eq_inputs, eq_group, mesh=mesh, device=dev, normalisation="both" if has_skip else "output"
+    )
+    summary = summarize(eq, "output")
+    by_norm = {}
+    for norm in ("output", "learned"):
+        rows = eq[eq["normalisation"] == norm] if "normalisation" in eq.columns else eq
+        if norm == "learned" and not has_skip:
+            by_norm[norm] = None
+            continue
+        s = summarize(eq, norm)
+        by_norm[norm] = {
+            "worst": s["worst"],
+            "mean": s["mean"],
+            "worst_element": s["worst_element"],
+            "per_element": {str(r.element): float(r.equivariance_error) for r in rows.itertuples()},
+        }
 
     transforms = None
     if hasattr(model, "predict_transform"):
@@ -215,6 +260,8 @@ def evaluate_run(
             + (", outputs rounded to 8 bits" if examples and examples[0].eight_bit else ""),
         },
         "params": count_parameters(model),
+        "average": averaging,
+        "time_per_image_s": time_per_image,
         "steps": steps,
         "train_seconds": _finite(seconds),
         "time_per_step_s": _finite(seconds / steps) if steps else None,
@@ -231,10 +278,17 @@ def evaluate_run(
             "mesh": mesh,
             "images": len(eq_inputs),
             "crop": eq_crop,
+            "normalisation": "output",
+            "normalisations": {
+                "output": "||f(Ax) - A f(x)|| / ||f(x)|| over the comparison disk",
+                "learned": "||f(Ax) - A f(x)|| / ||f(x) - skip(x)||: relative to the learned part (null: no skip)",
+            },
             "worst": summary["worst"],
             "mean": summary["mean"],
             "worst_element": summary["worst_element"],
-            "per_element": {str(r.element): float(r.equivariance_error) for r in eq.itertuples()},
+            "per_element": by_norm["output"]["per_element"],
+            "output": by_norm["output"],
+            "learned": by_norm["learned"],
         },
     }
     if transforms is not None:
@@ -262,8 +316,16 @@ def render(metrics: dict[str, Any]) -> str:
         f"  test loss {metrics['test_loss']:.5g}  train loss {_fmt(metrics['train_loss'])}  "
         f"gap {_fmt(metrics['generalization_gap'])}  time/step {_fmt(metrics['time_per_step_s'])} s",
         f"  equivariance error ({eq['group']}, mesh {eq['mesh']}): worst {eq['worst']:.3g} ({eq['worst_element']}), "
-        f"mean {eq['mean']:.3g}",
+        f"mean {eq['mean']:.3g} of ||f(x)||"
+        + (f"; worst {eq['learned']['worst']:.3g} of the learned part" if eq.get("learned") else ""),
     ]
+    if metrics.get("average"):
+        a = metrics["average"]
+        lines.append(
+            f"  group average over {a['group']} ({a['where']}): {a['cost_factor']} forward passes, "
+            f"{a['time_per_image_s']:.4g} s/image"
+            + (f" vs {a['bare_time_per_image_s']:.4g} s bare" if a.get("bare_time_per_image_s") else "")
+        )
     if "transforms" in metrics:
         t = metrics["transforms"]
         lines.append(
@@ -296,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=None, help="score centre crops of this size (default: full images)")
     p.add_argument("--eq-images", type=int, default=4, help="test images used for the equivariance error")
     p.add_argument("--eq-crop", type=int, default=96, help="centre square of the inputs for the equivariance error")
+    p.add_argument(
+        "--average", metavar="GROUP", default=None, help="score the group average over GROUP (flip, rot4, dih4, ...)"
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing")
     return p
 
@@ -314,6 +379,7 @@ def main(argv=None) -> int:
         crop=args.crop,
         eq_images=args.eq_images,
         eq_crop=args.eq_crop,
+        average=args.average,
     )
     if not args.quiet:
         print(render(metrics))

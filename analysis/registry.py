@@ -53,8 +53,11 @@ def build_network(name: str, **kwargs: Any) -> nn.Module:
 
 
 def network_from_config(cfg) -> nn.Module:
-    """The network a resolved :class:`analysis.config.TrainConfig` describes (freshly initialised, global RNG)."""
-    return build_network(
+    """The network a resolved :class:`analysis.config.TrainConfig` describes (freshly initialised, global RNG).
+
+    ``cfg.average`` wraps it in :class:`analysis.models.GroupAverage` (Lemma 4.1).
+    """
+    model = build_network(
         cfg.model,
         group=cfg.group,
         scale=cfg.scale or 1,
@@ -64,6 +67,11 @@ def network_from_config(cfg) -> nn.Module:
         kernel_size=cfg.kernel_size,
         **dict(cfg.model_options or {}),
     )
+    if getattr(cfg, "average", None):
+        from analysis.models import GroupAverage
+
+        model = GroupAverage(model, cfg.average)
+    return model
 
 
 __all__ = ["build_network", "network_from_config", "network_names", "register"]

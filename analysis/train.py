@@ -48,10 +48,85 @@ from symmetry.runtime import broadcast_object as _broadcast
 
 
 def build_from_config(cfg: TrainConfig) -> nn.Module:
-    """The network a (resolved) config describes, freshly initialised from the global RNG."""
+    """The network a (resolved) config describes, freshly initialised from the global RNG.
+
+    With ``cfg.average`` the network is wrapped in :class:`analysis.models.GroupAverage` (Lemma 4.1).
+    """
     from analysis.registry import network_from_config
 
-    return network_from_config(cfg)
+    model = network_from_config(cfg)
+    if cfg.average and not hasattr(model, "cost_factor"):
+        from analysis.models import GroupAverage
+
+        model = GroupAverage(model, cfg.average)
+    return model
+
+
+def init_from_run(model: nn.Module, cfg: TrainConfig) -> list[str]:
+    """Initialise ``model`` from ``cfg.init_from``: a run directory (or, as before, a checkpoint file).
+
+    A run directory's ``config.json`` and ``checkpoint.pt`` are read with :mod:`analysis.rundir`'s safe loaders.
+    ``sa`` starts from a ``tl`` run (the authors' recipe, :func:`analysis.models.init_sa_from_tl`: the
+    hypernetwork keeps its zero last layer, so the start computes what the ``tl`` run computes); ``sa-global``
+    from an ``equivariant`` run; every other kind from a run of its own kind. The group, basis, tail and
+    group average must match (one-line :class:`UsageError` otherwise), and every weight must fit by name and
+    shape (:class:`DataError`). Returns the keys left at their initialisation (the hypernetwork's).
+    """
+    from analysis.models import init_sa_from_tl
+
+    source = Path(cfg.init_from)
+    src = check_init_source(cfg)
+    if src is None:
+        load_weights(model, source)
+        return []
+    sd = model_state(read_checkpoint(source / CHECKPOINT_FILE))
+    net = getattr(model, "model", model) if cfg.average else model
+    if src.model != cfg.model:
+        try:
+            if cfg.model == "sa":
+                return init_sa_from_tl(net, sd, kind=src.model, group=src.group, basis=src.model_option("basis"))
+            return net.load_equivariant_state(sd)
+        except UsageError as err:
+            raise DataError(f"--init-from {source}: {err}") from None
+    check_state(model, sd, str(source / CHECKPOINT_FILE))
+    model.load_state_dict(sd)
+    return []
+
+
+def check_init_source(cfg: TrainConfig) -> TrainConfig | None:
+    """The config of the ``--init-from`` run after checking it suits ``cfg`` (``None`` for a checkpoint file).
+
+    Runs before the run directory is written, so a refused source leaves nothing behind.
+    """
+    from analysis.rundir import load_config
+
+    source = Path(cfg.init_from)
+    if source.is_file():
+        return None
+    if not source.is_dir():
+        raise UsageError(f"--init-from {source} does not exist; name a run directory (config.json + checkpoint.pt)")
+    src = load_config(source)
+    for name, mine, theirs in (
+        ("group", cfg.group, src.group),
+        ("basis", cfg.model_option("basis"), src.model_option("basis")),
+        ("tail", cfg.model_option("tail"), src.model_option("tail")),
+        ("average", cfg.average, src.average),
+        ("task", cfg.task, src.task),
+        ("channels", cfg.channels, src.channels),
+    ):
+        if mine != theirs:
+            raise UsageError(
+                f"--init-from {source} is a run with {name} {theirs!r}, this run has {mine!r}; use the same {name}"
+            )
+    allowed = {"sa": ("tl", "sa"), "sa-global": ("equivariant", "sa-global")}.get(cfg.model, (cfg.model,))
+    if src.model not in allowed:
+        raise UsageError(
+            f"--init-from {source} is a {src.model!r} run; a {cfg.model!r} model starts from a "
+            f"{' or '.join(repr(k) for k in allowed)} run"
+        )
+    if not (source / CHECKPOINT_FILE).is_file():
+        raise DataError(f"--init-from {source} holds no {CHECKPOINT_FILE}; train that run first")
+    return src
 
 
 # ---- run directory --------------------------------------------------------------------
@@ -193,6 +268,8 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
     verdict: Any = None
     if info.main:
         try:
+            if cfg.init_from and not resume:
+                check_init_source(cfg)
             verdict = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
         except SymmetryError as err:
             verdict = err
@@ -208,7 +285,7 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
     random.seed(cfg.seed)
     model = build_from_config(cfg).to(device)
     if cfg.init_from and not resuming:
-        load_weights(model, cfg.init_from)
+        init_from_run(model, cfg)
 
     val_examples, input_psnr = [], math.nan
     if info.main and cfg.val_images > 0:
@@ -294,8 +371,8 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
 
 _FLAGS = {
     "task": dict(help="denoise, sr or derain"),
-    "model": dict(help="plain, equivariant, sa or e2cnn"),
-    "group": dict(help="rotation group of the equivariant models (rotN); plain matches its parameter count"),
+    "model": dict(help="plain, equivariant, tl, sa, sa-global or e2cnn"),
+    "group": dict(help="group of the equivariant models (rotN, dihN, flip, flipud); plain matches its size"),
     "data": dict(help="training data: skimage (embedded), folder:PATH, div2k, rain100l, synthetic:..."),
     "data_root": dict(help="where div2k / rain100l live (default $SYMMETRY_DATA or ~/.cache/symmetry)"),
     "test_data": dict(help="validation/test data when not the held-out part of --data (e.g. folder:Set5)"),
@@ -318,7 +395,11 @@ _FLAGS = {
     "augment": dict(metavar="GROUP", help="augment by a grid-exact group: flip, flipud, rot2, rot4, dih4, ..."),
     "seed": dict(type=int, help="seed of initialisation, patches and noise"),
     "device": dict(help="auto, cpu, cuda or cuda:N"),
-    "init_from": dict(metavar="CKPT", help="initialise the weights from a checkpoint (sa accepts equivariant)"),
+    "init_from": dict(
+        metavar="RUN",
+        help="start from a run's weights (sa from a tl run, sa-global from an equivariant run, else the same kind)",
+    ),
+    "average": dict(metavar="GROUP", help="train the group average over GROUP (flip, rot4, dih4, ...; |G| x cost)"),
     "log_every": dict(type=int, help="log.csv row every N steps"),
     "val_every": dict(type=int, help="validate every N steps"),
     "val_images": dict(type=int, help="validation images (0: none)"),
@@ -341,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, name)
         text = kw.pop("help") + (f" [default: {default}]" if default is not None else "")
         p.add_argument("--" + name.replace("_", "-"), help=text, **kw)
+    p.add_argument("--basis", help="filter basis of equivariant/tl/sa: fourier or bicubic [default: fourier]")
+    p.add_argument("--tail", help="upsampler and last conv: equivariant or plain [default: equivariant]")
+    p.add_argument("--match", help="plain baseline width: parameters or channels [default: parameters]")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -384,6 +468,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             options["steps"] = None
         options.update(layer)
     options["out"] = out
+    flags = {k: v for k, v in vars(args).items() if k in ("basis", "tail", "match")}
+    if flags:
+        options["model_options"] = {**dict(options.get("model_options") or {}), **flags}
     return TrainConfig.from_dict(options)
 
 

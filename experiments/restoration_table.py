@@ -1,8 +1,13 @@
-"""``restoration_table``: plain vs equivariant vs sa on denoising, SR and deraining (issue 4, item 5).
+"""``restoration_table``: plain vs equivariant vs tl vs sa on denoising, SR and deraining (issues 4 and 9).
 
 One cell trains one model on one task (:func:`analysis.train.train`) and scores it on held-out images
 (:func:`analysis.evaluate.evaluate_run`): PSNR/SSIM on the Y channel, parameter count, time per training step and
-the equivariance error (theory.md section 2) over the model's group and over its grid-exact quarter turns.
+the equivariance error (theory.md section 2) over the model's group and over its grid-exact quarter turns, under
+both normalisations (``||f(x)||`` and the learned part ``||f(x) - skip(x)||``).
+
+``sa`` follows the authors' recipe (theory.md section 3): it is fine-tuned for ``sa_steps`` from the ``tl`` run of
+the same task, group and seed (``--init-from``), so its row has ``steps + sa_steps`` steps in all. ``group_variants``
+adds ``equivariant``/``tl``/``sa`` rows with other groups (``dih4``, ``flip``) for the tasks in ``variant_tasks``.
 """
 
 from __future__ import annotations
@@ -12,34 +17,40 @@ import pandas as pd
 from experiments.runner import Context, SkipCell, cell_key
 
 TASK_LABELS = {"denoise": "denoise", "sr": "SR", "derain": "derain"}
-MODEL_ORDER = ["plain", "equivariant", "sa"]
+MODEL_ORDER = ["plain", "equivariant", "tl", "sa"]
+GROUP_MODELS = ("equivariant", "tl", "sa")
+"""The kinds that ``group_variants`` repeat with another group."""
+SA_KEYS = ("init", "sa_steps")
+"""Keys only an ``sa`` cell has: the kind of run it starts from and its fine-tuning steps."""
 
 
 def cells(config: dict) -> list[dict]:
-    """One cell per (task, model, seed)."""
-    shared = {k: config[k] for k in ("group", "data", "width", "depth", "kernel_size", "patch_size", "batch_size")}
+    """One cell per (task, model, group, seed); every ``sa`` cell follows its ``tl`` cell."""
+    shared = {k: config[k] for k in ("data", "width", "depth", "kernel_size", "patch_size", "batch_size")}
     shared.update({k: config[k] for k in ("steps", "lr", "max_images", "test_images", "test_crop", "eq_images")})
     out = []
     for task in config["tasks"]:
         degradation = {"sigma": config["sigma"]} if task == "denoise" else {}
         if task == "sr":
             degradation = {"scale": config["sr_scale"]}
-        for model in config["models"]:
+        rows = [(model, config["group"]) for model in config["models"]]
+        if task in config.get("variant_tasks", []):
+            rows += [(m, g) for g in config.get("group_variants", []) for m in config["models"] if m in GROUP_MODELS]
+        for model, group in rows:
+            extra = {"init": "tl", "sa_steps": config.get("sa_steps", config["steps"] // 2)} if model == "sa" else {}
             for seed in config["seeds"]:
-                out.append({"task": task, **degradation, "model": model, **shared, "seed": seed})
+                out.append(
+                    {"task": task, **degradation, "model": model, "group": group, **shared, **extra, "seed": seed}
+                )
     return out
 
 
-def run_cell(cell: dict, ctx: Context) -> list[dict]:
-    """Train, evaluate, and return one row of scores."""
+def _train_config(cell: dict, ctx: Context, run_dir):
     from analysis.config import TrainConfig
-    from analysis.evaluate import evaluate_run
-    from analysis.train import CHECKPOINT_FILE, train
 
-    if cell["data"] == "rain100l" and not ctx.data_available("rain100l"):
-        raise SkipCell(f"rain100l not found under {ctx.data_root}; pass --data-root")
-    run_dir = ctx.workdir / cell_key(cell)
-    cfg = TrainConfig(
+    sa = cell["model"] == "sa"
+    steps = cell["sa_steps"] if sa else cell["steps"]
+    return TrainConfig(
         out=str(run_dir),
         task=cell["task"],
         model=cell["model"],
@@ -54,14 +65,36 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
         kernel_size=cell["kernel_size"],
         patch_size=cell["patch_size"],
         batch_size=cell["batch_size"],
-        steps=cell["steps"],
+        steps=steps,
         lr=cell["lr"],
         seed=cell["seed"],
         device=str(ctx.device),
-        val_every=max(1, cell["steps"] // 3),
+        val_every=max(1, steps // 3),
     )
+
+
+def _train(cell: dict, ctx: Context):
+    """Train (or resume) the run of ``cell``; an ``sa`` cell first makes sure its ``tl`` run exists."""
+    from analysis.train import CHECKPOINT_FILE, train
+
+    run_dir = ctx.workdir / cell_key(cell)
+    cfg = _train_config(cell, ctx, run_dir)
+    if cell["model"] == "sa":
+        tl_cell = {k: v for k, v in cell.items() if k not in SA_KEYS} | {"model": "tl"}
+        tl_dir = _train(tl_cell, ctx)
+        cfg = cfg.replace(init_from=str(tl_dir))
     resume = (run_dir / CHECKPOINT_FILE).exists()
     train(cfg, resume=resume, overwrite=not resume)
+    return run_dir
+
+
+def run_cell(cell: dict, ctx: Context) -> list[dict]:
+    """Train, evaluate, and return one row of scores."""
+    from analysis.evaluate import evaluate_run
+
+    if cell["data"] == "rain100l" and not ctx.data_available("rain100l"):
+        raise SkipCell(f"rain100l not found under {ctx.data_root}; pass --data-root")
+    run_dir = _train(cell, ctx)
     crop = cell["test_crop"] or None
     metrics = evaluate_run(
         run_dir, max_images=cell["test_images"], crop=crop, eq_images=cell["eq_images"], device=str(ctx.device)
@@ -78,6 +111,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
     eq = metrics["equivariance"]
     row = {
         "params": metrics["params"],
+        "train_steps": cell["steps"] + cell.get("sa_steps", 0),
         "time_per_step_s": metrics["time_per_step_s"],
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
@@ -89,6 +123,8 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
         "equivariance_error": eq["worst"],
         "equivariance_error_mean": eq["mean"],
         "equivariance_error_rot4": quarter["worst"],
+        "equivariance_error_learned": (eq.get("learned") or {}).get("worst"),
+        "equivariance_error_rot4_learned": (quarter.get("learned") or {}).get("worst"),
         "n_test": metrics["n_images"],
         "device": str(ctx.device),
     }
@@ -96,11 +132,22 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
 
 
 def table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Seed-averaged scores, one row per (task, model), in a fixed order."""
-    cols = ["params", "time_per_step_s", "input_psnr", "psnr", "ssim", "equivariance_error", "equivariance_error_rot4"]
-    grouped = frame.groupby(["task", "model"], sort=False)[cols].mean().reset_index()
+    """Seed-averaged scores, one row per (task, model, group), in a fixed order."""
+    cols = ["params", "train_steps", "time_per_step_s", "input_psnr", "psnr", "ssim"]
+    cols += ["equivariance_error", "equivariance_error_learned", "equivariance_error_rot4"]
+    cols += ["equivariance_error_rot4_learned"]
+    frame = frame.copy()
+    for col in cols:
+        if col not in frame:
+            frame[col] = float("nan")
+    if "group" not in frame:
+        frame["group"] = ""
+    grouped = frame.groupby(["task", "model", "group"], sort=False)[cols].mean().reset_index()
     grouped["model"] = pd.Categorical(grouped["model"], MODEL_ORDER, ordered=True)
-    return grouped.sort_values(["task", "model"], key=lambda s: s if s.name == "model" else s.map(_task_rank))
+    grouped["_task"] = grouped["task"].map(_task_rank)
+    grouped["_variant"] = grouped.groupby("task")["group"].transform(lambda g: g != g.iloc[0]).astype(int)
+    out = grouped.sort_values(["_task", "_variant", "group", "model"]).drop(columns=["_task", "_variant"])
+    return out.reset_index(drop=True)
 
 
 def _task_rank(task: str) -> int:
@@ -108,42 +155,44 @@ def _task_rank(task: str) -> int:
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    """The table as GitHub markdown (PSNR/SSIM on the Y channel; equivariance error worst over the group)."""
+    """The table as GitHub markdown (PSNR/SSIM on the Y channel; equivariance error worst over the group, relative
+    to the output ``||f(x)||`` and to the learned part ``||f(x) - skip(x)||``)."""
     lines = [
-        "| task | model | params | s/step | input PSNR | PSNR | SSIM | equiv. error (group) | equiv. error (rot4) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | model | group | params | steps | s/step | input PSNR | PSNR | SSIM "
+        "| equiv. err. group (output / learned) | equiv. err. rot4 (output / learned) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table(frame).itertuples():
         lines.append(
-            f"| {TASK_LABELS.get(r.task, r.task)} | {r.model} | {int(r.params):,} | {r.time_per_step_s:.3f} | "
-            f"{r.input_psnr:.2f} | {r.psnr:.2f} | {r.ssim:.4f} | {r.equivariance_error:.2e} | "
-            f"{r.equivariance_error_rot4:.1e} |"
+            f"| {TASK_LABELS.get(r.task, r.task)} | {r.model} | {r.group} | {int(r.params):,} | {int(r.train_steps)} | "
+            f"{r.time_per_step_s:.3f} | {r.input_psnr:.2f} | {r.psnr:.2f} | {r.ssim:.4f} | "
+            f"{r.equivariance_error:.1e} / {r.equivariance_error_learned:.1e} | "
+            f"{r.equivariance_error_rot4:.1e} / {r.equivariance_error_rot4_learned:.1e} |"
         )
     return "\n".join(lines)
 
 
 def figures(frame: pd.DataFrame, config: dict) -> dict:
-    """PSNR gain over the degraded input and equivariance error, per task and model."""
-    from experiments.style import MODEL_COLORS, subplots
+    """PSNR gain over the degraded input and equivariance error (learned part), per task, model and group."""
+    import seaborn as sns
+
+    from experiments.style import subplots
 
     t = table(frame)
-    tasks = [task for task in TASK_LABELS if task in set(t["task"])]
-    fig, axes = subplots(2, 1, width=3.6)
-    width = 0.8 / len(MODEL_ORDER)
-    for j, model in enumerate(MODEL_ORDER):
-        sub = t[t["model"] == model].set_index("task").reindex(tasks)
-        xs = [i + (j - 1) * width for i in range(len(tasks))]
-        kw = {"width": width, "color": MODEL_COLORS[model], "label": model}
-        axes[0, 0].bar(xs, sub["psnr"] - sub["input_psnr"], **kw)
-        axes[0, 1].bar(xs, sub["equivariance_error"], **kw)
-    for ax in axes[0]:
-        ax.set_xticks(range(len(tasks)), [TASK_LABELS[x] for x in tasks])
+    t["row"] = [f"{m} ({g})" for m, g in zip(t["model"].astype(str), t["group"])]
+    t["task_label"] = t["task"].map(lambda x: TASK_LABELS.get(x, x))
+    t["gain"] = t["psnr"] - t["input_psnr"]
+    fig, axes = subplots(2, 1, width=4.2)
+    sns.barplot(t, x="task_label", y="gain", hue="row", ax=axes[0, 0])
+    sns.barplot(t, x="task_label", y="equivariance_error_learned", hue="row", ax=axes[0, 1], legend=False)
+    axes[0, 0].set_xlabel("")
+    axes[0, 1].set_xlabel("")
     axes[0, 0].set_ylabel("PSNR gain over input (dB, Y)")
     axes[0, 0].set_title("Restoration quality")
     axes[0, 1].set_yscale("log")
-    axes[0, 1].set_ylabel(f"equivariance error, worst over {config['group']}")
-    axes[0, 1].set_title("Equivariance (relative, central disk)")
-    axes[0, 0].legend()
+    axes[0, 1].set_ylabel("equivariance error / ||f(x) - skip(x)||\n(worst over the row's group)")
+    axes[0, 1].set_title("Equivariance of the learned part")
+    axes[0, 0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return {"bars": fig}
 
@@ -154,7 +203,21 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
     parts = []
     for task, sub in t.groupby("task", sort=False):
         best = sub.loc[sub["psnr"].idxmax()]
-        parts.append(f"{TASK_LABELS.get(task, task)}: best {best['model']} {best['psnr']:.2f} dB")
-    eq = t[t["model"].astype(str) != "plain"]["equivariance_error_rot4"].max()
-    plain = t[t["model"].astype(str) == "plain"]["equivariance_error_rot4"].min()
-    return "; ".join(parts) + f"; quarter-turn error equivariant/sa <= {eq:.1e}, plain >= {plain:.1e}"
+        parts.append(f"{TASK_LABELS.get(task, task)}: best {best['model']} ({best['group']}) {best['psnr']:.2f} dB")
+        rows = {(str(r.model), r.group): r.psnr for r in sub.itertuples()}
+        for group in dict.fromkeys(sub["group"]):
+            if ("sa", group) in rows and ("tl", group) in rows:
+                more = int(config.get("sa_steps", config["steps"] // 2))
+                parts.append(
+                    f"sa - tl ({group}) {rows[('sa', group)] - rows[('tl', group)]:+.2f} dB "
+                    f"(sa: the tl run fine-tuned {more} more steps)"
+                )
+    main_group = config["group"]
+    equi = t[(t["model"].astype(str) == "equivariant") & (t["group"] == main_group)]["equivariance_error_rot4_learned"]
+    plain = t[t["model"].astype(str) == "plain"]["equivariance_error_rot4_learned"]
+    if len(equi) and len(plain):
+        parts.append(
+            f"quarter-turn error of the learned part: equivariant ({main_group}) <= {equi.max():.1e}, "
+            f"plain >= {plain.min():.1e} (tl/sa learn a deformation D and are D A D^-1-equivariant instead)"
+        )
+    return "; ".join(parts)

@@ -15,6 +15,7 @@ import torch
 
 from analysis import compare, evaluate
 from analysis import train as train_mod
+from analysis.config import TrainConfig
 from analysis.models import build_model
 from analysis.train import read_checkpoint, train
 
@@ -519,3 +520,178 @@ def test_damaged_log_and_metrics_are_named(tiny_run, tmp_path, capsys):
     assert compare.main([str(run), str(tiny_run), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "holds a JSON list, not an object" in err and "not a run directory" not in err
+
+
+# ---- model options, --init-from RUN, --average (issue 9) --------------------------------
+
+EQ_TINY = {**TINY, "width": 2, "steps": 2, "val_images": 0, "group": "rot4"}
+
+
+def _eq_inputs(n: int = 1, size: int = 20) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def test_basis_tail_match_flags_reach_build_model(tmp_path):
+    from analysis.rundir import load_run
+
+    run = train(
+        {**EQ_TINY, "model": "tl", "model_options": {"basis": "bicubic", "tail": "plain"}, "out": str(tmp_path / "a")}
+    )
+    assert (
+        train_mod.main(
+            _argv({**EQ_TINY, "model": "tl", "out": str(tmp_path / "b")})
+            + ["--basis", "bicubic", "--tail", "plain", "--quiet"]
+        )
+        == 0
+    )
+    a, b = (json.loads((tmp_path / n / "config.json").read_text()) for n in ("a", "b"))
+    assert a["model_options"] == b["model_options"] == {"basis": "bicubic", "tail": "plain"}
+    _, model, _ = load_run(run)
+    assert model.basis == "bicubic"
+    # the defaults are not stored: --basis fourier is the same run as no flag
+    assert (
+        train_mod.main(
+            _argv({**EQ_TINY, "model": "tl", "out": str(tmp_path / "c")}) + ["--basis", "fourier", "--quiet"]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["model_options"] == {}
+    # --match channels: the plain baseline has |G| * width channels
+    assert train_mod.main(_argv({**EQ_TINY, "out": str(tmp_path / "d")}) + ["--match", "channels", "--quiet"]) == 0
+    _, plain, _ = load_run(tmp_path / "d")
+    assert plain.head.out_channels == 4 * EQ_TINY["width"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--basis", "spline"], "--basis must be one of fourier, bicubic"),
+        (["--tail", "round"], "--tail must be one of equivariant, plain"),
+        (["--match", "flops"], "--match must be one of parameters, channels"),
+        (["--model", "equivariant", "--match", "channels"], "--match applies to --model plain only"),
+        (["--average", "rot8"], "--average needs a grid-exact group"),
+        (["--average", "rot4x"], "unknown group 'rot4x'"),
+    ],
+)
+def test_bad_model_options_are_one_line_usage_errors(tmp_path, capsys, argv, message):
+    assert train_mod.main(_argv({**EQ_TINY, "out": str(tmp_path / "x")}) + argv) == 2
+    assert message in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "x" / "config.json").exists()
+
+
+@pytest.fixture(scope="module")
+def tl_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tl")
+    return train({**EQ_TINY, "model": "tl", "steps": 3, "lr": 0.05, "out": str(root / "tl")})
+
+
+def test_sa_from_a_tl_run_starts_as_that_run(tl_run, tmp_path):
+    """The authors' recipe: sa --init-from <tl run> computes exactly the tl network at its start."""
+    from analysis.rundir import load_run
+
+    _, tl, _ = load_run(tl_run)
+    assert any((p - 0).abs().max() > 0 for n, p in tl.named_parameters() if "theta" in n or "log" in n)
+    cfg = TrainConfig.from_dict({**EQ_TINY, "model": "sa", "init_from": str(tl_run), "out": str(tmp_path / "sa")})
+    cfg = cfg.resolved()
+    torch.manual_seed(1)
+    sa = train_mod.build_from_config(cfg)
+    left = train_mod.init_from_run(sa, cfg)
+    assert left and all(k.startswith("hyper.") for k in left)
+    x = _eq_inputs(2)
+    with torch.no_grad():
+        assert torch.allclose(sa.eval()(x), tl(x), atol=1e-6, rtol=0)
+    # the init source is part of the run's identity and fingerprint
+    assert (
+        train_mod.main(
+            _argv({**EQ_TINY, "model": "sa", "out": str(tmp_path / "r")}) + ["--init-from", str(tl_run), "--quiet"]
+        )
+        == 0
+    )
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert stored["init_from"] == str(tl_run)
+    assert str(tl_run) in read_checkpoint(tmp_path / "r" / "checkpoint.pt")["fingerprint"]["config"]
+
+
+def test_init_from_refuses_other_runs_with_one_line(tl_run, tmp_path, capsys):
+    base = _argv({**EQ_TINY, "model": "sa", "out": str(tmp_path / "x")})
+    # another group, another basis, another kind
+    assert (
+        train_mod.main(
+            _argv({**EQ_TINY, "model": "sa", "group": "rot8", "out": str(tmp_path / "g")})
+            + ["--init-from", str(tl_run)]
+        )
+        == 2
+    )
+    assert "is a run with group 'rot4', this run has 'rot8'" in _error_line(capsys.readouterr().err)
+    assert train_mod.main(base + ["--basis", "bicubic", "--init-from", str(tl_run)]) == 2
+    assert "is a run with basis 'fourier', this run has 'bicubic'" in _error_line(capsys.readouterr().err)
+    assert (
+        train_mod.main(
+            _argv({**EQ_TINY, "model": "equivariant", "out": str(tmp_path / "e")}) + ["--init-from", str(tl_run)]
+        )
+        == 2
+    )
+    assert "is a 'tl' run; a 'equivariant' model starts from a 'equivariant' run" in _error_line(
+        capsys.readouterr().err
+    )
+    # a missing run, a folder without config.json, a damaged checkpoint
+    assert train_mod.main(base + ["--init-from", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist; name a run directory" in _error_line(capsys.readouterr().err)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert train_mod.main(base + ["--init-from", str(empty)]) == 2
+    assert "not a run directory (no config.json)" in _error_line(capsys.readouterr().err)
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tl_run, broken)
+    (broken / "checkpoint.pt").write_bytes(b"garbage")
+    assert train_mod.main(base + ["--init-from", str(broken)]) == 1
+    assert "cannot read checkpoint" in _error_line(capsys.readouterr().err)
+    (broken / "checkpoint.pt").unlink()
+    assert train_mod.main(base + ["--init-from", str(broken)]) == 1
+    assert "holds no checkpoint.pt" in _error_line(capsys.readouterr().err)
+
+
+def test_average_trains_an_exactly_equivariant_plain_net_and_evaluate_reports_its_cost(tmp_path):
+    from analysis.equivariance import equivariance_error, summarize
+    from analysis.rundir import load_run
+
+    run = train({**EQ_TINY, "average": "dih4", "out": str(tmp_path / "avg")})
+    _, model, _ = load_run(run)
+    assert model.cost_factor == 8
+    eq = equivariance_error(model, _eq_inputs(1, 24), "dih4", normalisation="learned")
+    assert summarize(eq, "learned")["worst"] < 1e-5
+    m = evaluate.evaluate_run(run, max_images=1, crop=32, eq_images=1, eq_crop=24, group="dih4")
+    assert m["average"]["cost_factor"] == 8 and m["average"]["group"] == "dih4"
+    assert m["equivariance"]["learned"]["worst"] < 1e-5
+
+
+def test_evaluate_reports_both_normalisations_and_an_evaluation_time_average(tiny_run, capsys):
+    argv = [
+        str(tiny_run),
+        "--group",
+        "rot4",
+        "--max-images",
+        "1",
+        "--crop",
+        "32",
+        "--eq-images",
+        "1",
+        "--eq-crop",
+        "24",
+    ]
+    assert evaluate.main(argv + ["--quiet"]) == 0
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    eq = m["equivariance"]
+    assert set(eq["normalisations"]) == {"output", "learned"} and eq["normalisation"] == "output"
+    assert eq["worst"] == eq["output"]["worst"]
+    # a plain residual denoiser: small relative to the output, clearly not equivariant relative to what it learns
+    assert eq["learned"]["worst"] > 1e-2 and eq["learned"]["worst"] > 5 * eq["output"]["worst"]
+    assert m["average"] is None and m["time_per_image_s"] > 0
+    assert evaluate.main(argv + ["--average", "rot4", "--quiet"]) == 0
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert m["average"]["cost_factor"] == 4 and m["average"]["bare_time_per_image_s"] > 0
+    assert m["equivariance"]["learned"]["worst"] < 1e-5
+    assert evaluate.main(argv + ["--average", "rot8"]) == 2
+    assert "--average needs a grid-exact group" in _error_line(capsys.readouterr().err)
