@@ -182,3 +182,45 @@ def test_parse_testset():
     assert protocol.parse_testset("rain100l") == ("rain100l", None)
     with pytest.raises(UsageError):
         protocol.parse_testset("set5:")
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+def test_restoration_table_protocol_cells_run_end_to_end(tmp_path, monkeypatch):
+    """A [full]-style config (test sets named) trains, scores on a Set5-style folder and tabulates, on the CPU."""
+    import tomllib
+
+    import pandas as pd
+
+    from experiments import restoration_table as rt
+    from experiments.run import main as run_main
+
+    monkeypatch.setenv("SYMMETRY_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    make_hr_lr(root / "Set5", scale=2)
+    packaged = tomllib.loads((Path(rt.__file__).parent / "configs" / "restoration_table.toml").read_text())
+    cfg = {**packaged["quick"], **packaged["full"]}
+    cfg.update(tasks=["sr"], models=["plain", "tl"], width=2, depth=1, kernel_size=3, sr_scales=[2], steps=2)
+    cfg.update(batch_size=2, patch_size=16, lr_step=1, nproc_per_node=1, testsets=["Set5"], seeds=[0])
+    cfg.update(data=f"folder:{root / 'Set5' / 'HR'}")
+    text = "[quick]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in cfg.items())
+    (tmp_path / "cfg.toml").write_text(text)
+    argv = ["restoration_table", "--quick", "--config", str(tmp_path / "cfg.toml"), "--results", str(tmp_path / "r")]
+    assert run_main([*argv, "--data-root", str(root), "--device", "cpu", "--quiet"]) == 0
+    frame = pd.read_csv(tmp_path / "r" / "restoration_table" / "quick.csv")
+    assert sorted(zip(frame["model"], frame["rotation"], frame["n_images"], strict=True)) == [
+        ("plain", "dih4", 24), ("plain", "none", 3), ("tl", "dih4", 24), ("tl", "none", 3)
+    ]  # fmt: skip
+    assert set(frame["border"]) == {2}
+    table = rt.markdown(frame)
+    assert "| SR x2 | set5 (rot) |" in table and "plain" in table and "tl" in table
+    # a missing test set skips its cells (it is not an error)
+    cfg["testsets"] = ["Set14"]
+    (tmp_path / "cfg.toml").write_text("[quick]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in cfg.items()))
+    assert run_main([*argv, "--data-root", str(root), "--device", "cpu", "--quiet"]) == 0
