@@ -177,6 +177,47 @@ def _sources(data: str, split: str, data_root, channels: str):
     return [sources[i] for i in _held_out(len(sources), split)]
 
 
+def task_units(
+    task: str,
+    data: str,
+    *,
+    split: str = "train",
+    data_root=None,
+    channels: str = "rgb",
+    max_images: int | None = None,
+) -> list:
+    """What one :class:`Item` is made from, undecoded: image sources, or ``(rainy, clean)`` pairs for derain."""
+    if task not in TASKS:
+        raise UsageError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "derain":
+        from symmetry.data import load_pairs
+
+        if data != "rain100l":
+            raise UsageError(f"task derain needs paired data (rain100l), got {data!r}")
+        pairs = load_pairs("rain100l", data_root=data_root, split="train" if split == "train" else "test")
+        return list(pairs[:max_images])
+    sources = _sources(data, split, data_root, channels)
+    if not sources:
+        raise DataError(f"dataset {data!r} has no {split} images")
+    return sources[:max_images]
+
+
+def make_item(task: str, unit, channels: str = "rgb", scale: int = 1) -> Item:
+    """Decode one unit of :func:`task_units` into an :class:`Item` (SR: modcropped HR and its bicubic LR)."""
+    if task == "derain":
+        rainy, clean = unit
+        x, y = _load_source(rainy, channels), _load_source(clean, channels)
+        if x.shape != y.shape:
+            raise DataError(f"{rainy.name} and {clean.name} differ in size: {tuple(x.shape)} vs {tuple(y.shape)}")
+        return Item(clean.name.split("/")[-1], _compact(y), _compact(x))
+    img = _load_source(unit, channels)
+    if task == "sr":
+        hr = crop_to_multiple(img, scale)
+        lr = bicubic_lr(hr, scale, quantize=_compact(hr).dtype == torch.uint8)
+        return Item(unit.name, _compact(hr), _compact(lr))
+    return Item(unit.name, _compact(img))
+
+
 def load_items(
     task: str,
     data: str,
@@ -187,35 +228,15 @@ def load_items(
     scale: int = 1,
     max_images: int | None = None,
 ) -> list[Item]:
-    """The images of ``data``'s ``split`` for ``task``, loaded into memory (see the module docstring)."""
+    """The images of ``data``'s ``split`` for ``task``, loaded into memory (see the module docstring).
+
+    Training on large sets uses :func:`analysis.patches.lazy_items` instead (decoded once, memory-mapped).
+    """
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     check_scale(task, scale)
-    items: list[Item] = []
-    if task == "derain":
-        from symmetry.data import load_pairs
-
-        if data != "rain100l":
-            raise UsageError(f"task derain needs paired data (rain100l), got {data!r}")
-        pairs = load_pairs("rain100l", data_root=data_root, split="train" if split == "train" else "test")
-        for rainy, clean in pairs[:max_images]:
-            x, y = _load_source(rainy, channels), _load_source(clean, channels)
-            if x.shape != y.shape:
-                raise DataError(f"{rainy.name} and {clean.name} differ in size: {tuple(x.shape)} vs {tuple(y.shape)}")
-            items.append(Item(clean.name.split("/")[-1], _compact(y), _compact(x)))
-        return items
-    sources = _sources(data, split, data_root, channels)
-    if not sources:
-        raise DataError(f"dataset {data!r} has no {split} images")
-    for src in sources[:max_images]:
-        img = _load_source(src, channels)
-        if task == "sr":
-            hr = crop_to_multiple(img, scale)
-            lr = bicubic_lr(hr, scale, quantize=_compact(hr).dtype == torch.uint8)
-            items.append(Item(src.name, _compact(hr), _compact(lr)))
-        else:
-            items.append(Item(src.name, _compact(img)))
-    return items
+    units = task_units(task, data, split=split, data_root=data_root, channels=channels, max_images=max_images)
+    return [make_item(task, unit, channels, scale) for unit in units]
 
 
 # ---- training patches -----------------------------------------------------------------
@@ -229,6 +250,15 @@ class Example:
     input: torch.Tensor
     target: torch.Tensor
     eight_bit: bool = True
+
+
+def _window(store, top: int, left: int, size: int) -> torch.Tensor:
+    """``store[:, top:top+size, left:left+size]`` as float32 in [0, 1]; ``store`` a tensor or a (memory-mapped)
+    NumPy array, of which only the window is read and copied."""
+    if isinstance(store, np.ndarray):
+        store = torch.from_numpy(np.array(store[:, top : top + size, left : left + size]))
+        return _expand(store)
+    return _expand(store[:, top : top + size, left : left + size])
 
 
 def _seed_of(*keys: int) -> int:
@@ -292,18 +322,23 @@ class PatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if k < 0:
             raise IndexError(k)
-        item = self.items[self.image_of(k)]
+        return self.sample(self.image_of(k), k)
+
+    def sample(self, image: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample number ``k`` cut from image ``image``: crop, augmentation and noise depend on ``(seed, k)``."""
+        item = self.items[image]
         rng = np.random.default_rng([self.seed, int(k)])
         s, p = self.scale, self.patch_size
         h, w = item.size
         top = int(rng.integers(0, (h - p) // s + 1)) * s
         left = int(rng.integers(0, (w - p) // s + 1)) * s
-        target = _expand(item.target_store[:, top : top + p, left : left + p])
+        target_store = item.target_store
+        input_store = item.input_store if self.task != "denoise" else None
+        target = _window(target_store, top, left, p)
         if self.task == "sr":
-            q = p // s
-            inp = _expand(item.input_store[:, top // s : top // s + q, left // s : left // s + q])
+            inp = _window(input_store, top // s, left // s, p // s)
         elif self.task == "derain":
-            inp = _expand(item.input_store[:, top : top + p, left : left + p])
+            inp = _window(input_store, top, left, p)
         else:
             inp = None
         if self.elements is not None:
@@ -395,6 +430,8 @@ __all__ = [
     "check_augment_group",
     "check_scale",
     "load_items",
+    "task_units",
+    "make_item",
     "eval_examples",
     "baseline",
 ]

@@ -232,6 +232,7 @@ def train(
 
 def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop_at) -> Path:
     from analysis.models import count_parameters
+    from analysis.patches import ShardedPatches, items_fingerprint, lazy_items
     from analysis.tasks import PatchDataset, eval_examples, load_items
 
     if info.world > 1 and device.type == "cuda":
@@ -243,7 +244,7 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
         print("note: --amp needs CUDA; training in float32 on the CPU", file=sys.stderr)
     run = Path(cfg.out)
 
-    items = load_items(
+    items = lazy_items(  # decoded once to a disk cache, memory-mapped per patch: no rank holds the set
         cfg.task,
         cfg.data,
         split="train",
@@ -277,8 +278,7 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
     if isinstance(verdict, SymmetryError):
         raise verdict
     resuming = bool(verdict)
-    tensors = [t for it in items for t in (it.target_store, it.input_store) if t is not None]
-    fingerprint = run_fingerprint(cfg.identity(), data_fingerprint(tensors, [it.name for it in items]), cfg.seed)
+    fingerprint = run_fingerprint(cfg.identity(), items_fingerprint(items), cfg.seed)
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
@@ -305,11 +305,10 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
 
         input_psnr = float(baseline_scores(val_examples, cfg.task, cfg.scale, ssim=False)["psnr"].mean())
 
-    per_rank = cfg.batch_size // info.world
+    stream = ShardedPatches(dataset, cfg.batch_size)  # rank r reads only the images of its batch positions
 
     def batches(k: int):
-        first = k * cfg.batch_size + info.rank * per_rank
-        x, y = dataset.batch(range(first, first + per_rank))
+        x, y = stream.batch_of_step(k, info.rank, info.world)
         return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def step(net: nn.Module, batch) -> torch.Tensor:

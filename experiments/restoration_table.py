@@ -26,6 +26,8 @@ SA_KEYS = ("init", "sa_steps")
 
 def cells(config: dict) -> list[dict]:
     """One cell per (task, model, group, seed); every ``sa`` cell follows its ``tl`` cell."""
+    if config.get("testsets"):
+        return protocol_cells(config)
     shared = {k: config[k] for k in ("data", "width", "depth", "kernel_size", "patch_size", "batch_size")}
     shared.update({k: config[k] for k in ("steps", "lr", "max_images", "test_images", "test_crop", "eq_images")})
     out = []
@@ -89,7 +91,9 @@ def _train(cell: dict, ctx: Context):
 
 
 def run_cell(cell: dict, ctx: Context) -> list[dict]:
-    """Train, evaluate, and return one row of scores."""
+    """Train, evaluate, and return one row of scores (protocol cells: one row per test set and rotation)."""
+    if cell.get("testsets"):
+        return run_protocol_cell(cell, ctx)
     from analysis.evaluate import evaluate_run
 
     if cell["data"] == "rain100l" and not ctx.data_available("rain100l"):
@@ -133,6 +137,8 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
 
 def table(frame: pd.DataFrame) -> pd.DataFrame:
     """Seed-averaged scores, one row per (task, model, group), in a fixed order."""
+    if "testset" in frame:
+        return protocol_table(frame)
     cols = ["params", "train_steps", "time_per_step_s", "input_psnr", "psnr", "ssim"]
     cols += ["equivariance_error", "equivariance_error_learned", "equivariance_error_rot4"]
     cols += ["equivariance_error_rot4_learned"]
@@ -157,6 +163,8 @@ def _task_rank(task: str) -> int:
 def markdown(frame: pd.DataFrame) -> str:
     """The table as GitHub markdown (PSNR/SSIM on the Y channel; equivariance error worst over the group, relative
     to the output ``||f(x)||`` and to the learned part ``||f(x) - skip(x)||``)."""
+    if "testset" in frame:
+        return protocol_markdown(frame)
     lines = [
         "| task | model | group | params | steps | s/step | input PSNR | PSNR | SSIM "
         "| equiv. err. group (output / learned) | equiv. err. rot4 (output / learned) |",
@@ -178,6 +186,8 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
 
     from experiments.style import subplots
 
+    if "testset" in frame:
+        return {}  # the protocol's result is its table
     t = table(frame)
     t["row"] = [f"{m} ({g})" for m, g in zip(t["model"].astype(str), t["group"])]
     t["task_label"] = t["task"].map(lambda x: TASK_LABELS.get(x, x))
@@ -199,6 +209,8 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
 
 def verdict(frame: pd.DataFrame, config: dict) -> str:
     """Which model is best per task, and whether the equivariant models are exact for quarter turns."""
+    if "testset" in frame:
+        return protocol_verdict(frame)
     t = table(frame)
     parts = []
     for task, sub in t.groupby("task", sort=False):
@@ -220,4 +232,168 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
             f"quarter-turn error of the learned part: equivariant ({main_group}) <= {equi.max():.1e}, "
             f"plain >= {plain.min():.1e} (tl/sa learn a deformation D and are D A D^-1-equivariant instead)"
         )
+    return "; ".join(parts)
+
+
+# ---- the paper's protocol ([full]): EDSR-baseline-sized models on DIV2K, scored on benchmark test sets ----------
+
+PROTOCOL_KEYS = ("group", "width", "depth", "kernel_size", "basis", "tail", "match", "patch_size", "batch_size")
+PROTOCOL_KEYS += ("steps", "lr", "schedule", "lr_step", "amp", "nproc_per_node", "max_images", "rotated", "testsets")
+PROTOCOL_KEYS += ("test_images",)
+
+
+def protocol_cells(config: dict) -> list[dict]:
+    """One cell per (task, scale or sigma, model, seed); ``sa`` cells come after the ``tl`` cells they start from."""
+    shared = {k: config[k] for k in PROTOCOL_KEYS if k in config}
+    models = sorted(config["models"], key=lambda m: m == "sa")
+    out = []
+    for task in config["tasks"]:
+        if task == "sr":
+            settings = [{"scale": int(s)} for s in config["sr_scales"]]
+        elif task == "denoise":
+            settings = [{"sigma": float(s)} for s in config["sigmas"]]
+        else:
+            settings = [{}]
+        data = config["derain_data"] if task == "derain" else config["data"]
+        for degradation in settings:
+            for model in models:
+                for seed in config["seeds"]:
+                    out.append({"task": task, **degradation, "model": model, "data": data, **shared, "seed": seed})
+    return out
+
+
+def _protocol_config(cell: dict, ctx: Context, run_dir, init_from: str | None) -> dict:
+    options = {}
+    if cell["model"] == "plain":
+        options["match"] = cell["match"]
+    else:
+        options["basis"] = cell["basis"]
+        if cell["task"] == "sr":
+            options["tail"] = cell["tail"]
+    return {
+        "out": str(run_dir),
+        "task": cell["task"],
+        "model": cell["model"],
+        "group": cell["group"],
+        "data": cell["data"],
+        "data_root": str(ctx.data_root) if ctx.data_root else None,
+        "max_images": cell.get("max_images") or None,
+        "scale": cell.get("scale"),
+        "sigma": cell.get("sigma", 25.0),
+        "width": cell["width"],
+        "depth": cell["depth"],
+        "kernel_size": cell["kernel_size"],
+        "patch_size": cell["patch_size"],
+        "batch_size": cell["batch_size"],
+        "steps": cell["steps"],
+        "lr": cell["lr"],
+        "schedule": cell["schedule"],
+        "lr_step": cell.get("lr_step") or None,
+        "augment": "dih4",  # EDSR's flips and quarter turns
+        "seed": cell["seed"],
+        "amp": bool(cell.get("amp")),
+        "init_from": init_from,
+        "val_every": max(1, cell["steps"] // 20),
+        "ckpt_every": max(1, cell["steps"] // 100),
+        "model_options": options,
+    }
+
+
+def _train_protocol_run(options: dict, cell: dict, ctx: Context, resume: bool) -> None:
+    """Train in this process, or under ``torchrun`` on ``nproc_per_node`` GPUs (0: every visible GPU)."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from analysis.train import train
+    from symmetry.errors import DataError
+
+    nproc = int(cell.get("nproc_per_node") or 0) or (torch.cuda.device_count() if ctx.device.type == "cuda" else 1)
+    if nproc <= 1:
+        train(options, resume=resume, overwrite=not resume, progress=ctx.progress, quiet=False)
+        return
+    spec = ctx.workdir / f"{cell_key(cell)}.train.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps({**options, "device": "cuda"}, indent=2))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd += ["-m", "analysis.train", "--config", str(spec), "--resume" if resume else "--overwrite"]
+    if subprocess.run(cmd, check=False).returncode:
+        raise DataError(f"training under torchrun failed for {options['out']}; see its messages above")
+
+
+def run_protocol_cell(cell: dict, ctx: Context) -> list[dict]:
+    """Train one model (``sa`` from its ``tl`` cell's checkpoint); score it on the test sets (analysis.protocol)."""
+    from analysis.protocol import evaluate_protocol
+    from analysis.train import CHECKPOINT_FILE
+
+    root = ctx.data_root
+    if cell["task"] == "derain":
+        if not ctx.data_available("rain100l"):
+            raise SkipCell(f"rain100l not found under {root}; pass --data-root")
+        testsets = [("rain100l", str(root))]
+    else:
+        missing = [name for name in cell["testsets"] if not ctx.data_available(name)]
+        if missing:
+            raise SkipCell(f"test set(s) {', '.join(missing)} not found under {root}; pass --data-root")
+        testsets = [(name.lower(), str(root / name)) for name in cell["testsets"]]
+    init_from = None
+    if cell["model"] == "sa":
+        tl_run = ctx.workdir / cell_key({**cell, "model": "tl"})
+        if not (tl_run / CHECKPOINT_FILE).exists():
+            raise SkipCell("sa starts from the tl cell of the same settings; add tl to models")
+        init_from = str(tl_run / CHECKPOINT_FILE)
+    run_dir = ctx.workdir / cell_key(cell)
+    resume = (run_dir / CHECKPOINT_FILE).exists()
+    _train_protocol_run(_protocol_config(cell, ctx, run_dir, init_from), cell, ctx, resume)
+    summary, _ = evaluate_protocol(
+        run_dir,
+        testsets,
+        rotated=bool(cell.get("rotated")),
+        device=str(ctx.device),
+        max_images=cell.get("test_images") or None,
+        show_progress=ctx.progress,
+    )
+    keep = ("testset", "rotation", "n_images", "psnr", "ssim", "psnr_rgb", "baseline_psnr", "baseline_ssim", "border")
+    return [{k: r[k] for k in keep} | {"device": str(ctx.device)} for r in summary]
+
+
+def _setting(row) -> str:
+    if row["task"] == "sr":
+        return f"SR x{int(row['scale'])}"
+    if row["task"] == "denoise":
+        return f"denoise σ{row['sigma']:g}"
+    return "derain"
+
+
+def protocol_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Seed-averaged PSNR/SSIM per (setting, test set, rotation, model)."""
+    f = frame.copy()
+    f["setting"] = [_setting(r) for _, r in f.iterrows()]
+    cols = ["psnr", "ssim", "baseline_psnr", "baseline_ssim"]
+    return f.groupby(["setting", "testset", "rotation", "model"], sort=False)[cols].mean().reset_index()
+
+
+def protocol_markdown(frame: pd.DataFrame) -> str:
+    """PSNR / SSIM (Y channel) per setting and test set, one column per model; rotated sets marked ``(rot)``."""
+    t = protocol_table(frame)
+    t["set"] = t["testset"] + t["rotation"].map(lambda r: "" if r == "none" else " (rot)")
+    models = list(dict.fromkeys(t["model"]))
+    lines = ["| setting | test set | " + " | ".join(models) + " |", "|---|---|" + "---:|" * len(models)]
+    for (setting, name), sub in t.groupby(["setting", "set"], sort=False):
+        by = sub.set_index("model")
+        cells = [f"{by.loc[m, 'psnr']:.2f} / {by.loc[m, 'ssim']:.4f}" if m in by.index else "" for m in models]
+        lines.append(f"| {setting} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def protocol_verdict(frame: pd.DataFrame) -> str:
+    """The best model per setting and test set (unrotated)."""
+    t = protocol_table(frame)
+    t = t[t["rotation"] == "none"]
+    parts = []
+    for (setting, name), sub in t.groupby(["setting", "testset"], sort=False):
+        best = sub.loc[sub["psnr"].idxmax()]
+        parts.append(f"{setting} {name}: best {best['model']} {best['psnr']:.2f} dB")
     return "; ".join(parts)
