@@ -177,7 +177,7 @@ def test_w2_bracket_of_two_gaussian_window_laws():
     ]
     for mu1, sd1, mu2, sd2, known in cases:
         stats = MomentStatistics(2, len(mu1))
-        for _ in range(40):  # 40 "images" of 256 windows
+        for _ in range(100):  # 100 "images" of 256 windows
             x = mu1 + sd1 * torch.randn(256, len(mu1), generator=g, dtype=f64)
             y = mu2 + sd2 * torch.randn(256, len(mu1), generator=g, dtype=f64)
             stats.add(torch.stack([x, y]))
