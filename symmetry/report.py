@@ -239,6 +239,10 @@ def _kernel(meta: dict) -> str:
     sigma, std = meta.get("bandwidth", float("nan")), meta.get("bandwidth_std", float("nan"))
     mode = meta.get("bandwidth_mode", "median")
     what = "fixed kernel" if mode == "fixed" else "median-rule kernel (per dataset)"
+    per_radius = meta.get("bandwidth_per_radius")
+    if per_radius and len(per_radius) > 1:  # a scale profile: one L2 sigma per radius
+        stds = ",".join(f"{v:.4g}" for v in dict.fromkeys(meta.get("bandwidth_std_per_radius", [])))
+        return f"{what} sigma = {stds} standardised ({','.join(f'{v:.4g}' for v in per_radius)} L2 by radius)"
     return f"{what} sigma = {std:.4g} standardised ({sigma:.4g} L2)"
 
 
@@ -446,6 +450,9 @@ def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
             **first.meta,
             "tests": int(np.isfinite([e["p_adjusted"] for e in elements]).sum()),
             "seconds": sum(rep.meta.get("seconds", 0.0) for rep in reports),
+            # the median rule picks one kernel per radius; a fixed kernel has one standardised sigma for all
+            "bandwidth_per_radius": [rep.meta.get("bandwidth") for rep in reports],
+            "bandwidth_std_per_radius": [rep.meta.get("bandwidth_std") for rep in reports],
         },
         alpha=first.alpha,
         groups=first.groups,

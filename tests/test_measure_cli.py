@@ -162,6 +162,7 @@ def test_several_groups_and_radii_in_one_run_with_one_verdict_each(folder, tmp_p
     elements = [r for r in report["rows"] if r["statistic"] not in ("worst", "mean")]
     assert {r["radius"] for r in elements} == {3.0, 5.0}
     assert {r["mesh"] for r in elements} == {3 / 8, 5 / 8}  # --mesh 1 is for radius 8 and scales with the radius
+    assert len(report["meta"]["bandwidth_per_radius"]) == 2  # the median rule: one kernel per radius, both stated
     assert len(elements) == 2 * (3 + 1 + 1 + 7) and report["meta"]["tests"] == len(elements)
     p = np.array([r["p_value"] for r in elements])
     adjusted = np.array([r["p_adjusted"] for r in elements])
