@@ -87,7 +87,7 @@ def compare(args) -> list[dict]:
     from benchmarks.reference import ReferenceMMD
     from symmetry.data import ImageSource, load_dataset
     from symmetry.features import median_bandwidth
-    from symmetry.settings import Settings
+    from symmetry.settings import Settings, window_scale
 
     opts = _settings(args.quick)
     count = args.images or (2 if args.quick else 8)
@@ -97,6 +97,7 @@ def compare(args) -> list[dict]:
     bandwidth = median_bandwidth(sources, pilot)
     group = symmetry.get_group(args.group)
     kwargs = dict(bandwidth=bandwidth, interpolation=args.interpolation, **opts)
+    api = {**kwargs, "bandwidth": bandwidth / window_scale(opts["radius"])}  # the API's standardised units
     print(
         f"1. batched vs reference: {args.group}, {len(sources)} skimage photos "
         f"({', '.join(s.name for s in sources)}), {opts['windows']} windows/image of radius {opts['radius']:g} px, "
@@ -104,7 +105,7 @@ def compare(args) -> list[dict]:
     )
     rows = []
     for h in args.mesh:
-        run = lambda h=h: symmetry.measure_dataset(sources, group, mesh=h, device=args.device, **kwargs)  # noqa: E731
+        run = lambda h=h: symmetry.measure_dataset(sources, group, mesh=h, device=args.device, **api)  # noqa: E731
         run()  # warm-up
         seconds, cpu = [], []
         for _ in range(args.repeat):

@@ -38,6 +38,17 @@ def _meshes(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"--mesh takes comma-separated numbers like 2,1,0.5, got {text!r}") from None
 
 
+def _bandwidth(text: str) -> float | str:
+    if text.strip().lower() == "median":
+        return "median"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--bandwidth takes 'median' or a number in standardised units (e.g. 0.1), got {text!r}"
+        ) from None
+
+
 def _default(name: str) -> str:
     return f"(default: {_DEFAULT[name]})"
 
@@ -84,11 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--windows", type=int, help=f"windows per image and mesh {_default('windows')}")
     m.add_argument("--features", type=int, help=f"random Fourier features {_default('features')}")
-    m.add_argument("--bandwidth", type=float, help="Gaussian kernel sigma (default: median rule on the first images)")
+    m.add_argument(
+        "--bandwidth",
+        type=_bandwidth,
+        help="Gaussian kernel sigma: 'median' (per-dataset median rule) or a fixed kernel in standardised units, the "
+        "RMS per-pixel intensity difference of two windows (intensities in [0, 1]; the same kernel for every "
+        "dataset and radius, so eps is comparable across datasets), e.g. 0.1 (default: median)",
+    )
     m.add_argument("--permutations", type=int, help=f"randomisation-null draws {_default('permutations')}")
     m.add_argument("--bootstrap", type=int, help=f"bootstrap draws over images {_default('bootstrap')}")
     m.add_argument("--interpolation", choices=list(defaults.INTERPOLATIONS), help=f"{_default('interpolation')}")
-    m.add_argument("--frechet", action="store_true", default=None, help="also report the Gaussian (Frechet) distance")
+    m.add_argument(
+        "--frechet",
+        action="store_true",
+        default=None,
+        help="also report W2^2 in squared image-norm units, bracketed: Gelbrich (Frechet) lower bound and "
+        "per-image optimal-assignment upper bound",
+    )
     m.add_argument("--alpha", type=float, help=f"level of the verdicts, Holm-adjusted {_default('alpha')}")
     m.add_argument("--seed", type=int, help=f"seed for windows, features, null and bootstrap {_default('seed')}")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")

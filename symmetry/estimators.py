@@ -32,9 +32,21 @@ report states). The bootstrap resamples images with Poisson(1) weights (streamin
 Random elements and weights are functions of ``(seed, image index)`` only (stream
 ``null``), so results do not depend on batching or sharding.
 
-The second estimator, :func:`gaussian_distance`, is the Frechet (2-Wasserstein) distance
-between moment-matched Gaussians, in squared image-norm units; it is a lower bound on
-the true W2^2 (Gelbrich) but blind to half-turn-related asymmetries (theory.md, section 4).
+**Image-norm distance: a bracket on W2^2.** Beside the MMD (whose units depend on the kernel),
+:class:`MomentStatistics` brackets the squared 2-Wasserstein distance ``W2^2(P_h, pi~_A P_h)``
+in squared image-norm units (windows are scaled by ``h``, so ``|w|^2 = h^2 sum_p w_p^2``, the
+``||.||_F^2`` of theory.md, section 2):
+
+- lower: :func:`gaussian_distance` (Frechet) between moment-matched Gaussians, ``<= W2^2`` for any
+  laws with those moments (Gelbrich); blind to half-turn-related asymmetries (theory.md, section 4);
+- upper: the window-weighted mean over images of :func:`transport_cost`, the optimal assignment
+  cost between an image's windows and its transformed windows. ``W2^2`` is jointly convex and
+  each image's empirical laws average to ``P_h`` and ``pi~_A P_h``, so
+  ``W2^2(P_h, pi~_A P_h) <= E[sum_n m_n OT_n / M]`` (Jensen, then convexity over the mixture of images).
+
+Both are exact for a window law moved by a constant (each equals the squared norm of the shift)
+and both are plug-in estimates: the lower one is biased up by sampling noise of the covariances,
+the upper one is an upper bound only in expectation and is loose in high dimension.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from symmetry.errors import DataError
 from symmetry.groups import Group
@@ -199,41 +212,68 @@ _SUMS = (
 """The additive fields of :class:`MMDStatistics` (the others are its settings)."""
 
 
+OT_WINDOWS = 256  # windows per image in the assignment of the W2 upper bound (any subset keeps it an upper bound)
+
+
+def transport_cost(x: torch.Tensor, y: torch.Tensor) -> float:
+    """``W2^2`` between the empirical laws of ``x`` and ``y`` ``(M, dim)`` (equal weights): min over
+    permutations ``s`` of ``mean_i |x_i - y_s(i)|^2`` (exact assignment, scipy)."""
+    cost = torch.cdist(x.to(torch.float64), y.to(torch.float64)).pow(2).cpu().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].mean())
+
+
 @dataclass
 class MomentStatistics:
-    """Window sums for the Gaussian (Frechet) distance at one mesh: first and second moments per element."""
+    """Window sums at one mesh for the image-norm W2^2 bracket (module docstring): first and second moments
+    per element (the Gelbrich lower bound) and window-weighted per-image assignment costs (the upper bound)."""
 
     order: int
     dim: int
     count: float = 0.0
     s1: torch.Tensor = None  # (G, dim)
     s2: torch.Tensor = None  # (G, dim, dim)
+    ot: torch.Tensor = None  # (G,)  sum_n m_n OT_n(A), m_n the windows in image n's assignment
+    ot_count: float = 0.0  # sum_n m_n
 
     def __post_init__(self):
         if self.s1 is None:
             self.s1 = torch.zeros(self.order, self.dim, dtype=torch.float64)
             self.s2 = torch.zeros(self.order, self.dim, self.dim, dtype=torch.float64)
+        if self.ot is None:
+            self.ot = torch.zeros(self.order, dtype=torch.float64)
 
     def add(self, windows: torch.Tensor) -> None:
+        """Fold in one image's windows ``(G, M, dim)`` (identity first)."""
         w = windows.to(torch.float64)
         self.s1 += w.sum(1).cpu()
         self.s2 += torch.einsum("gmi,gmj->gij", w, w).cpu()
         self.count += w.shape[1]
+        sub = w[:, :OT_WINDOWS]
+        m = sub.shape[1]
+        self.ot += torch.tensor([m * transport_cost(sub[0], sub[g]) for g in range(self.order)], dtype=torch.float64)
+        self.ot_count += m
 
     def merge(self, other: MomentStatistics) -> None:
         self.count += other.count
         self.s1 += other.s1
         self.s2 += other.s2
+        self.ot += other.ot
+        self.ot_count += other.ot_count
 
     def all_reduce(self, info: DistInfo) -> None:
         """Sum the window moments of every rank in place on every rank."""
         if info.world <= 1:
             return
-        count = torch.tensor([self.count], dtype=torch.float64)
-        total = all_reduce_sum(torch.cat([count, self.s1.reshape(-1), self.s2.reshape(-1)]), info)
-        self.count = float(total[0])
-        self.s1 = total[1 : 1 + self.s1.numel()].reshape(self.s1.shape).clone()
-        self.s2 = total[1 + self.s1.numel() :].reshape(self.s2.shape).clone()
+        head = torch.tensor([self.count, self.ot_count], dtype=torch.float64)
+        parts = [head, self.ot, self.s1.reshape(-1), self.s2.reshape(-1)]
+        total = all_reduce_sum(torch.cat(parts), info)
+        self.count, self.ot_count = float(total[0]), float(total[1])
+        start = 2
+        for name in ("ot", "s1", "s2"):
+            value = getattr(self, name)
+            setattr(self, name, total[start : start + value.numel()].reshape(value.shape).clone())
+            start += value.numel()
 
     def state_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -243,6 +283,10 @@ class MomentStatistics:
         mean = self.s1 / self.count
         cov = self.s2 / self.count - mean[:, :, None] * mean[:, None, :]
         return torch.stack([gaussian_distance(mean[0], cov[0], mean[g], cov[g]) for g in range(self.order)])
+
+    def upper_bounds(self) -> torch.Tensor:
+        """Upper bound (in expectation) on W2^2 between the identity windows and each element's ``(G,)``."""
+        return self.ot / self.ot_count if self.ot_count else torch.full((self.order,), float("nan"))
 
 
 def _psd_sqrt(cov: torch.Tensor) -> torch.Tensor:

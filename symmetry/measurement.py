@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from symmetry import checkpoint as ckpt
+from symmetry import runtime
 from symmetry import settings as defaults
 from symmetry.data import first_images
 from symmetry.errors import DataError, SymmetryError, UsageError
@@ -41,7 +42,7 @@ from symmetry.runtime import (
     resolve_device,
     setup_distributed,
 )
-from symmetry.settings import Settings, check_meshes
+from symmetry.settings import Settings, check_meshes, window_scale
 
 CHECKPOINT_EVERY = 8  # images between checkpoint writes
 
@@ -90,33 +91,6 @@ def _resolve_dataset(dataset, data_root, download, split, channels, augment_grou
     if not sources:
         raise DataError(f"dataset {getattr(ds, 'name', dataset)} has no images")
     return getattr(ds, "name", "images"), sources
-
-
-class _Progress:
-    """A rich progress bar on stderr, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(description, total=total)
-
-    def advance(self, n: int = 1) -> None:
-        if self.bar:
-            self.bar.advance(self.task, n)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
 
 
 def measure_dataset(
@@ -257,10 +231,11 @@ def _measure(
     matrices = torch.tensor([u.matrix for u in union], dtype=torch.float64)
 
     skipped: list[str] = []
-    bandwidth = settings.bandwidth
-    if bandwidth is None:
+    if settings.bandwidth == "median":
         good = _pilot_sources(sources, settings, skip_bad)
         bandwidth = broadcast_object(median_bandwidth(good, settings, dev), info)  # every rank: one kernel
+    else:  # a fixed kernel in standardised units (Settings): the same for every dataset
+        bandwidth = float(settings.bandwidth) * window_scale(settings.radius)
     fp = ckpt.fingerprint(
         dict(
             data=data,
@@ -290,42 +265,40 @@ def _measure(
         elif not state["finished"]:
             raise ckpt.refuse(checkpoint)  # a finished run's checkpoint is recomputed and overwritten
 
-    bar = _Progress(progress and info.main, len(mine), f"{name} {','.join(g.name for g in groups)}")
-    bar.advance(start)
     failure: SymmetryError | None = None
-    try:
-        for done, index in enumerate(mine[start:], start=start + 1):
-            src = sources[index]
-            try:
-                per_mesh = image_windows(src, index, meshes, matrices, settings, dev, dtype)
-            except DataError as err:
-                if not skip_bad:
-                    raise DataError(f"{err} (use --skip-bad to skip such images)") from None
-                skipped.append(f"{src.name}: {err}")
+    label = f"{name} {','.join(g.name for g in groups)}"
+    with runtime.progress(len(mine), label, enabled=progress and info.main, completed=start, transient=True) as bar:
+        try:
+            for done, index in enumerate(mine[start:], start=start + 1):
+                src = sources[index]
+                try:
+                    per_mesh = image_windows(src, index, meshes, matrices, settings, dev, dtype)
+                except DataError as err:
+                    if not skip_bad:
+                        raise DataError(f"{err} (use --skip-bad to skip such images)") from None
+                    skipped.append(f"{src.name}: {err}")
+                    bar.advance()
+                    _maybe_save(checkpoint, fp, done, len(mine), skipped, records, mmd, moments)
+                    continue
+                if checkpoint is not None:
+                    records.append(ckpt.image_record(src))
+                for mi, (h, win) in enumerate(zip(meshes, per_mesh)):
+                    if rff is None:
+                        channels = win.shape[-1] // _points(settings.radius, h)
+                        rff = RandomFourierFeatures.for_run(settings.features, channels, bandwidth, settings.seed)
+                    d = feature_differences(win, rff, rff.lattice_weights(settings.radius, h, dev, dtype))  # (U, D)
+                    for gi, idx in enumerate(indices):
+                        mmd[gi][mi].add(index, d[idx], win.shape[1])
+                    if settings.frechet:
+                        if moments[mi] is None:
+                            moments[mi] = MomentStatistics(len(union), win.shape[-1])
+                        moments[mi].add(win)
                 bar.advance()
                 _maybe_save(checkpoint, fp, done, len(mine), skipped, records, mmd, moments)
-                continue
-            if checkpoint is not None:
-                records.append(ckpt.image_record(src))
-            for mi, (h, win) in enumerate(zip(meshes, per_mesh)):
-                if rff is None:
-                    channels = win.shape[-1] // _points(settings.radius, h)
-                    rff = RandomFourierFeatures.for_run(settings.features, channels, bandwidth, settings.seed)
-                d = feature_differences(win, rff, rff.lattice_weights(settings.radius, h, dev, dtype))  # (U, D)
-                for gi, idx in enumerate(indices):
-                    mmd[gi][mi].add(index, d[idx], win.shape[1])
-                if settings.frechet:
-                    if moments[mi] is None:
-                        moments[mi] = MomentStatistics(len(union), win.shape[-1])
-                    moments[mi].add(win)
-            bar.advance()
-            _maybe_save(checkpoint, fp, done, len(mine), skipped, records, mmd, moments)
-    except SymmetryError as err:
-        if info.world <= 1:
-            raise
-        failure = err  # raised on every rank below, so that no rank waits for the others forever
-    finally:
-        bar.close()
+        except SymmetryError as err:
+            if info.world <= 1:
+                raise
+            failure = err  # raised on every rank below, so that no rank waits for the others forever
     if info.world > 1:
         failures = [f for f in gather_objects(failure, info) if f is not None]
         if failures:
@@ -337,7 +310,9 @@ def _measure(
         images=mmd[0][0].images,
         skipped=len(skipped),
         skipped_images=skipped,
-        bandwidth=bandwidth,
+        bandwidth=bandwidth,  # sigma in L2 units of the window (intensity x native px)
+        bandwidth_mode="median" if settings.bandwidth == "median" else "fixed",
+        bandwidth_std=bandwidth / window_scale(settings.radius),  # sigma in standardised units (Settings)
         p_floor=1 / (settings.permutations + 1),
         device=str(dev),
         seconds=round(time.perf_counter() - started, 3),

@@ -38,8 +38,11 @@ class SymmetryReport:
     (``eps_G = max_A``) or ``mean`` over the non-identity elements. Columns: ``symmetry_error``
     (unbiased squared MMD), ``null_q95`` (95% quantile of the randomisation null: the minimum detectable
     eps), ``p_value``, ``p_adjusted`` (Holm over every element, mesh and group of the run),
-    ``ci_low``/``ci_high`` (95% interval), ``frechet_distance`` (when requested). ``fits`` holds the
-    ``eps0 + c h^2`` extrapolation per group and summary statistic; ``verdicts`` one line per group.
+    ``ci_low``/``ci_high`` (95% interval), and with ``frechet`` the image-norm bracket on W2^2
+    (squared image-norm units): ``frechet_distance`` (Gelbrich lower bound) and ``w2_upper``
+    (assignment upper bound). ``meta`` states the kernel: ``bandwidth_mode`` (``median`` or ``fixed``),
+    ``bandwidth_std`` (sigma in standardised units, ``symmetry.settings.window_scale``) and ``bandwidth`` (L2).
+    ``fits`` holds the ``eps0 + c h^2`` extrapolation per group and summary statistic; ``verdicts`` one line per group.
     """
 
     dataset: str
@@ -170,7 +173,7 @@ class SymmetryReport:
             + (f" ({m.get('skipped')} skipped)" if m.get("skipped") else "")
             + f", groups [bold]{self.group}[/bold], {s.get('windows')} windows/image of radius "
             f"{_radius(s.get('radius'))} px, "
-            f"MMD with {s.get('features')} random features, bandwidth {m.get('bandwidth', float('nan')):.4g}; "
+            f"MMD with {s.get('features')} random features, {_kernel(m)}; "
             f"{s.get('permutations')} null draws (p >= {m.get('p_floor', float('nan')):.2g}), Holm over "
             f"{m.get('tests', '?')} tests"
         )
@@ -209,8 +212,14 @@ class SymmetryReport:
             if "frechet_distance" in sub:
                 table.add_section()
                 table.add_row(
-                    "[bold]Frechet worst[/bold]", *[_fmt(_cell(sub, c, "worst", "frechet_distance")) for c in columns]
+                    "[bold]W2^2 worst >=[/bold] (Gelbrich)",
+                    *[_fmt(_cell(sub, c, "worst", "frechet_distance")) for c in columns],
                 )
+                if "w2_upper" in sub:
+                    table.add_row(
+                        "[bold]W2^2 worst <=[/bold] (assignment)",
+                        *[_fmt(_cell(sub, c, "worst", "w2_upper")) for c in columns],
+                    )
             console.print(table)
             for f in self.fits:
                 if f.get("group") == grp:
@@ -223,6 +232,18 @@ class SymmetryReport:
         console.print(f"verdicts at alpha={self.alpha:g} (Holm over every element, mesh and group of this run):")
         for v in self.verdicts:
             console.print("  " + v["text"])
+
+
+def _kernel(meta: dict) -> str:
+    """The kernel's bandwidth as the header states it: mode, standardised sigma and L2 sigma."""
+    sigma, std = meta.get("bandwidth", float("nan")), meta.get("bandwidth_std", float("nan"))
+    mode = meta.get("bandwidth_mode", "median")
+    what = "fixed kernel" if mode == "fixed" else "median-rule kernel (per dataset)"
+    per_radius = meta.get("bandwidth_per_radius")
+    if per_radius and len(per_radius) > 1:  # a scale profile: one L2 sigma per radius
+        stds = ",".join(f"{v:.4g}" for v in dict.fromkeys(meta.get("bandwidth_std_per_radius", [])))
+        return f"{what} sigma = {stds} standardised ({','.join(f'{v:.4g}' for v in per_radius)} L2 by radius)"
+    return f"{what} sigma = {std:.4g} standardised ({sigma:.4g} L2)"
 
 
 def _cell(df: pd.DataFrame, where: tuple, statistic: str, column: str = "symmetry_error") -> float:
@@ -276,7 +297,7 @@ def _quantile(x: np.ndarray, q: float) -> float:
     return float(np.quantile(x, q)) if len(x) else float("nan")
 
 
-def _row(group, mesh, statistic, angle, obs, null, boot, frechet, level=0.05) -> dict:
+def _row(group, mesh, statistic, angle, obs, null, boot, frechet, level=0.05, upper=None) -> dict:
     row = {
         "group": group,
         "mesh": mesh,
@@ -290,7 +311,9 @@ def _row(group, mesh, statistic, angle, obs, null, boot, frechet, level=0.05) ->
         "ci_high": _quantile(boot, 1 - level / 2),
     }
     if frechet is not None:
-        row["frechet_distance"] = float(frechet)
+        row["frechet_distance"] = float(frechet)  # W2^2 lower bound (Gelbrich), squared image-norm units
+    if upper is not None:
+        row["w2_upper"] = float(upper)  # W2^2 upper bound (per-image optimal assignment), same units
     return row
 
 
@@ -306,10 +329,12 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
             est = {k: v.numpy() for k, v in stats.estimate().items()}
             eps, null, boot = est["eps"][1:], est["null"][:, 1:], est["boot"][:, 1:]
             frechet = mom.distances().numpy()[idx][1:] if mom is not None else None
+            upper = mom.upper_bounds().numpy()[idx][1:] if mom is not None else None
             group_rows = []
             for j, el in enumerate(names[1:]):
                 fr = frechet[j] if frechet is not None else None
-                group_rows.append(_row(grp.name, h, el, grp[j + 1].angle, eps[j], null[:, j], boot[:, j], fr))
+                up = upper[j] if upper is not None else None
+                group_rows.append(_row(grp.name, h, el, grp[j + 1].angle, eps[j], null[:, j], boot[:, j], fr, upper=up))
             element_rows += group_rows
             rows += group_rows
             if order == 0:  # the trivial group: nothing to compare
@@ -324,12 +349,16 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
                 null.max(1),
                 [],
                 None if frechet is None else (frechet.max() if len(frechet) else 0.0),
+                upper=None if upper is None else (upper.max() if len(upper) else 0.0),
             )
             worst["ci_low"] = max(_quantile(boot[:, j], level / 2) for j in range(boot.shape[1]))
             worst["ci_high"] = max(_quantile(boot[:, j], 1 - level / 2) for j in range(boot.shape[1]))
             worst["_elements"] = group_rows
             mean_fr = None if frechet is None else (frechet.mean() if len(frechet) else 0.0)
-            mean = _row(grp.name, h, "mean", float("nan"), eps.mean(), null.mean(1), boot.mean(1), mean_fr)
+            mean_up = None if upper is None else (upper.mean() if len(upper) else 0.0)
+            mean = _row(
+                grp.name, h, "mean", float("nan"), eps.mean(), null.mean(1), boot.mean(1), mean_fr, upper=mean_up
+            )
             rows += [worst, mean]
             boots["worst"].append(boot.max(1))
             boots["mean"].append(boot.mean(1))
@@ -421,6 +450,9 @@ def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
             **first.meta,
             "tests": int(np.isfinite([e["p_adjusted"] for e in elements]).sum()),
             "seconds": sum(rep.meta.get("seconds", 0.0) for rep in reports),
+            # the median rule picks one kernel per radius; a fixed kernel has one standardised sigma for all
+            "bandwidth_per_radius": [rep.meta.get("bandwidth") for rep in reports],
+            "bandwidth_std_per_radius": [rep.meta.get("bandwidth_std") for rep in reports],
         },
         alpha=first.alpha,
         groups=first.groups,

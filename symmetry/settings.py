@@ -23,16 +23,42 @@ LIMITS = {"windows": 100_000, "features": 65_536, "permutations": 1_000_000, "bo
 MIN_MESH, MAX_MESH = 1 / 16, 64.0
 MAX_RADIUS = 4096.0
 MAX_POINTS = 200_000  # points per window (radius / mesh)^2 * pi
+MAX_BANDWIDTH = 100.0  # standardised units: intensities are O(1), so sigma = 100 is already a linear kernel
+MIN_PERMUTATIONS = 20  # p = (1 + k) / (B + 1) >= 1 / (B + 1): B = 19 gives p >= 0.05, which cannot reject at 0.05
+
+
+def window_scale(radius: float) -> float:
+    """``sqrt(pi) * radius``: the L2 norm of a unit-intensity disk window of ``radius`` native pixels.
+
+    A *standardised* window is ``w / window_scale(radius)``: the mean-removed window (image
+    intensities as loaded: 8-bit / 255, 16-bit / 65535, so in [0, 1]) divided by the square root
+    of the disk's physical area ``pi rho^2``. Its squared norm is the window's mean square
+    intensity (the per-pixel RMS contrast, squared), a fixed scale that involves no dataset
+    statistic and does not change with the radius or the mesh.
+    """
+    return math.sqrt(math.pi) * float(radius)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Estimator settings; every field is recorded in the report and in the checkpoint fingerprint."""
+    """Estimator settings; every field is recorded in the report and in the checkpoint fingerprint.
+
+    ``bandwidth`` chooses the Gaussian kernel ``exp(-|w - w'|^2 / (2 sigma^2))`` on windows:
+
+    - ``"median"`` (default): ``sigma^2 = median |w - w'|^2`` over the first images' windows
+      (:func:`symmetry.features.median_bandwidth`). Adapts to each dataset, so eps values of two
+      datasets are measured with different kernels and are not comparable.
+    - a number ``s > 0``: a fixed kernel in *standardised* units, ``sigma = s * window_scale(radius)``
+      (:func:`window_scale`): ``s`` is the RMS per-pixel intensity difference of two windows at which
+      the kernel falls to ``exp(-1/2)``. Intensities are the loader's (8-bit / 255), never rescaled by a
+      dataset statistic, so the same ``s`` is the same kernel for every dataset (and every radius):
+      eps is comparable across datasets. ``s = 0.1`` means 10% of the intensity range.
+    """
 
     radius: float = 8.0  # window radius rho in native pixels (physical, fixed across meshes)
     windows: int = 128  # windows per image and mesh
     features: int = 512  # random Fourier features D
-    bandwidth: float | None = None  # kernel sigma in L2 units of the window; None: median rule (features.py)
+    bandwidth: float | str = "median"  # "median" (per dataset) or sigma in standardised units (class docstring)
     permutations: int = 999  # randomisation-null draws: p-values down to 1 / (permutations + 1)
     bootstrap: int = 200  # Poisson bootstrap draws over images
     seed: int = 0
@@ -60,11 +86,22 @@ class Settings:
         _positive_finite("--radius", self.radius, MAX_RADIUS)
         for name in ("windows", "features"):
             _integer(f"--{name}", getattr(self, name), 1, LIMITS[name])
-        _integer("--permutations", self.permutations, 19, LIMITS["permutations"], "a p-value below 0.05 needs >= 19")
+        _integer(
+            "--permutations",
+            self.permutations,
+            MIN_PERMUTATIONS,
+            LIMITS["permutations"],
+            f"a p-value below 0.05 needs >= {MIN_PERMUTATIONS}",
+        )
         _integer("--bootstrap", self.bootstrap, 0, LIMITS["bootstrap"])
         _integer("--seed", self.seed, 0, 2**63 - 1)
-        if self.bandwidth is not None:
-            _positive_finite("--bandwidth", self.bandwidth, 1e6)
+        if isinstance(self.bandwidth, str):
+            if self.bandwidth != "median":
+                raise UsageError(
+                    f"--bandwidth takes 'median' or a number in standardised units (e.g. 0.1), got {self.bandwidth!r}"
+                )
+        else:
+            _positive_finite("--bandwidth", self.bandwidth, MAX_BANDWIDTH)
         if self.interpolation not in INTERPOLATIONS:
             raise UsageError(f"unknown interpolation {self.interpolation!r}; choose {', '.join(INTERPOLATIONS)}")
         if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
@@ -73,7 +110,7 @@ class Settings:
         if floor >= self.alpha:
             raise UsageError(
                 f"--permutations {self.permutations} gives p-values of at least {floor:.3g}, which can never fall "
-                f"below --alpha {self.alpha:g}; use at least {math.ceil(1 / self.alpha)} permutations"
+                f"below --alpha {self.alpha:g}; use at least {math.floor(1 / self.alpha)} permutations"
             )
 
 

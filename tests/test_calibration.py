@@ -8,10 +8,13 @@ import torch
 
 import symmetry
 from symmetry.data import ImageSource
+from symmetry.settings import window_scale
 
 GROUPS = ("rot4", "flip", "flipud", "dih4")
 SUBSETS, IMAGES, ALPHA = 20, 30, 0.05
-OPTIONS = dict(mesh=1.0, radius=4.0, windows=32, features=128, bandwidth=1.5, permutations=199, bootstrap=0)
+OPTIONS = dict(
+    mesh=1.0, radius=4.0, windows=32, features=128, bandwidth=1.5 / window_scale(4.0), permutations=199, bootstrap=0
+)
 
 
 def anisotropic_images(count: int, seed: int, size: int = 28) -> list[np.ndarray]:

@@ -5,13 +5,22 @@ import pytest
 import torch
 
 import symmetry
-from symmetry.estimators import MMDStatistics, gaussian_distance, holm, multiplication_table
+from symmetry.estimators import MMDStatistics, MomentStatistics, gaussian_distance, holm, multiplication_table
 from symmetry.features import RandomFourierFeatures, image_windows
-from symmetry.settings import Settings
+from symmetry.settings import Settings, window_scale
 from symmetry.synthetic import make_fields
 from symmetry.transforms import disk_offsets
 
-FAST = dict(radius=6.0, windows=96, features=256, bandwidth=2.5, permutations=200, bootstrap=100, device="cpu")
+# a fixed kernel of L2 width 2.5 at radius 6 (bandwidth is in standardised units: sigma / window_scale(radius))
+FAST = dict(
+    radius=6.0,
+    windows=96,
+    features=256,
+    bandwidth=2.5 / window_scale(6.0),
+    permutations=200,
+    bootstrap=100,
+    device="cpu",
+)
 
 
 def worst(report, mesh=1.0):
@@ -77,13 +86,13 @@ def test_mesh_fit_recovers_known_eps0():
 
 def test_streaming_equals_one_shot_and_shards_merge():
     data = make_fields("vonmises", n=10, size=40, kappa=4.0)
-    s = Settings(radius=5.0, windows=32, features=128, bandwidth=2.0, permutations=50, bootstrap=50, seed=3)
+    s = Settings(radius=5.0, windows=32, features=128, bandwidth=0.2, permutations=50, bootstrap=50, seed=3)
     assert s == Settings.from_options(**s.__dict__)
     group = symmetry.get_group("rot8")
     report = symmetry.measure_dataset(data, group, mesh=1.0, dtype=torch.float64, **{**s.__dict__, "device": "cpu"})
 
     # one-shot reference: every window's features at once, then the U-statistic over images
-    rff = RandomFourierFeatures.for_run(s.features, 1, s.bandwidth, s.seed)
+    rff = RandomFourierFeatures.for_run(s.features, 1, s.bandwidth * window_scale(s.radius), s.seed)
     w = rff.weights(disk_offsets(s.radius, 1.0), 1.0)
     z = torch.stack(
         [
@@ -130,6 +139,77 @@ def test_frechet_is_near_zero_for_quarter_turns_of_closed_set():
     closed = symmetry.measure_dataset(augment(base, "rot4"), "rot4", **options).summary("worst").iloc[0]
     assert raw.frechet_distance > 1.0
     assert 0 <= closed.frechet_distance < 0.05 * raw.frechet_distance
+    assert raw.w2_upper >= raw.frechet_distance and closed.w2_upper >= closed.frechet_distance  # a bracket
+
+
+def test_w2_bracket_equals_the_shift_for_windows_moved_by_a_constant():
+    """Windows on the disk lattice (radius 6, mesh 0.5, scaled by h) and the same windows plus a constant c:
+    W2^2 is the squared image norm of the shift, c^2 h^2 P = c^2 x (the window's area); both bounds give it."""
+    radius, h, c = 6.0, 0.5, 0.3
+    points = len(disk_offsets(radius, h))
+    g = torch.Generator().manual_seed(1)
+    stats = MomentStatistics(2, points)
+    for _ in range(3):  # three images
+        w = h * torch.randn(64, points, generator=g, dtype=torch.float64)
+        stats.add(torch.stack([w, w + c * h]))
+    known = c**2 * h**2 * points
+    assert known == pytest.approx(c**2 * np.pi * radius**2, rel=0.03)  # P h^2: the Riemann area of the disk
+    assert float(stats.distances()[1]) == pytest.approx(known, rel=1e-6)
+    assert float(stats.upper_bounds()[1]) == pytest.approx(known, rel=1e-9)
+    assert float(stats.upper_bounds()[0]) == pytest.approx(0.0, abs=1e-10)  # identity: zero up to rounding
+
+
+def test_w2_bracket_of_two_gaussian_window_laws():
+    """N(0, diag(1, 4, 9)) against N((1, 0, 2), diag(4, 4, 1)): W2^2 = 5 + 1 + 0 + 4 = 10; in 1-D
+    N(0, 1) against N(2, 9): W2^2 = 4 + (3 - 1)^2 = 8. The Gelbrich bound estimates it (plug-in), the
+    assignment bound lies above it (an upper bound in expectation, tight in 1-D)."""
+    g = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    cases = [
+        (
+            torch.tensor([0.0, 0, 0]),
+            torch.tensor([1.0, 2, 3]),
+            torch.tensor([1.0, 0, 2]),
+            torch.tensor([2.0, 2, 1]),
+            10,
+        ),
+        (torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([3.0]), 8),
+    ]
+    for mu1, sd1, mu2, sd2, known in cases:
+        stats = MomentStatistics(2, len(mu1))
+        for _ in range(100):  # 100 "images" of 256 windows
+            x = mu1 + sd1 * torch.randn(256, len(mu1), generator=g, dtype=f64)
+            y = mu2 + sd2 * torch.randn(256, len(mu1), generator=g, dtype=f64)
+            stats.add(torch.stack([x, y]))
+        lower, upper = float(stats.distances()[1]), float(stats.upper_bounds()[1])
+        assert lower == pytest.approx(known, rel=0.05)
+        assert known * 0.98 <= upper <= known * (1.03 if len(mu1) == 1 else 1.25)
+
+
+class _Scaled:
+    """An image source with its intensities multiplied by ``factor``."""
+
+    def __init__(self, source, factor: float):
+        self.source, self.factor, self.name = source, factor, f"{source.name}*{factor:g}"
+
+    def at_mesh(self, mesh):
+        return self.factor * self.source.at_mesh(mesh)
+
+
+def test_fixed_kernel_is_the_same_for_every_dataset_and_the_median_rule_is_not():
+    """Doubling every intensity: the median rule doubles sigma (eps unchanged, not comparable), the fixed kernel
+    keeps sigma = s * sqrt(pi) * radius (eps changes: it sees the larger contrast)."""
+    data = make_fields("vonmises", n=6, size=40, kappa=4.0)
+    brighter = [_Scaled(src, 2.0) for src in data]
+    small = dict(mesh=1.0, radius=5.0, windows=32, features=64, permutations=20, bootstrap=0, device="cpu")
+    a, b = (symmetry.measure_dataset(d, "rot4", **small) for d in (data, brighter))
+    assert b.meta["bandwidth"] == pytest.approx(2 * a.meta["bandwidth"], rel=1e-9)
+    assert a.meta["bandwidth_mode"] == "median" and a.meta["bandwidth_std"] == a.meta["bandwidth"] / window_scale(5)
+    assert b.symmetry_error() == pytest.approx(a.symmetry_error(), rel=1e-6, abs=1e-12)
+    a, b = (symmetry.measure_dataset(d, "rot4", bandwidth=0.3, **small) for d in (data, brighter))
+    assert a.meta["bandwidth"] == b.meta["bandwidth"] == pytest.approx(0.3 * np.sqrt(np.pi) * 5.0)
+    assert a.meta["bandwidth_mode"] == "fixed" and a.meta["bandwidth_std"] == pytest.approx(0.3)
+    assert abs(b.symmetry_error() - a.symmetry_error()) > 0.1 * abs(a.symmetry_error())
 
 
 def test_checkpoint_resume_matches_uninterrupted(tmp_path):

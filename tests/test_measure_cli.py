@@ -124,10 +124,14 @@ def test_unfinished_checkpoint_of_other_options_is_refused(folder, tmp_path, cap
     "options, fragment",
     [
         (["--permutations", "0"], "--permutations"),
+        (["--permutations", "19"], "between 20 and 1,000,000 (a p-value below 0.05 needs >= 20)"),
         (["--permutations", "20", "--alpha", "0.01"], "can never fall below"),
         (["--alpha", "5"], "--alpha"),
         (["--bandwidth", "inf"], "--bandwidth"),
         (["--bandwidth", "nan"], "--bandwidth"),
+        (["--bandwidth", "0"], "--bandwidth"),
+        (["--bandwidth", "1000"], "at most 100"),
+        (["--bandwidth", "wide"], "'median' or a number in standardised units"),
         (["--mesh", "1e-9"], "mesh"),
         (["--windows", "1e9"], "--windows"),
         (["--windows", "1000000000"], "--windows"),
@@ -158,8 +162,31 @@ def test_several_groups_and_radii_in_one_run_with_one_verdict_each(folder, tmp_p
     elements = [r for r in report["rows"] if r["statistic"] not in ("worst", "mean")]
     assert {r["radius"] for r in elements} == {3.0, 5.0}
     assert {r["mesh"] for r in elements} == {3 / 8, 5 / 8}  # --mesh 1 is for radius 8 and scales with the radius
+    assert len(report["meta"]["bandwidth_per_radius"]) == 2  # the median rule: one kernel per radius, both stated
     assert len(elements) == 2 * (3 + 1 + 1 + 7) and report["meta"]["tests"] == len(elements)
     p = np.array([r["p_value"] for r in elements])
     adjusted = np.array([r["p_adjusted"] for r in elements])
     assert (adjusted >= p - 1e-12).all() and adjusted.min() == pytest.approx(min(1.0, len(p) * p.min()))
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fixed_kernel_is_stated_in_the_header_and_the_json(folder, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    loud = [a for a in SMALL if a != "--quiet"]
+    assert main(["--dataset", f"folder:{folder}", *loud, "--bandwidth", "0.2", "--json", str(out)]) == 0
+    assert "fixed kernel sigma = 0.2 standardised" in " ".join(capsys.readouterr().out.split())
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["bandwidth_mode"] == "fixed" and meta["bandwidth_std"] == pytest.approx(0.2)
+    assert meta["bandwidth"] == pytest.approx(0.2 * np.sqrt(np.pi) * 4)  # sigma = s * sqrt(pi) * radius
+    assert main(["--dataset", f"folder:{folder}", *loud, "--bandwidth", "median", "--json", str(out)]) == 0
+    assert "median-rule kernel (per dataset)" in " ".join(capsys.readouterr().out.split())
+    assert json.loads(out.read_text())["meta"]["bandwidth_mode"] == "median"
+
+
+def test_progress_bar_does_not_change_the_numbers(folder):
+    import symmetry
+
+    options = dict(radius=4, windows=8, features=16, permutations=20, bootstrap=0, mesh=1.0, device="cpu")
+    with_bar = symmetry.measure_dataset(f"folder:{folder}", "flip", progress=True, **options)
+    without = symmetry.measure_dataset(f"folder:{folder}", "flip", progress=False, **options)
+    assert with_bar.to_dict()["rows"] == without.to_dict()["rows"]  # NaN intervals (no bootstrap) as None

@@ -9,6 +9,7 @@ import pytest
 
 from experiments import symmetry_table
 from experiments.runner import Context, SkipCell, cell_key, run_experiment
+from symmetry.settings import window_scale
 
 ISOTROPIC = "synthetic:isotropic,size=40"
 ANISOTROPIC = "synthetic:vonmises,kappa=16,size=40"  # mirror-symmetric (mu = 0), far from rot4-symmetric
@@ -22,7 +23,7 @@ SMALL = {
     "radius": 5.0,
     "windows": 32,
     "features": 128,
-    "bandwidth": 2.5,
+    "bandwidth": 2.5 / window_scale(5.0),  # standardised units: an L2 sigma of 2.5 at radius 5
     "permutations": 200,
     "bootstrap": 20,
     "interpolation": "bicubic",
