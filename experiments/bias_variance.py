@@ -1149,3 +1149,67 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
                 f"best in {int(sub['within'].sum())}/{len(sub)}: " + "; ".join(items) + "."
             )
     return "\n".join(out)
+
+
+def _pct(value: float, base: float) -> str:
+    return f"{100 * value / base:+.3f}%"
+
+
+def readme_paragraph(frame: pd.DataFrame, config: dict) -> str:
+    """The README's bias-variance paragraph, computed from the results: at the largest n of every (family, dataset)
+    the best ladder group with the paired 95% t interval of runner-up (or matched) minus best in % of the best
+    risk, the arms, the phase diagram's agreement with the closed form, and the measured-eps prediction."""
+    dec = decisions(frame[frame["kappa"].isna()])
+    parts = []
+    for family in [f for f in ("linear", "cnn") if f in set(dec["family"])]:
+        fam = dec[dec["family"] == family]
+        items = []
+        for name, sub in fam.groupby("dataset_name", sort=False):
+            r = sub.loc[sub["n_train"].idxmax()]
+            base = r["best_risk"]
+            text = f"{name} [{r['data_symmetry']}] n={r['n_train']}: {r['best']}"
+            text += f" ({r['runner_up']} {_pct(r['diff'], base)} [{_pct(r['low'], base)}, {_pct(r['high'], base)}]"
+            if isinstance(r["matched"], str) and r["matched"] != r["best"]:
+                text += (
+                    f"; matched {r['matched']} {_pct(r['matched_diff'], base)} "
+                    f"[{_pct(r['matched_low'], base)}, {_pct(r['matched_high'], base)}]"
+                )
+            text += ")" if r["resolved"] else f"; tied with {r['tied'].replace(',', ', ')})"
+            items.append(text)
+        known = fam[fam["matches"].notna()]
+        resolved = known[known["resolved"] & known["matches"].astype(bool)]
+        arms = {}
+        for r in fam.itertuples():
+            for name, (_, low, high) in json.loads(r.arms).items():
+                arms.setdefault(name, []).append((low > 0) - (high < 0))
+        arm_text = ", ".join(
+            f"{name} vs {arm(name)[1]}: worse in {v.count(1)}, better in {v.count(-1)}, tied in {v.count(0)} "
+            f"of {len(v)}"
+            for name, v in sorted(arms.items())
+        )
+        parts.append(
+            f"*{family}* ({int(fam['n_seeds'].max())} seeds; best group, then runner-up or matched minus best in % of "
+            f"the best risk with its 95% paired t interval): the lowest mean risk is at the matched group in "
+            f"{int(known['matches'].sum())}/{len(known)} (dataset, n) settings of known symmetry, resolved "
+            f"(every other group's interval excludes 0) in {len(resolved)}; at the largest n: "
+            + "; ".join(items)
+            + f". Arms (paired intervals): {arm_text}."
+        )
+    ph = phase(frame)
+    if not ph.empty:
+        parts.append(
+            f"*Phase diagram* (kfold k=4, kappa {', '.join(f'{k:g}' for k in sorted(ph['kappa'].unique()))} x n): "
+            f"the closed form names the best linear group or one tied with it in {int(ph['agrees'].sum())}/{len(ph)} "
+            f"cells; {int((ph['tied'] == '').sum())}/{len(ph)} cells are resolved."
+        )
+    pr = predictions(frame[frame["kappa"].isna()])
+    if not pr.empty:
+        for family in [f for f in ("linear", "cnn") if f in set(pr["family"])]:
+            sub = pr[pr["family"] == family]
+            picks = ", ".join(f"{r.dataset_name} {r.picked} (best {r.best})" for r in sub.itertuples())
+            hits, within = int(sub["picked_is_best"].sum()), int(sub["within"].sum())
+            parts.append(
+                f"*Measured eps -> group* ({family}): the picked group is the best in {hits}/{len(sub)} datasets "
+                f"and within the best's interval in {within}/{len(sub)}: {picks}."
+            )
+    return " ".join(parts)

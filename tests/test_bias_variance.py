@@ -411,6 +411,8 @@ def test_tiny_run_rows_decompose_exactly(tmp_path):
     text = bv.verdict(frame, SMALL)
     assert text.startswith("linear: ") and "\ncnn: " in text and "kfold4 [rot4]" in text
     assert "eps sweep" in text and "measured eps -> group" in text
+    para = bv.readme_paragraph(frame, SMALL)
+    assert "*linear*" in para and "*cnn*" in para and "*Phase diagram*" in para and "% [" in para
     d = bv.decisions(frame)
     assert d["best"].isin(bv.LADDER).all() and (d["low"] <= d["diff"]).all() and (d["diff"] <= d["high"]).all()
     ph = bv.phase(frame)
