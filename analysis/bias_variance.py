@@ -173,6 +173,7 @@ def rotation_operator(radius: int, matrix: torch.Tensor) -> torch.Tensor:
     return ops[0] if matrices.dim() == 2 else ops
 
 
+@lru_cache(maxsize=32)
 def group_average_operator(radius: int, group: str | None) -> torch.Tensor:
     """Lemma 4.1 on filters: ``Pi_G = (1/|G|) sum_A R_A`` ``(P, P)``; ``Pi_G w`` is G-invariant (exactly for quarter
     turns). ``group`` ``None``, ``"plain"`` or ``"rot1"`` gives the identity."""
@@ -285,6 +286,11 @@ def normal_equations(
     return a, b, count
 
 
+@lru_cache(maxsize=32)
+def _group_operators(radius: int, group: str) -> torch.Tensor:
+    return torch.stack([rotation_operator(radius, e.tensor()) for e in get_group(group)])
+
+
 def augmented_normal_equations(
     a: torch.Tensor, b: torch.Tensor, radius: int, group: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,8 +299,7 @@ def augmented_normal_equations(
 
     Exact for quarter turns (``R_A`` a permutation); for other angles ``R_A`` interpolates the tap vectors.
     """
-    g = get_group(group)
-    ops = torch.stack([rotation_operator(radius, e.tensor()) for e in g])
+    ops = _group_operators(radius, group)
     a_aug = torch.einsum("gij,jk,glk->il", ops, a.to(torch.float64), ops) / len(ops)
     b_aug = torch.einsum("gij,j->i", ops, b.to(torch.float64)) / len(ops)
     return a_aug, b_aug
