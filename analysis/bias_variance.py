@@ -15,6 +15,12 @@ data). This module measures both.
   filter rotation is an exact tap permutation, for other angles it is a bicubic interpolation (error O(h^2), Lemma
   3.4). The sample-adaptive variant rotates a G-invariant filter per sample by the sample's dominant orientation
   (:func:`dominant_orientation`, a structure-tensor angle), like SA-Conv's per-sample ``D_w`` (theory.md section 3).
+- Two other ways to a G-equivariant linear filter: augmentation (:func:`augmented_normal_equations`, least squares on
+  the training set transformed by every element of G) and Lemma 4.1 applied after training (``Pi_G w`` of the plain
+  filter). For grid-exact groups augmentation and the constrained fit give the same filter.
+- Uncertainty: :func:`paired_difference` (a paired t interval over seeds for a difference of risks) and
+  :func:`ols_risk` (the closed-form risk ``sigma_G^2 (1 + p_G / (N - p_G - 1))`` of a least-squares fit with ``p_G``
+  free coefficients on ``N`` samples: bias in ``sigma_G^2``, variance in the second term).
 """
 
 from __future__ import annotations
@@ -106,6 +112,36 @@ def tidy(
     return long.dropna(subset=["value"]).reset_index(drop=True)
 
 
+# ---- uncertainty and the closed-form risk ------------------------------------------------------
+
+
+def paired_difference(a, b, level: float = 0.95) -> dict[str, float]:
+    """Mean of ``a_s - b_s`` over seeds with its two-sided Student t interval (paired: same training set per seed).
+
+    Returns ``mean, low, high, sd, n``; with fewer than two seeds the interval is NaN.
+    """
+    from scipy import stats
+
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise UsageError(f"paired risks must be two equal-length 1-d sequences, got shape {d.shape}")
+    mean = float(d.mean())
+    if d.size < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "sd": math.nan, "n": int(d.size)}
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * sd / math.sqrt(d.size)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "sd": sd, "n": int(d.size)}
+
+
+def ols_risk(sigma2: float, params: int, samples: int) -> float:
+    """Expected test risk of least squares with ``params`` coefficients on ``samples`` Gaussian-design rows:
+    ``sigma2 * (1 + p / (N - p - 1))`` (``sigma2`` the model's risk with unlimited data: noise plus its bias);
+    infinite when ``N <= p + 1``."""
+    if samples <= params + 1:
+        return math.inf
+    return float(sigma2) * (1.0 + params / (samples - params - 1))
+
+
 # ---- filters on a disk of taps ----------------------------------------------------------
 
 
@@ -137,6 +173,7 @@ def rotation_operator(radius: int, matrix: torch.Tensor) -> torch.Tensor:
     return ops[0] if matrices.dim() == 2 else ops
 
 
+@lru_cache(maxsize=32)
 def group_average_operator(radius: int, group: str | None) -> torch.Tensor:
     """Lemma 4.1 on filters: ``Pi_G = (1/|G|) sum_A R_A`` ``(P, P)``; ``Pi_G w`` is G-invariant (exactly for quarter
     turns). ``group`` ``None``, ``"plain"`` or ``"rot1"`` gives the identity."""
@@ -249,6 +286,25 @@ def normal_equations(
     return a, b, count
 
 
+@lru_cache(maxsize=32)
+def _group_operators(radius: int, group: str) -> torch.Tensor:
+    return torch.stack([rotation_operator(radius, e.tensor()) for e in get_group(group)])
+
+
+def augmented_normal_equations(
+    a: torch.Tensor, b: torch.Tensor, radius: int, group: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normal equations of the training set augmented by every element of ``group`` (rotations):
+    ``(mean_A R_A A R_A^T, mean_A R_A b)``, since the tap vectors of ``pi_A y`` at ``A p`` are ``R_A v``.
+
+    Exact for quarter turns (``R_A`` a permutation); for other angles ``R_A`` interpolates the tap vectors.
+    """
+    ops = _group_operators(radius, group)
+    a_aug = torch.einsum("gij,jk,glk->il", ops, a.to(torch.float64), ops) / len(ops)
+    b_aug = torch.einsum("gij,j->i", ops, b.to(torch.float64)) / len(ops)
+    return a_aug, b_aug
+
+
 def fit_filter(a: torch.Tensor, b: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """Least-squares filter in the span of ``basis`` ``(P, r)``: ``w = B (B^T A B)^+ B^T b``, ``(P,)``."""
     lhs = basis.T @ a @ basis
@@ -322,6 +378,9 @@ __all__ = [
     "interior",
     "normal_equations",
     "fit_filter",
+    "augmented_normal_equations",
+    "paired_difference",
+    "ols_risk",
     "apply_filter",
     "filter_image",
     "dominant_orientation",

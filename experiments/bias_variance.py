@@ -29,6 +29,7 @@ Two families of models:
 
 from __future__ import annotations
 
+import json
 import math
 from functools import lru_cache
 
@@ -40,50 +41,85 @@ from experiments.runner import Context, SkipCell
 from symmetry.errors import UsageError
 
 LADDER = ["plain", "rot2", "rot4", "rot8", "rot16"]
-"""Models ordered by increasing equivariance (each group contains the previous one); ``sa`` is plotted after them."""
-MODEL_ORDER = [*LADDER, "sa"]
+"""Models ordered by increasing equivariance (each group contains the previous one). Arms beside the ladder:
+``aug:rotN`` (plain model trained on rotN-augmented data), ``avg:rotN`` (Lemma 4.1 group average of the trained
+plain model) and ``sa``."""
 SYMMETRY_ORDERS = {"none": 1, "rot2": 2, "rot4": 4, "rot8": 8, "rot16": 16, "so2": math.inf}
 _DATA_KEYS = ("window", "radius", "sigma", "signal_std", "pool_windows", "test_windows", "data_seed", "max_images")
+LEVEL = 0.95
+"""Confidence level of every interval: paired Student t over seeds."""
+
+
+def model_order(models) -> list[str]:
+    """The ladder first, then the arms (``aug:``, ``avg:``), then ``sa``."""
+    present = list(dict.fromkeys(str(m) for m in models))
+    rest = sorted(m for m in present if m not in LADDER and m != "sa")
+    return [m for m in LADDER if m in present] + rest + (["sa"] if "sa" in present else [])
 
 
 # ---- configuration -> cells ----------------------------------------------------------------
 
 
+def sweep_datasets(config: dict) -> list[dict]:
+    """The eps sweep: one dataset per kappa of ``config["sweep"]`` (kappa = 0 is isotropic, larger kappa less
+    symmetric beyond the family's own group)."""
+    sw = config.get("sweep")
+    if not sw:
+        return []
+    return [
+        {
+            "name": f"{sw['name']}-kappa{kappa:g}",
+            "spec": f"{sw['spec']},kappa={kappa:g}",
+            "symmetry": "so2" if kappa == 0 else sw["symmetry"],
+            "kappa": float(kappa),
+        }
+        for kappa in sw["kappas"]
+    ]
+
+
+def _dataset(ds: dict) -> dict:
+    return {"name": ds["name"], "spec": ds["spec"], "symmetry": ds["symmetry"], "kappa": ds.get("kappa")}
+
+
 def cells(config: dict) -> list[dict]:
-    """One cell per (family, dataset, model, training-set size); each cell fits every seed (the decomposition needs
-    them all)."""
+    """One cell per (family, dataset, model, training-set size) -- each fits every seed -- plus one ``measure``
+    cell per dataset (its measured symmetry, item 5)."""
     data = {k: config[k] for k in _DATA_KEYS}
     seeds = list(config["seeds"])
+    lin = config["linear"]
+    block = max([*lin["n_train"], *config.get("sweep", {}).get("n_train", [])])
     out = []
-    for ds in config["datasets"]:
-        dataset = {"name": ds["name"], "spec": ds["spec"], "symmetry": ds["symmetry"]}
-        lin = config["linear"]
-        for model in lin["models"]:
-            for n in lin["n_train"]:
-                cell = {
-                    "family": "linear",
-                    "dataset": dataset,
-                    "model": model,
-                    "n_train": n,
-                    "block": max(lin["n_train"]),
-                }
+
+    def linear(ds: dict, models, sizes) -> None:
+        for model in models:
+            for n in sizes:
+                cell = {"family": "linear", "dataset": _dataset(ds), "model": model, "n_train": n, "block": block}
                 cell.update(data, seeds=seeds, sa_group=lin["sa_group"], angle_step=lin["angle_step"])
                 out.append(cell)
+
+    for ds in config["datasets"]:
+        linear(ds, lin["models"], lin["n_train"])
+    sweep = config.get("sweep")
+    for ds in sweep_datasets(config):
+        linear(ds, sweep["models"], sweep["n_train"])
     cnn = config.get("cnn")
     if cnn:
+        keys = ("match_group", "match_width", "depth", "kernel_size", "max_steps", "check_every", "tol", "lr")
         for ds in config["datasets"]:
             if ds["name"] not in cnn["datasets"]:
                 continue
-            dataset = {"name": ds["name"], "spec": ds["spec"], "symmetry": ds["symmetry"]}
             for model in cnn["models"]:
                 for n in cnn["n_train"]:
-                    cell = {"family": "cnn", "dataset": dataset, "model": model, "n_train": n}
-                    cell.update(data, block=max(config["linear"]["n_train"]))
-                    cell.update(
-                        {k: cnn[k] for k in ("width", "depth", "kernel_size", "steps", "lr", "batch_size", "crop")}
-                    )
-                    cell.update(seeds=list(cnn["seeds"]), sa_group=cnn["sa_group"], plain_match=cnn["plain_match"])
+                    cell = {"family": "cnn", "dataset": _dataset(ds), "model": model, "n_train": n}
+                    cell.update(data, block=block, seeds=list(cnn["seeds"]), batch_size=cnn["batch_size"])
+                    cell.update({k: cnn[k] for k in keys}, crop=cnn["crop"], average=list(cnn["average"]))
                     out.append(cell)
+    meas = config.get("measure")
+    if meas:
+        for ds in [*config["datasets"], *sweep_datasets(config)]:
+            cell = {"family": "measure", "dataset": _dataset(ds), "data_seed": config["data_seed"]}
+            cell.update({k: meas[k] for k in sorted(meas)})
+            out.append(cell)
     return out
 
 
@@ -98,13 +134,35 @@ def _tiles(image: torch.Tensor, window: int) -> torch.Tensor:
     return t.reshape(-1, window, window)
 
 
+SHADOW = "shadow:"
+"""Spec prefix of a polar dataset: ``shadow:SPEC`` is ``s = relu(x) + SHADOW_GAIN * relu(x)`` shifted down by
+``SHADOW_SHIFT`` pixels (bright atoms casting a dimmer copy below them). Its covariance is, like every stationary
+covariance, unchanged by a half turn, so linear filters cannot see its asymmetry; a half turn (or an up-down flip)
+moves the shadow above the atom, which a nonlinear model can tell apart: rot2 and larger groups pay a bias."""
+SHADOW_GAIN, SHADOW_SHIFT = 0.6, 3
+
+
+def shadow(image: torch.Tensor) -> torch.Tensor:
+    """The ``shadow:`` transform of a ``(1, H, W)`` image (zeros enter at the top edge)."""
+    lit = image.clamp(min=0)
+    below = torch.zeros_like(lit)
+    below[:, SHADOW_SHIFT:] = lit[:, :-SHADOW_SHIFT]
+    return lit + SHADOW_GAIN * below
+
+
 def _images(spec: str, split: str, count: int | None, data_root: str | None) -> list[torch.Tensor]:
     """Clean gray ``(1, H, W)`` float64 images of a dataset split (``count`` images for synthetic data)."""
     from analysis.tasks import load_items
 
+    if spec.startswith(SHADOW):
+        return [shadow(im) for im in _images(spec[len(SHADOW) :], split, count, data_root)]
     data = f"{spec},n={count}" if spec.startswith("synthetic") and count else spec
     items = load_items("denoise", data, split=split, data_root=data_root, channels="gray", max_images=count)
     return [it.target.to(torch.float64) for it in items]
+
+
+def _base_spec(spec: str) -> str:
+    return spec[len(SHADOW) :] if spec.startswith(SHADOW) else spec
 
 
 def _split_seed(data_seed: int, split: str) -> int:
@@ -116,13 +174,13 @@ def _pools(spec: str, key: tuple, data_root: str | None) -> dict[str, torch.Tens
     """Clean and noisy training pool and test set, ``(N, window, window)`` float64 (cached per process)."""
     p = dict(key)
     window = p["window"]
-    synthetic = spec.startswith("synthetic")
+    synthetic = _base_spec(spec).startswith("synthetic")
     out: dict[str, torch.Tensor] = {}
     for split, want in (("train", p["pool_windows"]), ("test", p["test_windows"])):
         if synthetic:
             from symmetry.synthetic import DEFAULTS, parse_spec
 
-            size = int(parse_spec(spec)[1].get("size", DEFAULTS["size"]))
+            size = int(parse_spec(_base_spec(spec))[1].get("size", DEFAULTS["size"]))
             per_image = (size // window) ** 2
             if per_image < 1:
                 raise UsageError(f"synthetic images of size {size} are smaller than the window {window}")
@@ -191,6 +249,19 @@ def _prepared(spec: str, key: tuple, data_root: str | None) -> dict[str, torch.T
     prep["test_target"] = interior(prep["test_clean"], r).reshape(n, -1)
     prep["train_angles"] = dominant_orientation(prep["train_noisy"])
     prep["test_angles"] = dominant_orientation(prep["test_noisy"])
+    # per-window normal equations: a seed's least squares is a sum over its windows (no patch extraction per fit)
+    grams, crosses, squares = [], [], []
+    for start in range(0, prep["train_noisy"].shape[0], 64):
+        v = patch_vectors(prep["train_noisy"][start : start + 64], r).flatten(1, 2)
+        x = interior(prep["train_clean"][start : start + 64], r).flatten(1)
+        grams.append(torch.einsum("nqi,nqj->nij", v, v))
+        crosses.append(torch.einsum("nqi,nq->ni", v, x))
+        squares.append(x.square().sum(1))
+    prep["train_gram"], prep["train_cross"], prep["train_square"] = (
+        torch.cat(grams),
+        torch.cat(crosses),
+        torch.cat(squares),
+    )
     return prep
 
 
@@ -198,25 +269,53 @@ def _prepare(cell: dict, ctx: Context) -> dict[str, torch.Tensor]:
     return _prepared(cell["dataset"]["spec"], _data_key(cell), _data_root(cell, ctx))
 
 
+@lru_cache(maxsize=32)
 def linear_basis(model: str, radius: int, sa_group: str, angle_step: float) -> torch.Tensor:
-    """The filters a linear model may use: G-invariant (``rotN``), all (``plain``), or for ``sa`` the
-    ``sa_group``-invariant filters that interpolated rotations keep (:func:`analysis.bias_variance.rotatable_basis`)."""
+    """The filters a linear model may use: G-invariant (``rotN``), all (``plain``, ``aug:``, ``avg:``), or for ``sa``
+    the ``sa_group``-invariant filters that interpolated rotations keep
+    (:func:`analysis.bias_variance.rotatable_basis`)."""
     from analysis.bias_variance import invariant_basis, rotatable_basis
 
     if model == "sa":
         return rotatable_basis(radius, sa_group, angle_step)
+    if ":" in model:
+        return invariant_basis(radius, "plain")
     return invariant_basis(radius, model)
 
 
-def _fit(cell: dict, prep: dict, index: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Least-squares filter on the training samples ``index`` of the pool (per-sample rotations for ``sa``)."""
-    from analysis.bias_variance import fit_filter, normal_equations, rotation_operators
+def arm(model: str) -> tuple[str, str | None]:
+    """``"aug:rot4"`` -> ``("aug", "rot4")``; a ladder model or ``sa`` -> ``(model, None)``."""
+    if ":" not in model:
+        return model, None
+    kind, group = model.split(":", 1)
+    if kind not in ("aug", "avg"):
+        raise UsageError(f"unknown model arm {model!r}; use aug:GROUP or avg:GROUP")
+    return kind, group
 
-    ops = None
+
+def _fit(cell: dict, prep: dict, index: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Least-squares filter on the training samples ``index`` of the pool (per-sample rotations for ``sa``;
+    augmented normal equations for ``aug:G``; the group average ``Pi_G`` of the plain fit for ``avg:G``)."""
+    from analysis.bias_variance import (
+        augmented_normal_equations,
+        fit_filter,
+        group_average_operator,
+        normal_equations,
+        rotation_operators,
+    )
+
     if cell["model"] == "sa":
         ops = rotation_operators(cell["radius"], prep["train_angles"][index], cell["angle_step"])
-    a, b, _ = normal_equations(prep["train_noisy"][index], prep["train_clean"][index], cell["radius"], ops)
-    return fit_filter(a, b, basis)
+        a, b, _ = normal_equations(prep["train_noisy"][index], prep["train_clean"][index], cell["radius"], ops)
+    else:
+        a, b = prep["train_gram"][index].sum(0), prep["train_cross"][index].sum(0)
+    kind, group = arm(cell["model"])
+    if kind == "aug":
+        a, b = augmented_normal_equations(a, b, cell["radius"], group)
+    w = fit_filter(a, b, basis)
+    if kind == "avg":
+        w = group_average_operator(cell["radius"], group) @ w
+    return w
 
 
 def _apply(cell: dict, weights: torch.Tensor, patches: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -251,12 +350,16 @@ def run_linear(cell: dict, ctx: Context) -> dict:
     for seed in cell["seeds"]:
         idx = torch.from_numpy(seed_subset(seed, cell["n_train"], cell["block"], prep["train_clean"].shape[0]))
         w = _fit(cell, prep, idx, basis)
-        noisy = prep["train_noisy"][idx]
-        patches = patch_vectors(noisy, r).reshape(len(idx), -1, basis.shape[0])
-        fitted = _apply(cell, w[None], patches, prep["train_angles"][idx])[0]
-        train_risks.append(
-            float((fitted - interior(prep["train_clean"][idx], r).reshape(len(idx), -1)).square().mean())
-        )
+        if cell["model"] == "sa":
+            noisy = prep["train_noisy"][idx]
+            patches = patch_vectors(noisy, r).reshape(len(idx), -1, basis.shape[0])
+            fitted = _apply(cell, w[None], patches, prep["train_angles"][idx])[0]
+            target = interior(prep["train_clean"][idx], r).reshape(len(idx), -1)
+            train_risks.append(float((fitted - target).square().mean()))
+        else:  # ||V w - x||^2 = w^T A w - 2 w^T b + x^T x, summed over the seed's windows
+            a, b = prep["train_gram"][idx].sum(0), prep["train_cross"][idx].sum(0)
+            sse = w @ a @ w - 2 * w @ b + prep["train_square"][idx].sum()
+            train_risks.append(float(sse) / (len(idx) * (cell["window"] - 2 * r) ** 2))
         weights.append(w)
     preds = _apply(cell, torch.stack(weights), prep["test_patches"], prep["test_angles"])
     oracle = (cell["dataset"]["spec"], _data_key(cell), _data_root(cell, ctx))
@@ -266,7 +369,7 @@ def run_linear(cell: dict, ctx: Context) -> dict:
         "train_risks": train_risks,
         "noise": _oracle(*oracle, "plain", cell["sa_group"], cell["angle_step"]),
         "oracle_risk": _oracle(*oracle, cell["model"], cell["sa_group"], cell["angle_step"]),
-        "params": int(basis.shape[1]),
+        "params": int(linear_basis(arm(cell["model"])[1] or cell["model"], r, cell["sa_group"], 1.0).shape[1]),
         "pools": prep,
     }
 
@@ -274,17 +377,51 @@ def run_linear(cell: dict, ctx: Context) -> dict:
 # ---- network family ---------------------------------------------------------------------------
 
 
-def build_network(cell: dict) -> torch.nn.Module:
-    """The analysis network of a ``cnn`` cell: ``plain`` (width matched to ``plain_match``), ``rotN`` or ``sa``."""
+def _network(model: str, width: int, cell: dict) -> torch.nn.Module:
     from analysis.models import build_model
 
-    common = dict(in_channels=1, width=cell["width"], depth=cell["depth"], kernel_size=cell["kernel_size"])
-    model = cell["model"]
-    if model == "plain":
-        return build_model("plain", group=cell["plain_match"], **common)
-    if model == "sa":
-        return build_model("sa", group=cell["sa_group"], **common)
-    return build_model("equivariant", group=model, **common)
+    common = dict(in_channels=1, depth=cell["depth"], kernel_size=cell["kernel_size"])
+    kind, _ = arm(model)
+    if kind in ("plain", "aug", "avg"):
+        return build_model("plain", plain_width=width, **common)
+    if kind == "sa":
+        return build_model("sa", group=cell["match_group"], width=width, **common)
+    return build_model("equivariant", group=model, width=width, **common)
+
+
+@lru_cache(maxsize=64)
+def matched_width(model: str, match_group: str, match_width: int, depth: int, kernel_size: int) -> int:
+    """The width whose parameter count is closest to that of ``equivariant`` ``match_group`` at ``match_width``
+    (plain and the arms: channels; equivariant models: fields per group element)."""
+    from analysis.models import count_parameters
+
+    cell = {"depth": depth, "kernel_size": kernel_size, "match_group": match_group}
+    target = count_parameters(_network(match_group, match_width, cell))
+    best, gap = 1, math.inf
+    for width in range(1, 65):
+        count = count_parameters(_network(model, width, cell))
+        if abs(count - target) < gap:
+            best, gap = width, abs(count - target)
+        if count > target:
+            break
+    return best
+
+
+def build_network(cell: dict) -> torch.nn.Module:
+    """The analysis network of a ``cnn`` cell at the width that matches the parameter count of ``match_group``."""
+    width = matched_width(cell["model"], cell["match_group"], cell["match_width"], cell["depth"], cell["kernel_size"])
+    return _network(cell["model"], width, cell)
+
+
+def forward_flops(net: torch.nn.Module, side: int, device: torch.device) -> int:
+    """Floating-point operations of one forward pass on a ``1 x 1 x side x side`` image
+    (:class:`torch.utils.flop_counter.FlopCounterMode`: convolutions and matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 1, side, side, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return int(counter.get_total_flops())
 
 
 def _predict(net: torch.nn.Module, noisy: torch.Tensor, radius: int, device: torch.device, batch: int = 64):
@@ -297,12 +434,26 @@ def _predict(net: torch.nn.Module, noisy: torch.Tensor, radius: int, device: tor
     return torch.cat(out)
 
 
+def plateaued(losses: list[float], every: int, tol: float) -> bool:
+    """The convergence rule: the mean training loss of the last ``every`` steps is less than ``tol`` (relative)
+    below that of the ``every`` steps before (needs ``2 * every`` losses)."""
+    if len(losses) < 2 * every:
+        return False
+    last = float(np.mean(losses[-every:]))
+    before = float(np.mean(losses[-2 * every : -every]))
+    return before - last < tol * before
+
+
 def train_network(cell: dict, seed: int, noisy: torch.Tensor, clean: torch.Tensor, device: torch.device):
-    """A short Adam run (:func:`analysis.fit.fit`) on one seed's fixed training pairs: random ``crop x crop`` crops
-    of its windows, MSE on the crop minus the ``radius`` margin, cosine learning rate. Initialisation and batches
-    come from the named streams ``init`` and ``batches`` of ``seed`` (batch ``k`` from ``(seed, "batches", k)``)."""
+    """Adam at a constant learning rate (:func:`analysis.fit.fit`) on one seed's fixed training pairs until the
+    training loss plateaus (:func:`plateaued`, checked every ``check_every`` steps) or ``max_steps``: random
+    ``crop x crop`` crops of its windows, MSE on the crop minus the ``radius`` margin; ``aug:G`` transforms each
+    batch by a random element of G (exact for quarter turns). Initialisation and batches come from the named
+    streams ``init`` and ``batches`` of ``seed``. Returns the network, the steps taken and whether it converged."""
     from analysis.fit import fit, loss_fn
+    from symmetry.groups import get_group
     from symmetry.streams import rng, seed_of
+    from symmetry.transforms import transform_image
 
     r, crop, window = cell["radius"], cell["crop"], cell["window"]
     if not 2 * r < crop <= window:
@@ -312,83 +463,203 @@ def train_network(cell: dict, seed: int, noisy: torch.Tensor, clean: torch.Tenso
     x_all = noisy[:, None].to(device, torch.float32)
     y_all = clean[:, None].to(device, torch.float32)
     size = min(cell["batch_size"], x_all.shape[0])
+    kind, group = arm(cell["model"])
+    elements = list(get_group(group)) if kind == "aug" else []
 
     def batches(k: int):
         draw = rng(seed, "batches", k)
         idx = torch.from_numpy(draw.choice(x_all.shape[0], size, replace=False)).to(device)
         top, left = (int(v) for v in draw.integers(0, window - crop + 1, 2))
         x = x_all[idx, :, top : top + crop, left : left + crop]
-        y = y_all[idx, :, top + r : top + crop - r, left + r : left + crop - r]
+        y = y_all[idx, :, top : top + crop, left : left + crop]
+        if elements:
+            el = elements[int(draw.integers(0, len(elements)))]
+            x, y = transform_image(x, el)[0], transform_image(y, el)[0]
         return x, y
 
     def step(model: torch.nn.Module, batch) -> torch.Tensor:
         x, y = batch
-        return loss_fn("l2", model(x)[..., r:-r, r:-r], y)
+        return loss_fn("l2", model(x)[..., r:-r, r:-r], y[..., r:-r, r:-r])
 
-    fit(net, step, batches, steps=cell["steps"], lr=cell["lr"], schedule="cosine", device=device)
-    return net
+    every, tol = cell["check_every"], cell["tol"]
+    losses: list[float] = []
+
+    def callback(info) -> bool:
+        losses.append(info.loss)
+        return info.step % every == 0 and plateaued(losses, every, tol)
+
+    result = fit(
+        net,
+        step,
+        batches,
+        steps=cell["max_steps"],
+        lr=cell["lr"],
+        schedule="constant",
+        device=device,
+        callback=callback,
+    )
+    return net, result.step, plateaued(losses, every, tol)
 
 
 def run_cnn(cell: dict, ctx: Context) -> dict:
+    """Train the cell's network on every seed; for ``plain`` also the Lemma 4.1 averages ``avg:G`` of the same
+    trained networks (:class:`analysis.models.GroupAverage`) for every G in ``average``."""
     from analysis.bias_variance import interior
-    from analysis.models import count_parameters
+    from analysis.models import GroupAverage, count_parameters
 
     pools = load_pools(cell, ctx)
     r = cell["radius"]
-    preds, train_risks, params = [], [], 0
+    averaged = cell["average"] if cell["model"] == "plain" else []
+    preds: dict[str, list] = {cell["model"]: [], **{f"avg:{g}": [] for g in averaged}}
+    train_risks: dict[str, list] = {k: [] for k in preds}
+    steps, converged = [], []
+    net = None
     for seed in cell["seeds"]:
         idx = torch.from_numpy(seed_subset(seed, cell["n_train"], cell["block"], pools["train_clean"].shape[0]))
         noisy, clean = pools["train_noisy"][idx], pools["train_clean"][idx]
-        net = train_network(cell, seed, noisy, clean, ctx.device)
-        params = count_parameters(net)
-        train_risks.append(float((_predict(net, noisy, r, ctx.device) - interior(clean, r)).square().mean()))
-        preds.append(_predict(net, pools["test_noisy"], r, ctx.device))
+        net, taken, done = train_network(cell, seed, noisy, clean, ctx.device)
+        steps.append(taken)
+        converged.append(done)
+        models = {cell["model"]: net, **{f"avg:{g}": GroupAverage(net, g) for g in averaged}}
+        for name, m in models.items():
+            train_risks[name].append(float((_predict(m, noisy, r, ctx.device) - interior(clean, r)).square().mean()))
+            preds[name].append(_predict(m, pools["test_noisy"], r, ctx.device))
+    flops = forward_flops(net, cell["window"], ctx.device)
     return {
-        "preds": torch.stack(preds),
-        "targets": interior(pools["test_clean"], r),
-        "train_risks": train_risks,
-        "noise": None,
-        "oracle_risk": math.nan,
-        "params": params,
-        "pools": pools,
+        name: {
+            "preds": torch.stack(preds[name]),
+            "targets": interior(pools["test_clean"], r),
+            "train_risks": train_risks[name],
+            "noise": None,
+            "oracle_risk": math.nan,
+            "params": count_parameters(net),
+            "flops": flops * (1 if name == cell["model"] else GroupAverage(net, name[4:]).cost_factor),
+            "steps": float(np.mean(steps)),
+            "converged": float(np.mean(converged)),
+            "pools": pools,
+        }
+        for name in preds
     }
 
 
 # ---- one cell -----------------------------------------------------------------------------------
 
 
-def run_cell(cell: dict, ctx: Context) -> list[dict]:
-    """Fit the cell's model on every seed's training set and decompose its test error into bias^2 and variance."""
+def _row(cell: dict, ctx: Context, model: str, out: dict) -> dict:
     from analysis.bias_variance import decompose, interior
 
-    if cell["family"] not in ("linear", "cnn"):
-        raise UsageError(f"unknown model family {cell['family']!r}")
-    out = run_linear(cell, ctx) if cell["family"] == "linear" else run_cnn(cell, ctx)
     pools, r = out["pools"], cell["radius"]
     target = interior(pools["test_clean"], r)
     parts = decompose(out["preds"], out["targets"], noise=out["noise"])
+    per_seed = (out["preds"].double() - out["targets"].double()).square().flatten(1).mean(1)
     train_risk = float(np.mean(out["train_risks"]))
-    return [
-        {
-            "dataset_name": cell["dataset"]["name"],
-            "data_symmetry": cell["dataset"]["symmetry"],
-            "risk": parts["risk"],
-            "bias2": parts["bias2"],
-            "variance": parts["variance"],
-            "noise": parts.get("noise", math.nan),
-            "excess_bias2": parts.get("excess_bias2", math.nan),
-            "train_risk": train_risk,
-            "generalization_gap": parts["risk"] - train_risk,
-            "oracle_risk": out["oracle_risk"],
-            "input_risk": float((interior(pools["test_noisy"], r) - target).square().mean()),
-            "risk_seed_std": parts["risk_seed_std"],
-            "params": out["params"],
-            "n_train_pixels": cell["n_train"] * (cell["window"] - 2 * r) ** 2,
-            "n_seeds": parts["n_seeds"],
-            "n_test_values": parts["n_values"],
-            "device": str(ctx.device) if cell["family"] == "cnn" else "cpu",
-        }
-    ]
+    return {
+        "model": model,
+        "dataset_name": cell["dataset"]["name"],
+        "data_symmetry": cell["dataset"]["symmetry"],
+        "kappa": cell["dataset"].get("kappa"),
+        "risk": parts["risk"],
+        "bias2": parts["bias2"],
+        "variance": parts["variance"],
+        "noise": parts.get("noise", math.nan),
+        "excess_bias2": parts.get("excess_bias2", math.nan),
+        "train_risk": train_risk,
+        "generalization_gap": parts["risk"] - train_risk,
+        "oracle_risk": out["oracle_risk"],
+        "input_risk": float((interior(pools["test_noisy"], r) - target).square().mean()),
+        "risk_seed_std": parts["risk_seed_std"],
+        "seed_risks": json.dumps([float(v) for v in per_seed]),
+        "params": out["params"],
+        "flops": out.get("flops", math.nan),
+        "steps_mean": out.get("steps", math.nan),
+        "converged_fraction": out.get("converged", math.nan),
+        "n_train_pixels": cell["n_train"] * (cell["window"] - 2 * r) ** 2,
+        "n_seeds": parts["n_seeds"],
+        "n_test_values": parts["n_values"],
+        "device": str(ctx.device) if cell["family"] == "cnn" else "cpu",
+    }
+
+
+def run_cell(cell: dict, ctx: Context) -> list[dict]:
+    """Fit the cell's model on every seed's training set and decompose its test error into bias^2 and variance;
+    or, for a ``measure`` cell, measure the dataset's symmetry (:func:`measured_symmetry`)."""
+    if cell["family"] == "measure":
+        return measured_symmetry(cell, ctx)
+    if cell["family"] == "linear":
+        return [_row(cell, ctx, cell["model"], run_linear(cell, ctx))]
+    if cell["family"] == "cnn":
+        return [_row(cell, ctx, name, out) for name, out in run_cnn(cell, ctx).items()]
+    raise UsageError(f"unknown model family {cell['family']!r}")
+
+
+# ---- measured symmetry (issue item 5) -------------------------------------------------------------
+
+
+def pick_group(verdicts: dict[str, bool | None], ladder=LADDER) -> str:
+    """The largest ladder group inside the measured symmetry: walking up the chain plain < rot2 < rot4 < ...,
+    the last group before the first one whose Holm-adjusted test rejects symmetry (``False``) or has no verdict."""
+    picked = "plain"
+    for group in ladder[1:]:
+        if group not in verdicts:
+            continue
+        if verdicts[group] is not True:
+            break
+        picked = group
+    return picked
+
+
+def measure_report(sources: list, cell: dict):
+    """``symmetry.measure`` on clean training images of a dataset (the rasters the models see, so rotations by
+    other than quarter turns are interpolated), every measured group in one call (one Holm family), at one mesh.
+    The only place this experiment calls the measurement API."""
+    from symmetry.measurement import measure_dataset
+
+    return measure_dataset(
+        sources,
+        cell["groups"],
+        mesh=float(cell["mesh"]),
+        radius=float(cell["radius_px"]),
+        windows=int(cell["windows"]),
+        features=int(cell["features"]),
+        permutations=int(cell["permutations"]),
+        bootstrap=int(cell["bootstrap"]),
+        seed=int(cell["data_seed"]),
+        alpha=float(cell["alpha"]),
+        device="cpu",
+    )
+
+
+def measured_symmetry(cell: dict, ctx: Context) -> list[dict]:
+    """One row per measured group: worst-element eps at the mesh, its null q95, Holm-adjusted p, the verdict, and
+    the group this picks (:func:`pick_group`)."""
+    from symmetry.data import ImageSource
+
+    spec, count = cell["dataset"]["spec"], int(cell["images"])
+    images = _images(spec, "train", count, _data_root(cell, ctx))[:count]
+    sources = [ImageSource(f"image-{i}", array=im) for i, im in enumerate(images)]
+    report = measure_report(sources, cell)
+    verdicts = {v["group"]: v["symmetric"] for v in report.verdicts}
+    picked = pick_group(verdicts)
+    rows = []
+    for group in verdicts:
+        worst = report.summary("worst", group).iloc[0]
+        rows.append(
+            {
+                "dataset_name": cell["dataset"]["name"],
+                "data_symmetry": cell["dataset"]["symmetry"],
+                "kappa": cell["dataset"].get("kappa"),
+                "group": group,
+                "eps": float(worst["symmetry_error"]),
+                "eps_low": float(worst["ci_low"]),
+                "eps_high": float(worst["ci_high"]),
+                "null_q95": float(worst["null_q95"]),
+                "p_adjusted": float(report.verdict(group)["p_adjusted"]),
+                "symmetric": verdicts[group],
+                "picked": picked,
+                "images": len(sources),
+            }
+        )
+    return rows
 
 
 # ---- summaries, figures, verdict ----------------------------------------------------------------
@@ -412,8 +683,12 @@ def matched_model(symmetry: str, models) -> str | None:
     return candidates[-1] if candidates else None
 
 
+def _models_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["family"].isin(["linear", "cnn"])]
+
+
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (family, dataset, n_train, model) in the ladder order, with the decomposition's columns."""
+    """One row per (family, dataset, n_train, model) in :func:`model_order`, with the decomposition's columns."""
     cols = [
         "risk",
         "bias2",
@@ -425,41 +700,183 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         "oracle_risk",
         "input_risk",
         "params",
+        "flops",
+        "steps_mean",
+        "converged_fraction",
+        "n_train_pixels",
     ]
+    f = _models_frame(frame)
+    cols = [c for c in cols if c in f.columns]
     keys = ["family", "dataset_name", "data_symmetry", "n_train", "model"]
-    t = frame.groupby(keys, sort=False)[cols].mean().reset_index()
-    t["model"] = pd.Categorical(t["model"], MODEL_ORDER, ordered=True)
+    t = f.groupby(keys, sort=False, dropna=False)[cols].mean().reset_index()
+    t["model"] = pd.Categorical(t["model"], model_order(t["model"]), ordered=True)
     return t.sort_values(["family", "dataset_name", "n_train", "model"]).reset_index(drop=True)
 
 
-def minima(frame: pd.DataFrame) -> pd.DataFrame:
-    """Where the risk is smallest on the ladder (and overall, sa included) per (family, dataset, n_train)."""
+def seed_risks(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (family, dataset, n_train, model, seed) with that seed's test risk."""
     rows = []
-    for (family, name, sym, n), sub in summary(frame).groupby(
-        ["family", "dataset_name", "data_symmetry", "n_train"], sort=False, observed=True
+    for r in _models_frame(frame).itertuples():
+        for seed, risk in zip(json.loads(r.seeds), json.loads(r.seed_risks)):
+            rows.append(
+                {
+                    "family": r.family,
+                    "dataset_name": r.dataset_name,
+                    "data_symmetry": r.data_symmetry,
+                    "n_train": int(r.n_train),
+                    "model": r.model,
+                    "seed": int(seed),
+                    "risk": float(risk),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _diff(per_seed: pd.DataFrame, a: str, b: str) -> dict[str, float]:
+    """Paired ``risk_a - risk_b`` over the seeds both models have (:func:`analysis.bias_variance.paired_difference`)."""
+    from analysis.bias_variance import paired_difference
+
+    wide = per_seed.pivot(index="seed", columns="model", values="risk")[[a, b]].dropna()
+    return paired_difference(wide[a].to_numpy(), wide[b].to_numpy(), LEVEL)
+
+
+def decisions(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every "best group" decision with its uncertainty, per (family, dataset, n_train).
+
+    ``best``: the ladder model of lowest mean risk. ``runner_up`` and ``diff``/``low``/``high``: the paired
+    difference runner-up minus best with its 95% t interval over seeds. ``tied``: the ladder models whose paired
+    interval against the best contains 0 (the decision is ``resolved`` when there are none). ``matched``: the
+    ladder model matching the data's known symmetry, with ``matched_diff`` (matched minus best) and its interval.
+    Arms: ``aug:G``/``avg:G`` minus the constrained model ``G`` (``arm_...`` columns, one row per arm in ``arms``).
+    """
+    per_seed = seed_risks(frame)
+    rows = []
+    for (family, name, sym, n), sub in per_seed.groupby(
+        ["family", "dataset_name", "data_symmetry", "n_train"], sort=False
     ):
-        ladder = sub[sub["model"].astype(str).isin(LADDER)]
-        if ladder.empty:
+        means = sub.groupby("model")["risk"].mean()
+        ladder = [m for m in LADDER if m in means.index]
+        if len(ladder) < 2:
             continue
-        best = ladder.loc[ladder["risk"].idxmin()]
-        overall = sub.loc[sub["risk"].idxmin()]
-        match = matched_model(sym, ladder["model"].astype(str))
+        best = min(ladder, key=lambda m: means[m])
+        diffs = {m: _diff(sub, m, best) for m in ladder if m != best}
+        runner = min(diffs, key=lambda m: diffs[m]["mean"])
+        tied = [m for m, d in diffs.items() if not d["low"] > 0]
+        match = matched_model(sym, ladder)
+        md = _diff(sub, match, best) if match and match != best else None
+        arms = {}
+        for m in means.index:
+            kind, group = arm(m)
+            if kind in ("aug", "avg") and group in means.index:
+                arms[m] = _diff(sub, m, group)
         rows.append(
             {
                 "family": family,
                 "dataset_name": name,
                 "data_symmetry": sym,
-                "n_train": n,
-                "best_ladder": str(best["model"]),
-                "best_risk": best["risk"],
+                "n_train": int(n),
+                "best": best,
+                "best_risk": float(means[best]),
+                "runner_up": runner,
+                "diff": diffs[runner]["mean"],
+                "low": diffs[runner]["low"],
+                "high": diffs[runner]["high"],
+                "tied": ",".join(tied),
+                "resolved": not tied,
                 "matched": match,
-                "matches": None if match is None else str(best["model"]) == match,
-                "best_overall": str(overall["model"]),
-                "sa_vs_best_ladder": (
-                    float(sub[sub["model"].astype(str) == "sa"]["risk"].iloc[0] / best["risk"] - 1)
-                    if (sub["model"].astype(str) == "sa").any()
-                    else math.nan
-                ),
+                "matches": None if match is None else best == match,
+                "matched_diff": 0.0 if match == best else (md["mean"] if md else math.nan),
+                "matched_low": 0.0 if match == best else (md["low"] if md else math.nan),
+                "matched_high": 0.0 if match == best else (md["high"] if md else math.nan),
+                "arms": json.dumps({k: [v["mean"], v["low"], v["high"]] for k, v in arms.items()}),
+                "n_seeds": int(sub["seed"].nunique()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def minima(frame: pd.DataFrame) -> pd.DataFrame:
+    """The decisions table (kept under its old name): :func:`decisions`."""
+    return decisions(frame)
+
+
+def phase(frame: pd.DataFrame) -> pd.DataFrame:
+    """The eps sweep: per (kappa, n_train) the measured best ladder group (linear, with its tie set) against the
+    closed-form prediction ``argmin_G ols_risk(oracle_G, p_G, N)`` (:func:`analysis.bias_variance.ols_risk`;
+    ``oracle_G`` the risk of the G-invariant filter fitted on the whole pool = noise + bias b*eps, ``p_G`` the
+    dimension of the G-invariant filters, ``N`` the training pixels), and the measured eps of the data's own
+    group's next rung (from the ``measure`` rows)."""
+    from analysis.bias_variance import ols_risk
+
+    lin = frame[(frame["family"] == "linear") & frame["kappa"].notna()]
+    if lin.empty:
+        return pd.DataFrame()
+    dec = decisions(lin).set_index(["dataset_name", "n_train"])
+    t = summary(lin)
+    kappas = lin.groupby("dataset_name")["kappa"].first()
+    rows = []
+    for (name, n), sub in t.groupby(["dataset_name", "n_train"], sort=False):
+        sub = sub[sub["model"].astype(str).isin(LADDER)]
+        pred = {str(r.model): ols_risk(r.oracle_risk, int(r.params), int(r.n_train_pixels)) for r in sub.itertuples()}
+        predicted = min(pred, key=pred.get)
+        d = dec.loc[(name, int(n))]
+        tied = [m for m in str(d["tied"]).split(",") if m]
+        rows.append(
+            {
+                "dataset_name": name,
+                "kappa": float(kappas[name]),
+                "n_train": int(n),
+                "best": d["best"],
+                "tied": ",".join(tied),
+                "predicted": predicted,
+                "agrees": predicted == d["best"] or predicted in tied,
+            }
+        )
+    out = pd.DataFrame(rows).sort_values(["kappa", "n_train"]).reset_index(drop=True)
+    meas = frame[frame["family"] == "measure"]
+    if not meas.empty:
+        eps = meas[meas["group"] == "rot8"].groupby("dataset_name")["eps"].first()
+        out["eps_rot8"] = out["dataset_name"].map(eps)
+    return out
+
+
+def predictions(frame: pd.DataFrame) -> pd.DataFrame:
+    """Item 5: per dataset and family, the group :func:`pick_group` chose from the measured eps, the best model at
+    the largest training set, and whether the picked group's model has the lowest risk: ``picked - best`` with its
+    paired interval (``within`` when the interval contains 0, i.e. the data cannot tell them apart)."""
+    meas = frame[frame["family"] == "measure"]
+    if meas.empty:
+        return pd.DataFrame()
+    picked = meas.groupby("dataset_name")["picked"].first()
+    dec = decisions(frame)
+    per_seed = seed_risks(frame)
+    rows = []
+    for (family, name), sub in dec.groupby(["family", "dataset_name"], sort=False):
+        if name not in picked.index:
+            continue
+        last = sub.loc[sub["n_train"].idxmax()]
+        pick = picked[name]
+        seeds = per_seed[
+            (per_seed["family"] == family)
+            & (per_seed["dataset_name"] == name)
+            & (per_seed["n_train"] == last["n_train"])
+        ]
+        if pick not in set(seeds["model"]):
+            continue
+        d = {"mean": 0.0, "low": 0.0, "high": 0.0} if pick == last["best"] else _diff(seeds, pick, last["best"])
+        rows.append(
+            {
+                "family": family,
+                "dataset_name": name,
+                "data_symmetry": last["data_symmetry"],
+                "n_train": int(last["n_train"]),
+                "picked": pick,
+                "best": last["best"],
+                "picked_is_best": pick == last["best"],
+                "diff": d["mean"],
+                "low": d["low"],
+                "high": d["high"],
+                "within": pick == last["best"] or not d["low"] > 0,
             }
         )
     return pd.DataFrame(rows)
@@ -489,7 +906,7 @@ def _components_figure(frame: pd.DataFrame, config: dict, family: str):
     floor, so that 0 is the best linear filter) and variance against the model, in units of 1e-4."""
     from experiments.style import PALETTE, subplots
 
-    t = summary(frame[frame["family"] == family])
+    t = summary(frame[(frame["family"] == family) & frame["kappa"].isna()])
     floors = linear_floor(frame)
     names = _dataset_order(t, config)
     sizes = sorted(t["n_train"].unique())
@@ -501,7 +918,7 @@ def _components_figure(frame: pd.DataFrame, config: dict, family: str):
         for j, n in enumerate(shown):
             ax = axes[i, j]
             sub = t[(t["dataset_name"] == name) & (t["n_train"] == n)]
-            models = [m for m in MODEL_ORDER if m in set(sub["model"].astype(str))]
+            models = model_order(m for m in sub["model"].astype(str) if m in set(sub["model"].astype(str)))
             sub = sub.set_index(sub["model"].astype(str)).reindex(models)
             xs = np.arange(len(models))
             shift = {"risk": floor, "bias2": floor, "variance": 0.0}
@@ -544,14 +961,15 @@ def _size_figure(frame: pd.DataFrame, config: dict, family: str):
 
     from experiments.style import PALETTE, subplots
 
-    t = summary(frame[frame["family"] == family])
+    t = summary(frame[(frame["family"] == family) & frame["kappa"].isna()])
     names = _dataset_order(t, config)
     fig, axes = subplots(len(names), 2, width=2.7, height=2.4)
     for i, name in enumerate(names):
         sub = t[t["dataset_name"] == name]
-        for model in (m for m in MODEL_ORDER if m in set(sub["model"].astype(str))):
+        order = model_order(sub["model"].astype(str))
+        for model in order:
             s = sub[sub["model"].astype(str) == model].sort_values("n_train")
-            kw = {"marker": "o", "color": PALETTE[MODEL_ORDER.index(model)], "label": model}
+            kw = {"marker": "o", "color": PALETTE[order.index(model) % len(PALETTE)], "label": model}
             axes[0, i].plot(s["n_train"], s["variance"], **kw)
             axes[1, i].plot(s["n_train"], s["generalization_gap"], **kw)
         axes[0, i].set_yscale("log")
@@ -571,54 +989,227 @@ def _size_figure(frame: pd.DataFrame, config: dict, family: str):
     return fig
 
 
+def _phase_figure(frame: pd.DataFrame):
+    """Heat maps over (kappa, n): the measured best ladder group (a star marks a decision not resolved at 95%: some
+    other group's paired interval contains 0) and the closed-form prediction."""
+    import seaborn as sns
+
+    from experiments.style import subplots
+
+    ph = phase(frame)
+    codes = {m: i for i, m in enumerate(LADDER)}
+    fig, axes = subplots(2, 1, width=4.2, height=3.2)
+    cmap = sns.color_palette("viridis", len(LADDER))
+    for ax, column, title in ((axes[0, 0], "best", "measured best group"), (axes[0, 1], "predicted", "predicted")):
+        grid = ph.pivot(index="kappa", columns="n_train", values=column)
+        label = grid.copy().astype(object)
+        if column == "best":
+            ties = ph.pivot(index="kappa", columns="n_train", values="tied")
+            label = grid + ties.map(lambda t: "*" if t else "")
+        sns.heatmap(
+            grid.map(codes.get).astype(float),
+            annot=label.to_numpy(),
+            fmt="",
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=len(LADDER) - 0.5,
+            cbar=False,
+            ax=ax,
+            annot_kws={"fontsize": 7},
+        )
+        ax.invert_yaxis()
+        ax.set_xlabel("training windows n")
+        ax.set_ylabel("kappa (larger = less rot8-symmetric)")
+        ax.set_title(title)
+    if "eps_rot8" in ph:
+        eps = ph.groupby("kappa")["eps_rot8"].first()
+        axes[0, 1].set_yticklabels([f"{k:g} (eps {1e3 * eps[k]:.2f}e-3)" for k in sorted(eps.index)], fontsize=7)
+    agree = int(ph["agrees"].sum())
+    fig.suptitle(
+        f"eps sweep (kfold k=4 data): best linear group, * = tie within the 95% paired t interval; "
+        f"prediction argmin sigma_G^2 (1 + p_G / (N - p_G - 1)) agrees in {agree}/{len(ph)} cells",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _decisions_figure(frame: pd.DataFrame):
+    """Paired differences with 95% t intervals: runner-up minus best, matched minus best, and every arm minus its
+    constrained model, per (family, dataset, n). Intervals crossing 0 are decisions the seeds cannot make."""
+    from experiments.style import PALETTE, subplots
+
+    dec = decisions(frame[frame["kappa"].isna()])
+    rows = []
+    for r in dec.itertuples():
+        tag, unit = f"{r.family} {r.dataset_name} n={r.n_train}", 100.0 / r.best_risk
+        rows.append((f"{tag}: {r.runner_up} - {r.best}", r.diff * unit, r.low * unit, r.high * unit, 0))
+        if isinstance(r.matched, str) and r.matched != r.best:
+            what = f"{tag}: {r.matched} (matched) - {r.best}"
+            rows.append((what, r.matched_diff * unit, r.matched_low * unit, r.matched_high * unit, 1))
+        for name, (mean, low, high) in json.loads(r.arms).items():
+            rows.append((f"{tag}: {name} - {arm(name)[1]}", mean * unit, low * unit, high * unit, 2))
+    fig, axes = subplots(1, 1, width=7.0, height=max(3.0, 0.14 * len(rows)))
+    ax = axes[0, 0]
+    for i, (_, mean, low, high, kind) in enumerate(rows):
+        ax.errorbar(mean, len(rows) - i, xerr=[[mean - low], [high - mean]], fmt="o", color=PALETTE[kind], ms=3)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks([len(rows) - i for i in range(len(rows))], [what for what, *_ in rows], fontsize=5)
+    ax.set_xlabel("paired risk difference, % of the best model's risk (95% t interval over seeds)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_title("every best-group decision with its interval (blue: runner-up, orange: matched, green: arms)")
+    fig.tight_layout()
+    return fig
+
+
 def figures(frame: pd.DataFrame, config: dict) -> dict:
-    """Per family: risk / bias^2 / variance against the model's group per dataset (``components``), and variance and
-    generalisation gap against the training-set size (``size``)."""
+    """Per family: risk / bias^2 / variance against the model per dataset (``components``) and variance and
+    generalisation gap against n (``size``); the eps x n phase diagram (``phase``); every decision's paired
+    interval (``decisions``)."""
     figs = {}
     for family in ("linear", "cnn"):
         if (frame["family"] == family).any():
             figs[f"{family}-components"] = _components_figure(frame, config, family)
-            figs[f"{family}-size"] = _size_figure(frame, config, family)
+            if frame.loc[frame["family"] == family, "n_train"].nunique() > 1:
+                figs[f"{family}-size"] = _size_figure(frame, config, family)
+    if not phase(frame).empty:
+        figs["phase"] = _phase_figure(frame)
+    figs["decisions"] = _decisions_figure(frame)
     return figs
 
 
-def _runs(pairs: list[tuple[int, str]]) -> str:
-    """``[(1, 'rot16'), (4, 'rot16'), (16, 'rot2')]`` -> ``'n=1,4: rot16, n=16: rot2'``."""
-    out: list[tuple[list[int], str]] = []
-    for n, model in pairs:
-        if out and out[-1][1] == model:
-            out[-1][0].append(n)
-        else:
-            out.append(([n], model))
-    return ", ".join(f"n={','.join(str(n) for n in ns)}: {m}" for ns, m in out)
+def _sci(x: float) -> str:
+    return f"{x:.2e}"
+
+
+def _interval(mean: float, low: float, high: float) -> str:
+    return f"{_sci(mean)} [{_sci(low)}, {_sci(high)}]"
 
 
 def verdict(frame: pd.DataFrame, config: dict) -> str:
-    """Where the risk minimum on the rotN ladder fell per family, dataset and training-set size; whether it is the
-    group matching the data's symmetry (with the matched model's excess risk where it is not); and how sa compares."""
-    m = minima(frame)
-    t = summary(frame)
-    parts = []
-    for family in [f for f in ("linear", "cnn") if f in set(m["family"])]:
-        fam = m[m["family"] == family]
+    """Sentences computed from the results: per family and dataset the best ladder group at every n with the
+    paired runner-up interval (or the tie set), whether it is the matched group, the arms against the constrained
+    model, the phase diagram's agreement with the closed form, and whether measured eps predicted the best group."""
+    dec = decisions(frame[frame["kappa"].isna()])
+    out = []
+    for family in [f for f in ("linear", "cnn") if f in set(dec["family"])]:
+        fam = dec[dec["family"] == family]
         known = fam[fam["matches"].notna()]
-        text = [f"{family}: minimum at the matched group in {int(known['matches'].sum())}/{len(known)} settings"]
-        for name, sub in fam.groupby("dataset_name", sort=False):
-            sub = sub.sort_values("n_train")
-            pairs = [(int(r.n_train), r.best_ladder) for r in sub.itertuples()]
-            item = f"{name} [{sub['data_symmetry'].iloc[0]}] {_runs(pairs)}"
-            last = sub.iloc[-1]
-            if isinstance(last["matched"], str) and not bool(last["matches"]):
-                risk = t[(t["family"] == family) & (t["dataset_name"] == name) & (t["n_train"] == last["n_train"])]
-                matched = float(risk.loc[risk["model"].astype(str) == last["matched"], "risk"].iloc[0])
-                item += f" ({last['matched']} +{100 * (matched / last['best_risk'] - 1):.2f}%)"
-            text.append(item)
-        largest = fam.loc[fam.groupby("dataset_name")["n_train"].idxmax()]
-        sa = largest["sa_vs_best_ladder"].dropna()
-        if len(sa):
-            text.append(
-                f"sa vs best ladder model at the largest n: {100 * sa.min():+.1f}% .. {100 * sa.max():+.1f}% "
-                f"(below it on {int((sa < 0).sum())}/{len(sa)} datasets)"
+        resolved = known[known["resolved"]]
+        out.append(
+            f"{family}: the lowest mean risk is at the group matching the data's symmetry in "
+            f"{int(known['matches'].sum())}/{len(known)} settings with known symmetry; "
+            f"{int(resolved['matches'].sum())}/{len(known)} are matched AND resolved (every other ladder group's "
+            f"95% paired t interval over {int(fam['n_seeds'].max())} seeds excludes 0)."
+        )
+        for r in fam.itertuples():
+            text = f"  {family} {r.dataset_name} [{r.data_symmetry}] n={r.n_train}: best {r.best}"
+            if r.resolved:
+                text += f"; {r.runner_up} - {r.best} = {_interval(r.diff, r.low, r.high)}"
+            else:
+                text += f", tied with {r.tied.replace(',', ', ')} ({r.runner_up} - {r.best} = "
+                text += f"{_interval(r.diff, r.low, r.high)})"
+            if isinstance(r.matched, str) and r.matched != r.best:
+                text += f"; matched {r.matched} - {r.best} = {_interval(r.matched_diff, r.matched_low, r.matched_high)}"
+            for name, (mean, low, high) in json.loads(r.arms).items():
+                text += f"; {name} - {arm(name)[1]} = {_interval(mean, low, high)}"
+            out.append(text + ".")
+        conv = frame[(frame["family"] == family) & frame["converged_fraction"].notna()]
+        if family == "cnn" and not conv.empty:
+            t = summary(conv)
+            out.append(
+                f"  cnn training: {100 * conv['converged_fraction'].mean():.0f}% of runs met the plateau rule, "
+                f"mean {conv['steps_mean'].mean():.0f} steps; parameters "
+                + ", ".join(f"{m} {int(p)}" for m, p in t.groupby("model", observed=True)["params"].first().items())
+                + "; forward FLOPs per 32x32 window "
+                + ", ".join(f"{m} {f:.3g}" for m, f in t.groupby("model", observed=True)["flops"].first().items())
+                + "."
             )
-        parts.append("; ".join(text))
-    return " | ".join(parts)
+    ph = phase(frame)
+    if not ph.empty:
+        out.append(
+            f"eps sweep (linear, kfold k=4 over kappa {', '.join(f'{k:g}' for k in sorted(ph['kappa'].unique()))} "
+            f"x n {', '.join(str(n) for n in sorted(ph['n_train'].unique()))}): the closed-form prediction "
+            f"names the measured best group or one tied with it in {int(ph['agrees'].sum())}/{len(ph)} cells; "
+            f"resolved cells {int((ph['tied'] == '').sum())}/{len(ph)}."
+        )
+    pr = predictions(frame[frame["kappa"].isna()])
+    if not pr.empty:
+        for family in [f for f in ("linear", "cnn") if f in set(pr["family"])]:
+            sub = pr[pr["family"] == family]
+            items = []
+            for r in sub.itertuples():
+                item = f"{r.dataset_name}: measured {r.picked}, best {r.best}"
+                if not r.picked_is_best:
+                    item += f" ({r.picked} - {r.best} = {_interval(r.diff, r.low, r.high)})"
+                items.append(item)
+            out.append(
+                f"measured eps -> group ({family}, largest n): the picked group's model has the lowest risk in "
+                f"{int(sub['picked_is_best'].sum())}/{len(sub)} datasets and is within the 95% interval of the "
+                f"best in {int(sub['within'].sum())}/{len(sub)}: " + "; ".join(items) + "."
+            )
+    return "\n".join(out)
+
+
+def _pct(value: float, base: float) -> str:
+    return f"{100 * value / base:+.3f}%"
+
+
+def readme_paragraph(frame: pd.DataFrame, config: dict) -> str:
+    """The README's bias-variance paragraph, computed from the results: at the largest n of every (family, dataset)
+    the best ladder group with the paired 95% t interval of runner-up (or matched) minus best in % of the best
+    risk, the arms, the phase diagram's agreement with the closed form, and the measured-eps prediction."""
+    dec = decisions(frame[frame["kappa"].isna()])
+    parts = []
+    for family in [f for f in ("linear", "cnn") if f in set(dec["family"])]:
+        fam = dec[dec["family"] == family]
+        items = []
+        for name, sub in fam.groupby("dataset_name", sort=False):
+            r = sub.loc[sub["n_train"].idxmax()]
+            base = r["best_risk"]
+            text = f"{name} [{r['data_symmetry']}] n={r['n_train']}: {r['best']}"
+            text += f" ({r['runner_up']} {_pct(r['diff'], base)} [{_pct(r['low'], base)}, {_pct(r['high'], base)}]"
+            if isinstance(r["matched"], str) and r["matched"] != r["best"]:
+                text += (
+                    f"; matched {r['matched']} {_pct(r['matched_diff'], base)} "
+                    f"[{_pct(r['matched_low'], base)}, {_pct(r['matched_high'], base)}]"
+                )
+            text += ")" if r["resolved"] else f"; tied with {r['tied'].replace(',', ', ')})"
+            items.append(text)
+        known = fam[fam["matches"].notna()]
+        resolved = known[known["resolved"] & known["matches"].astype(bool)]
+        arms = {}
+        for r in fam.itertuples():
+            for name, (_, low, high) in json.loads(r.arms).items():
+                arms.setdefault(name, []).append((low > 0) - (high < 0))
+        arm_text = ", ".join(
+            f"{name} vs {arm(name)[1]}: worse in {v.count(1)}, better in {v.count(-1)}, tied in {v.count(0)} "
+            f"of {len(v)}"
+            for name, v in sorted(arms.items())
+        )
+        parts.append(
+            f"*{family}* ({int(fam['n_seeds'].max())} seeds; best group, then runner-up or matched minus best in % of "
+            f"the best risk with its 95% paired t interval): the lowest mean risk is at the matched group in "
+            f"{int(known['matches'].sum())}/{len(known)} (dataset, n) settings of known symmetry, resolved "
+            f"(every other group's interval excludes 0) in {len(resolved)}; at the largest n: "
+            + "; ".join(items)
+            + f". Arms (paired intervals): {arm_text}."
+        )
+    ph = phase(frame)
+    if not ph.empty:
+        parts.append(
+            f"*Phase diagram* (kfold k=4, kappa {', '.join(f'{k:g}' for k in sorted(ph['kappa'].unique()))} x n): "
+            f"the closed form names the best linear group or one tied with it in {int(ph['agrees'].sum())}/{len(ph)} "
+            f"cells; {int((ph['tied'] == '').sum())}/{len(ph)} cells are resolved."
+        )
+    pr = predictions(frame[frame["kappa"].isna()])
+    if not pr.empty:
+        for family in [f for f in ("linear", "cnn") if f in set(pr["family"])]:
+            sub = pr[pr["family"] == family]
+            picks = ", ".join(f"{r.dataset_name} {r.picked} (best {r.best})" for r in sub.itertuples())
+            hits, within = int(sub["picked_is_best"].sum()), int(sub["within"].sum())
+            parts.append(
+                f"*Measured eps -> group* ({family}): the picked group is the best in {hits}/{len(sub)} datasets "
+                f"and within the best's interval in {within}/{len(sub)}: {picks}."
+            )
+    return " ".join(parts)

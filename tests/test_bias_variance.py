@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ import torch.nn.functional as F
 
 from analysis.bias_variance import (
     apply_filter,
+    augmented_normal_equations,
     decompose,
     dominant_orientation,
     filter_image,
@@ -18,6 +21,8 @@ from analysis.bias_variance import (
     group_average_operator,
     invariant_basis,
     normal_equations,
+    ols_risk,
+    paired_difference,
     patch_vectors,
     rotatable_basis,
     rotation_matrix,
@@ -193,6 +198,117 @@ def test_matched_model_is_the_largest_group_inside_the_data_symmetry():
     assert bv.matched_model("unknown", bv.LADDER) is None
 
 
+def test_paired_difference_is_the_student_t_interval_of_the_per_seed_differences():
+    d = paired_difference([3.0, 5.0, 7.0], [2.0, 3.0, 4.0])  # differences 1, 2, 3: mean 2, sd 1
+    t975 = 0.95 / np.sqrt(2 * 0.975 * 0.025)  # t_{2, 0.975} in closed form (2 degrees of freedom)
+    half = t975 / np.sqrt(3)
+    assert d["mean"] == pytest.approx(2.0) and d["sd"] == pytest.approx(1.0)
+    assert d["low"] == pytest.approx(2.0 - half, rel=1e-12) and d["high"] == pytest.approx(2.0 + half, rel=1e-12)
+    # identical risks shifted by a constant: a zero-width interval at the shift (pairing removes the seed spread)
+    a = np.array([1.0, 10.0, 100.0, 5.0])
+    d = paired_difference(a + 0.5, a)
+    assert d["low"] == pytest.approx(0.5) and d["high"] == pytest.approx(0.5)
+    assert np.isnan(paired_difference([1.0], [0.0])["low"])
+    with pytest.raises(UsageError):
+        paired_difference([], [])
+
+
+def test_ols_risk_is_the_gaussian_design_least_squares_risk():
+    assert ols_risk(2.0, 10, 111) == pytest.approx(2.0 * (1 + 10 / 100))
+    assert ols_risk(1.0, 0, 50) == pytest.approx(1.0)
+    assert ols_risk(1.0, 10, 11) == np.inf
+    # fewer parameters win at small N, the lower sigma^2 at large N (the bias-variance crossover)
+    small, large = (1.10, 5), (1.00, 49)
+    assert ols_risk(*small, 200) < ols_risk(*large, 200) and ols_risk(*small, 10**6) > ols_risk(*large, 10**6)
+
+
+def test_rot4_augmentation_gives_the_rot4_constrained_least_squares_filter():
+    radius = 3
+    gen = torch.Generator().manual_seed(5)
+    clean = torch.randn(3, 14, 14, generator=gen, dtype=torch.float64).cumsum(-1)  # anisotropic data
+    noisy = clean + 0.5 * torch.randn(3, 14, 14, generator=gen, dtype=torch.float64)
+    a, b, _ = normal_equations(noisy, clean, radius)
+    constrained = fit_filter(a, b, invariant_basis(radius, "rot4"))
+    a4, b4 = augmented_normal_equations(a, b, radius, "rot4")
+    augmented = fit_filter(a4, b4, invariant_basis(radius, None))
+    assert torch.allclose(augmented, constrained, atol=1e-10)
+    # the same as stacking the four rotated training sets
+    turned = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4) for x in (noisy, clean)]
+    stack = normal_equations(torch.cat(turned[0::2]), torch.cat(turned[1::2]), radius)
+    assert torch.allclose(stack[0] / 4, a4, atol=1e-9) and torch.allclose(stack[1] / 4, b4, atol=1e-9)
+    # Lemma 4.1 after training (avg) is G-invariant too, but a different filter from the constrained fit
+    averaged = group_average_operator(radius, "rot4") @ fit_filter(a, b, invariant_basis(radius, None))
+    assert torch.allclose(group_average_operator(radius, "rot4") @ averaged, averaged, atol=1e-12)
+    assert (averaged - constrained).abs().max() > 1e-4
+
+
+def test_pick_group_walks_up_the_chain_until_the_first_rejection():
+    assert bv.pick_group({"rot2": True, "rot4": True, "rot8": False}) == "rot4"
+    assert bv.pick_group({"rot2": False, "rot4": True, "rot8": True}) == "plain"
+    assert bv.pick_group({"rot2": True, "rot4": True, "rot8": True}) == "rot8"  # rot16 untested: not picked
+    assert bv.pick_group({"rot2": True, "rot4": None, "rot8": True}) == "rot2"  # no verdict stops the walk
+
+
+def test_plateau_rule():
+    assert not bv.plateaued([1.0] * 9, 5, 0.01)  # needs two full windows
+    assert bv.plateaued([1.0] * 10, 5, 0.01)
+    assert not bv.plateaued([2.0] * 5 + [1.0] * 5, 5, 0.01)
+    assert bv.plateaued([1.0] * 5 + [0.995] * 5, 5, 0.01)
+
+
+def test_shadow_is_a_downward_copy_of_the_positive_part():
+    image = torch.zeros(1, 9, 9, dtype=torch.float64)
+    image[0, 2, 4], image[0, 5, 1] = 1.0, -1.0
+    out = bv.shadow(image)
+    expected = torch.zeros_like(image)
+    expected[0, 2, 4], expected[0, 2 + bv.SHADOW_SHIFT, 4] = 1.0, bv.SHADOW_GAIN
+    assert torch.equal(out, expected)
+    # not half-turn equivariant: the shadow of a turned image lies above, not below
+    turned = torch.rot90(image, 2, dims=(-2, -1))
+    assert not torch.equal(bv.shadow(turned), torch.rot90(out, 2, dims=(-2, -1)))
+
+
+def test_cnn_widths_match_the_parameter_count():
+    from analysis.models import count_parameters
+
+    cell = {"match_group": "rot8", "match_width": 2, "depth": 1, "kernel_size": 5}
+    target = count_parameters(bv._network("rot8", 2, cell))
+    for model in ("plain", "rot2", "rot4", "rot8", "aug:rot4"):
+        net = bv.build_network({**cell, "model": model})
+        assert abs(count_parameters(net) - target) <= 0.15 * target, model
+    assert bv.forward_flops(bv.build_network({**cell, "model": "plain"}), 16, torch.device("cpu")) > 0
+
+
+def test_decisions_report_ties_and_resolved_wins_from_seed_risks():
+    def row(model, risks):
+        return {
+            "family": "linear",
+            "dataset_name": "d",
+            "data_symmetry": "rot4",
+            "n_train": 4,
+            "model": model,
+            "kappa": np.nan,
+            "seeds": "[0, 1, 2, 3]",
+            "seed_risks": str(risks),
+            "risk": float(np.mean(risks)),
+        }
+
+    frame = pd.DataFrame(
+        [
+            row("rot4", [1.0, 2.0, 3.0, 4.0]),
+            row("rot8", [1.1, 2.1, 3.1, 4.2]),  # worse on every seed: resolved
+            row("plain", [1.5, 1.6, 3.6, 3.5]),  # worse on average, not on every seed: tie
+            row("aug:rot4", [1.0, 2.0, 3.0, 4.0]),
+        ]
+    )
+    d = bv.decisions(frame).iloc[0]
+    assert d["best"] == "rot4" and d["matched"] == "rot4" and bool(d["matches"])
+    assert d["runner_up"] == "plain" and d["diff"] == pytest.approx(0.05)  # the smallest mean difference
+    assert d["tied"] == "plain" and not d["resolved"]  # rot8 (+0.125 on every seed but one +0.2) is resolved
+    assert d["low"] < 0 < d["high"]
+    assert json.loads(d["arms"])["aug:rot4"] == [0.0, 0.0, 0.0]
+
+
 SMALL = {
     "window": 16,
     "radius": 2,
@@ -208,21 +324,47 @@ SMALL = {
         {"name": "kfold4", "spec": "synthetic:kfold,k=4,mu=22.5,size=32", "symmetry": "rot4"},
         {"name": "rain100l", "spec": "rain100l", "symmetry": "unknown"},
     ],
-    "linear": {"models": ["plain", "rot4", "rot8", "sa"], "n_train": [1, 4], "sa_group": "rot2", "angle_step": 2.0},
+    "linear": {
+        "models": ["plain", "rot4", "rot8", "sa", "aug:rot4", "avg:rot4"],
+        "n_train": [1, 4],
+        "sa_group": "rot2",
+        "angle_step": 2.0,
+    },
+    "sweep": {
+        "name": "kf",
+        "spec": "synthetic:kfold,k=4,mu=22.5,size=32",
+        "symmetry": "rot4",
+        "kappas": [0, 4],
+        "n_train": [1, 4],
+        "models": ["plain", "rot4", "rot8"],
+    },
+    "measure": {
+        "groups": "rot2,rot4",
+        "images": 3,
+        "mesh": 1.0,
+        "radius_px": 4.0,
+        "windows": 8,
+        "features": 32,
+        "permutations": 39,
+        "bootstrap": 10,
+        "alpha": 0.05,
+    },
     "cnn": {
         "datasets": ["kfold4"],
         "models": ["plain", "rot4"],
+        "average": ["rot4"],
         "n_train": [4],
         "seeds": [0, 1],
-        "width": 1,
+        "match_group": "rot4",
+        "match_width": 1,
         "depth": 1,
         "kernel_size": 3,
-        "steps": 2,
+        "max_steps": 4,
+        "check_every": 2,
+        "tol": 0.5,
         "lr": 1e-3,
         "batch_size": 2,
         "crop": 12,
-        "sa_group": "rot4",
-        "plain_match": "rot4",
     },
 }
 
@@ -239,25 +381,42 @@ def test_tiny_run_rows_decompose_exactly(tmp_path):
         log=messages.append,
     )
     assert any("skipped" in m and "rain100l" in m for m in messages)  # absent data is skipped, not an error
-    assert set(frame["family"]) == {"linear", "cnn"}
-    assert len(frame) == 2 * 4 * 2 + 2  # linear: 2 synthetic datasets x 4 models x 2 sizes; cnn: 2 models
-    np.testing.assert_allclose(frame["bias2"] + frame["variance"], frame["risk"], rtol=1e-12, atol=0)
-    assert (frame["variance"] > 0).all() and (frame["bias2"] > 0).all()
-    lin = frame[frame["family"] == "linear"]
+    assert set(frame["family"]) == {"linear", "cnn", "measure"}
+    models = frame[frame["family"] != "measure"]
+    # linear: 2 datasets x 6 models x 2 sizes + sweep 2 kappas x 3 models x 2 sizes; cnn: plain, avg:rot4, rot4
+    assert len(models) == 2 * 6 * 2 + 2 * 3 * 2 + 3
+    assert set(models.loc[models["family"] == "cnn", "model"]) == {"plain", "avg:rot4", "rot4"}
+    np.testing.assert_allclose(models["bias2"] + models["variance"], models["risk"], rtol=1e-12, atol=0)
+    assert (models["variance"] > 0).all() and (models["bias2"] > 0).all()
+    per_seed = models["seed_risks"].map(lambda t: float(np.mean(json.loads(t))))
+    np.testing.assert_allclose(per_seed, models["risk"], rtol=1e-12)  # the paired intervals use these
+    lin = models[models["family"] == "linear"]
     np.testing.assert_allclose(lin["excess_bias2"], lin["bias2"] - lin["noise"], rtol=1e-12, atol=1e-18)
-    assert frame[frame["family"] == "cnn"]["noise"].isna().all()  # unknown for networks: bias^2 includes it
-    # more training data, less variance (same seeds, nested training sets)
-    piv = lin.pivot_table(index=["dataset_name", "model"], columns="n_train", values="variance")
-    assert (piv[4] < piv[1]).mean() >= 0.75
+    # augmentation by rot4 is the rot4-constrained fit (exact for quarter turns)
+    piv = lin[lin["kappa"].isna()].pivot_table(index=["dataset_name", "n_train"], columns="model", values="risk")
+    np.testing.assert_allclose(piv["aug:rot4"], piv["rot4"], rtol=1e-9)
+    cnn = models[models["family"] == "cnn"]
+    assert cnn["noise"].isna().all() and (cnn["flops"] > 0).all()
+    avg = cnn.set_index("model")
+    assert avg.loc["avg:rot4", "flops"] == 4 * avg.loc["plain", "flops"]  # |G| forward passes
+    meas = frame[frame["family"] == "measure"]
+    assert set(meas["group"]) == {"rot2", "rot4"} and meas["picked"].isin(bv.LADDER).all()
+    assert len(meas) == 2 * (2 + 2)  # 2 datasets + 2 sweep datasets (rain100l skipped), 2 groups each
     # the stored CSV reloads to the same decomposition, and figures and verdict work on it
     stored = pd.read_csv(tmp_path / "bias_variance" / "quick.csv")
+    stored = stored[stored["family"] != "measure"]
     np.testing.assert_allclose(stored["bias2"] + stored["variance"], stored["risk"], rtol=1e-12, atol=0)
     figs = bv.figures(frame, SMALL)
-    assert set(figs) == {"linear-components", "linear-size", "cnn-components", "cnn-size"}
+    assert {"linear-components", "linear-size", "cnn-components", "phase", "decisions"} <= set(figs)
     text = bv.verdict(frame, SMALL)
-    assert text.startswith("linear: ") and "| cnn: " in text and "kfold4 [rot4]" in text
-    m = bv.minima(frame)
-    assert len(m) == 2 * 2 + 1 and m["best_ladder"].isin(bv.LADDER).all()
+    assert text.startswith("linear: ") and "\ncnn: " in text and "kfold4 [rot4]" in text
+    assert "eps sweep" in text and "measured eps -> group" in text
+    para = bv.readme_paragraph(frame, SMALL)
+    assert "*linear*" in para and "*cnn*" in para and "*Phase diagram*" in para and "% [" in para
+    d = bv.decisions(frame)
+    assert d["best"].isin(bv.LADDER).all() and (d["low"] <= d["diff"]).all() and (d["diff"] <= d["high"]).all()
+    ph = bv.phase(frame)
+    assert len(ph) == 2 * 2 and ph["predicted"].isin(bv.LADDER).all()
     import matplotlib.pyplot as plt
 
     for fig in figs.values():
