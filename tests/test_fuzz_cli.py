@@ -51,8 +51,6 @@ TRAIN = ["--out", "new-run", "--data", "folder:imgs", "--steps", "2", "--width",
 TRAIN += ["--patch-size", "16", "--batch-size", "2", "--val-images", "0", "--device", "cpu", "--quiet"]
 
 
-
-
 # ---- the scratch folder --------------------------------------------------------------------------
 
 
