@@ -239,7 +239,7 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
 
 PROTOCOL_KEYS = ("group", "width", "depth", "kernel_size", "basis", "tail", "match", "patch_size", "batch_size")
 PROTOCOL_KEYS += ("steps", "lr", "schedule", "lr_step", "amp", "nproc_per_node", "max_images", "rotated", "testsets")
-PROTOCOL_KEYS += ("test_images",)
+PROTOCOL_KEYS += ("test_images", "sa_steps")
 
 
 def protocol_cells(config: dict) -> list[dict]:
@@ -285,7 +285,7 @@ def _protocol_config(cell: dict, ctx: Context, run_dir, init_from: str | None) -
         "kernel_size": cell["kernel_size"],
         "patch_size": cell["patch_size"],
         "batch_size": cell["batch_size"],
-        "steps": cell["steps"],
+        "steps": cell.get("sa_steps", cell["steps"]) if cell["model"] == "sa" else cell["steps"],  # sa: from tl
         "lr": cell["lr"],
         "schedule": cell["schedule"],
         "lr_step": cell.get("lr_step") or None,
