@@ -74,7 +74,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from scipy import integrate
+
+from symmetry.transforms import turn_matrix
 
 DEFAULT_TAIL = 1e-10
 
@@ -88,17 +91,16 @@ def tail_factor(tail: float) -> float:
 
 
 def rotation(angle: float) -> np.ndarray:
-    """The rotation matrix by ``angle``; entries within 1e-12 of an integer are snapped (quarter turns exact)."""
-    a = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    r = np.round(a)
-    return np.where(np.abs(a - r) < 1e-12, r, a)
+    """The rotation matrix by ``angle`` (radians): :func:`symmetry.transforms.turn_matrix`, quarter turns exact."""
+    return turn_matrix(angle / (2 * math.pi)).numpy()
 
 
 def reflection(angle: float) -> np.ndarray:
-    """The reflection across the line at ``angle`` (``angle = pi/2``: the left-right flip ``x -> -x``)."""
-    a = np.array([[math.cos(2 * angle), math.sin(2 * angle)], [math.sin(2 * angle), -math.cos(2 * angle)]])
-    r = np.round(a)
-    return np.where(np.abs(a - r) < 1e-12, r, a)
+    """The reflection across the line at ``angle`` (``angle = pi/2``: the left-right flip ``x -> -x``).
+
+    ``R(2 angle) diag(1, -1)`` from :func:`symmetry.transforms.turn_matrix`, so axis flips have exact entries.
+    """
+    return (turn_matrix(angle / math.pi) @ torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))).numpy()
 
 
 def group_elements(group: str, so2_angles: int = 8) -> list[tuple[str, np.ndarray]]:
