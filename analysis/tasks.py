@@ -29,14 +29,13 @@ import numpy as np
 import torch
 
 from symmetry.errors import DataError, UsageError
+from symmetry.streams import rng, torch_generator
 from symmetry.transforms import imresize
 
 TASKS = ("denoise", "sr", "derain")
 SR_SCALES = (2, 3, 4)
 HELD_OUT_EVERY = 4
 """Datasets without splits hold out images ``i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1``."""
-_PERM_KEY = 7_919  # separates the epoch-permutation stream from the per-sample streams
-_EVAL_KEY = 104_729  # separates the evaluation-noise stream
 
 
 # ---- degradations ---------------------------------------------------------------------
@@ -261,10 +260,6 @@ def _window(store, top: int, left: int, size: int) -> torch.Tensor:
     return _expand(store[:, top : top + size, left : left + size])
 
 
-def _seed_of(*keys: int) -> int:
-    return int(np.random.default_rng([abs(int(k)) for k in keys]).integers(0, 2**62))
-
-
 class PatchDataset(torch.utils.data.Dataset):
     """Random training patches ``(input, target)`` of a task; sample ``k`` depends only on ``(seed, k)``.
 
@@ -311,7 +306,7 @@ class PatchDataset(torch.utils.data.Dataset):
         if epoch not in self._perms:
             if len(self._perms) > 8:
                 self._perms.clear()
-            self._perms[epoch] = np.random.default_rng([self.seed, _PERM_KEY, epoch]).permutation(len(self.items))
+            self._perms[epoch] = rng(self.seed, "epochs", epoch).permutation(len(self.items))
         return self._perms[epoch]
 
     def image_of(self, k: int) -> int:
@@ -327,11 +322,11 @@ class PatchDataset(torch.utils.data.Dataset):
     def sample(self, image: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample number ``k`` cut from image ``image``: crop, augmentation and noise depend on ``(seed, k)``."""
         item = self.items[image]
-        rng = np.random.default_rng([self.seed, int(k)])
+        draws = np.random.default_rng([self.seed, int(k)])  # per-sample draws, keyed by (seed, k)
         s, p = self.scale, self.patch_size
         h, w = item.size
-        top = int(rng.integers(0, (h - p) // s + 1)) * s
-        left = int(rng.integers(0, (w - p) // s + 1)) * s
+        top = int(draws.integers(0, (h - p) // s + 1)) * s
+        left = int(draws.integers(0, (w - p) // s + 1)) * s
         target_store = item.target_store
         input_store = item.input_store if self.task != "denoise" else None
         target = _window(target_store, top, left, p)
@@ -344,12 +339,12 @@ class PatchDataset(torch.utils.data.Dataset):
         if self.elements is not None:
             from symmetry.transforms import transform_image
 
-            element = self.elements[int(rng.integers(0, len(self.elements)))]
+            element = self.elements[int(draws.integers(0, len(self.elements)))]
             target = transform_image(target, element)[0]
             if inp is not None:
                 inp = transform_image(inp, element)[0]
         if inp is None:  # denoise: fresh noise per sample
-            gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+            gen = torch.Generator().manual_seed(int(draws.integers(0, 2**62)))
             inp = add_noise(target, self.sigma, gen)
         return inp.contiguous(), target.contiguous()
 
@@ -400,7 +395,7 @@ def eval_examples(
                 s = scale
                 inp = inp[:, top // s : (top + ch) // s, left // s : (left + cw) // s]
         if inp is None:
-            gen = torch.Generator().manual_seed(_seed_of(seed, _EVAL_KEY, i))
+            gen = torch_generator(seed, "evaluation", i)
             inp = add_noise(target, sigma, gen)
         out.append(Example(item.name, inp.contiguous(), target.contiguous(), item.eight_bit))
     return out

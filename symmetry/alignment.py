@@ -33,8 +33,9 @@ stretch axes. We fix ``cx * cy = 1``. With the quarter turn in ``G``,
 in ``[0, pi/2)`` (``= 2 pi / N`` for rot4) with ``log(cx/cy)`` of either sign; without it,
 in ``[0, pi)``. A pure rotation (``cx = cy``) commutes with every rotation group, so a
 rotated, otherwise symmetric image is not misaligned at all: the angle is identifiable
-only through the anisotropy. The random features are averaged over the grid-exact
-elements of ``G`` (lattice permutations), so these equivalences hold exactly on the grid.
+only through the anisotropy. The random features come in orbits of D4
+(:class:`symmetry.features.RandomFourierFeatures`), so the kernel is exactly invariant under
+the grid-exact elements of ``G`` (lattice permutations) and these equivalences hold exactly on the grid.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class AlignmentSettings:
 
     radius: float = 6.0  # window radius rho in native pixels (of the aligned image)
     windows: int = 64  # paired windows per image (the same centres for every candidate D)
-    features: int = 256  # random Fourier features, averaged over the grid-exact elements of G
+    features: int = 256  # random Fourier features (a multiple of 8: orbits of the quarter turns and flips)
     bandwidth: float | None = None  # kernel sigma; None: median rule over the first images
     seed: int = 0
     interpolation: str = "bicubic"
@@ -170,7 +171,7 @@ class WindowAligner(_Aligner):
             rng(settings.seed, "windows", index).uniform(-half, half, (settings.windows, 2))
         )
         self.channels = self.raster.shape[0]
-        self.features = _symmetrised_weights(self.offsets, h, self.channels, group, settings, bandwidth)
+        self.features = _kernel_weights(self.offsets, h, self.channels, settings, bandwidth)
 
     def windows(self, deformations: torch.Tensor) -> torch.Tensor:
         """Windows ``(K, G, M, C*P)`` of the aligned images ``pi_D^-1 x``: grids ``D A^-1 delta``, one ``D`` per row."""
@@ -270,20 +271,15 @@ def _sample(raster: torch.Tensor, points: torch.Tensor, method: str) -> torch.Te
     return out.movedim(0, -2)
 
 
-def _symmetrised_weights(offsets, mesh, channels, group, settings, bandwidth):
-    """Random-feature projection averaged over ``Q`` = the grid-exact elements of ``G``: ``(|Q| D0, C*P)``.
+def _kernel_weights(offsets, mesh, channels, settings, bandwidth):
+    """Random-feature projection ``(D, C*P)``, phases ``(D,)`` and scale of the window lattice ``offsets`` at ``mesh``.
 
-    Feature ``k`` for ``B`` in ``Q`` reads the window through ``B`` (``omega_k(B^-1 x)``), so the kernel is
-    ``mean_B k(pi_B w, pi_B w')``: exactly invariant when both windows are permuted by a lattice symmetry in ``Q``.
+    The features come in D4 orbits (feature ``(j, q)`` reads the window through ``Q_q``), so the kernel is
+    exactly invariant when both windows are permuted by a lattice symmetry, in particular by the grid-exact
+    elements of ``G``.
     """
-    exact = [e for e in group if e.is_grid_exact]
-    base = max(1, settings.features // len(exact))
-    rff = RandomFourierFeatures(base, channels, bandwidth, seed_of(settings.seed, "features"))
-    physical = mesh * offsets
-    banks = [rff.weights(physical @ e.tensor().T, mesh) for e in exact]  # points B p (same lattice, permuted)
-    weights = torch.cat(banks)
-    phase = rff.phase.repeat(len(exact))
-    return weights, phase, math.sqrt(2.0 / (base * len(exact)))
+    rff = RandomFourierFeatures(settings.features, channels, bandwidth, seed_of(settings.seed, "features"))
+    return rff.weights(mesh * offsets, mesh), rff.phase, rff.scale
 
 
 def _candidates(thetas: torch.Tensor, log_ratios: torch.Tensor) -> torch.Tensor:
@@ -377,8 +373,12 @@ def make_aligner(
 def _check(settings: AlignmentSettings, mesh: float) -> None:
     if not mesh > 0 or not settings.radius > 0:
         raise UsageError(f"mesh and radius must be > 0, got mesh={mesh:g}, radius={settings.radius:g}")
-    if settings.windows < 2 or settings.features < 1 or settings.angles < 1 or settings.scales < 1:
-        raise UsageError("windows must be >= 2 and features, angles, scales >= 1")
+    if settings.windows < 2 or settings.angles < 1 or settings.scales < 1:
+        raise UsageError("windows must be >= 2 and angles, scales >= 1")
+    if settings.features < 8 or settings.features % 8:
+        raise UsageError(
+            f"features must be a positive multiple of 8 (orbits of quarter turns and flips), got {settings.features}"
+        )
     if settings.refine < 0 or settings.max_log_ratio < 0:
         raise UsageError("refine and max_log_ratio must be >= 0")
     if settings.interpolation not in INTERPOLATIONS:

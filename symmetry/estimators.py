@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from symmetry.errors import DataError
@@ -102,6 +103,7 @@ class MMDStatistics:
 
     def __post_init__(self):
         g, d, bp, bb = self.order, self.features, self.permutations, self.bootstrap
+        self._pending: list = []  # images added but not yet folded into the null and bootstrap sums (flush)
         if self.table is None:
             self.table = torch.zeros(g, g, dtype=torch.int64) if g == 1 else None
         if self.table is None or tuple(self.table.shape) != (g, g):
@@ -110,53 +112,82 @@ class MMDStatistics:
         for name, shape in (
             ("sum_d", (g, d)),
             ("sum_dd", (g,)),
-            ("perm", (bp, g, d)),
             ("perm_dd", (bp, g)),
-            ("boot", (bb, g, d)),
             ("boot_dd", (bb, g)),
             ("boot_m", (bb,)),
             ("boot_m2", (bb,)),
         ):
             if getattr(self, name) is None:
                 setattr(self, name, z(*shape))
+        # perm and boot (B x G x D, the bulk of the memory) are created by the first flush, or as zeros when read
+
+    def _materialise(self) -> None:
+        """Fold in the pending images and make sure the large sums exist (zeros before any image)."""
+        self.flush()
+        if self.perm is None:
+            self.perm = torch.zeros(self.permutations, self.order, self.features, dtype=torch.float64)
+        if self.boot is None:
+            self.boot = torch.zeros(self.bootstrap, self.order, self.features, dtype=torch.float64)
 
     @classmethod
     def for_group(cls, group: Group, features: int, permutations: int, bootstrap: int, seed: int) -> MMDStatistics:
         return cls(len(group), features, permutations, bootstrap, seed, multiplication_table(group))
 
     def add(self, index: int, d: torch.Tensor, m: int) -> None:
-        """Fold in image ``index`` with its feature-difference sums ``d`` ``(G, D)`` over ``m`` windows."""
+        """Fold in image ``index`` with its feature-difference sums ``d`` ``(G, D)`` over ``m`` windows.
+
+        The null and bootstrap sums of a few images are folded in together (:meth:`flush`), so the large
+        ``(B, G, D)`` sums are read and written once per batch of images, not once per image.
+        """
         d = d.detach().to("cpu", torch.float64)
-        g = self.order
         dd = (d * d).sum(-1)
         draws = rng(self.seed, "null", index)
-        elements = torch.from_numpy(draws.integers(0, g, self.permutations))
+        elements = torch.from_numpy(draws.integers(0, self.order, self.permutations))
         weights = torch.from_numpy(draws.poisson(1.0, self.bootstrap).astype(np.float64))
         self.sum_d += d
         self.sum_dd += dd
         self.windows += m
         self.windows_sq += m * m
         self.images += 1
-        # null draw b uses B = elements[b]: d(A B) - d(B) for every A, as one (B_perm, G) x (G, G*D) product
-        moved = d[self.table.T] - d[:, None, :]  # (G_B, G_A, D)
-        onehot = torch.nn.functional.one_hot(elements, g).to(torch.float64)  # (B_perm, G_B)
-        self.perm, self.boot = self.perm.contiguous(), self.boot.contiguous()
-        self.perm.view(self.permutations, -1).addmm_(onehot, moved.reshape(g, -1))
-        self.perm_dd.addmm_(onehot, (moved * moved).sum(-1))
-        flat = d.reshape(-1)  # boot[b] += weights[b] * d as a rank-one update (no (B, G, D) temporary)
-        self.boot.view(self.bootstrap, flat.numel()).addr_(weights, flat)
-        self.boot_dd += (weights**2)[:, None] * dd
-        self.boot_m += weights * m
-        self.boot_m2 += weights**2 * m * m
         self.per_image.append((index, (dd / (m * m)).tolist()))
+        self._pending.append((elements, weights, d, dd, float(m)))
+        if len(self._pending) * self.order * d.numel() >= _PENDING_VALUES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the pending images' terms to the null and bootstrap sums.
+
+        Null draw ``b`` of image ``n`` uses ``B = elements_n[b]`` and adds ``d_n(A B) - d_n(B)`` for every ``A``:
+        a sum of one row per image, gathered with ``embedding_bag``. Bootstrap draw ``b`` adds ``weights_n[b] d_n``.
+        """
+        if not self._pending:
+            return
+        elements, weights, d, dd, m = (list(v) for v in zip(*self._pending))
+        self._pending.clear()
+        g, k = self.order, len(d)
+        d, dd, m = torch.stack(d), torch.stack(dd), torch.tensor(m, dtype=torch.float64)  # (K, G, D), (K, G), (K,)
+        moved = d[:, self.table.T] - d[:, :, None, :]  # (K, G_B, G_A, D): d_n(A B) - d_n(B)
+        rows = torch.stack(elements, 1) + g * torch.arange(k)  # (B_perm, K): row n * G + B of moved
+        null = F.embedding_bag(rows, moved.reshape(k * g, -1), mode="sum").view(self.permutations, g, self.features)
+        self.perm = null if self.perm is None else self.perm.add_(null)
+        self.perm_dd.add_(F.embedding_bag(rows, (moved * moved).sum(-1).reshape(k * g, g), mode="sum"))
+        w = torch.stack(weights, 1)  # (B_boot, K)
+        boot = (w @ d.reshape(k, -1)).view(self.bootstrap, g, self.features)
+        self.boot = boot if self.boot is None else self.boot.add_(boot)
+        self.boot_dd.addmm_(w**2, dd)
+        self.boot_m.add_(w @ m)
+        self.boot_m2.add_(w**2 @ (m * m))
 
     def merge(self, other: MMDStatistics) -> None:
         """Add another shard's statistics (same settings, disjoint images)."""
+        self._materialise()
+        other._materialise()
         for name in _SUMS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def all_reduce(self, info: DistInfo) -> None:
         """Sum the statistics of every rank (disjoint images) in place on every rank; per-image values are gathered."""
+        self._materialise()
         if info.world <= 1:
             return
         sums = [name for name in _SUMS if name != "per_image"]
@@ -177,6 +208,7 @@ class MMDStatistics:
         )
 
     def state_dict(self) -> dict:
+        self._materialise()
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
@@ -185,15 +217,24 @@ class MMDStatistics:
 
     def estimate(self) -> dict[str, torch.Tensor]:
         """Unbiased eps per element ``(G,)``, its randomisation null ``(B, G)`` and bootstrap ``(B, G)``."""
+        self._materialise()
         if self.images < 2:
             raise DataError("the symmetry error needs at least 2 images (pairs of images enter the estimate)")
         denom = self.windows**2 - self.windows_sq
         eps = ((self.sum_d**2).sum(-1) - self.sum_dd) / denom
-        null = ((self.perm**2).sum(-1) - self.perm_dd) / denom
+        null = (_squared_norm(self.perm) - self.perm_dd) / denom
         boot_denom = (self.boot_m**2 - self.boot_m2).clamp_min(1e-12)[:, None]
-        boot = ((self.boot**2).sum(-1) - self.boot_dd) / boot_denom
+        boot = (_squared_norm(self.boot) - self.boot_dd) / boot_denom
         return {"eps": eps, "null": null, "boot": boot}
 
+
+def _squared_norm(x: torch.Tensor) -> torch.Tensor:
+    """``|x|^2`` along the last axis (``vector_norm`` makes no ``x**2`` temporary)."""
+    return torch.linalg.vector_norm(x, dim=-1) ** 2
+
+
+_PENDING_VALUES = 1 << 19
+"""Images are folded into the null sums in batches of about this many ``d(A B) - d(B)`` values (4 MB)."""
 
 _SUMS = (
     "sum_d",

@@ -17,6 +17,11 @@ Cost savings, none of which changes a number beyond floating-point rounding:
 - **Patches at h < 1.** When ``1/h`` is an integer, only the native patches under the
   windows are upsampled (the same resampler on a crop gives the same values away from the
   crop's edge), not the whole image.
+- **Orbit features.** The random frequencies come in orbits of D4 (feature ``(j, q)`` reads
+  the window through ``Q_q``, :class:`RandomFourierFeatures`), so the features of a
+  permuted window ``w_{QA}`` are the features of ``w_A`` permuted: only the coset
+  representatives' windows go through the projection and the cosine, and
+  ``d(QA) = Pi_Q S_A - S_e`` with ``S_A = sum_m z(w_A)``.
 - **Cached projection.** The random-feature projection of a mesh's window lattice is
   computed once per process for given (features, channels, bandwidth, seed, radius, mesh).
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -32,7 +38,7 @@ import torch
 
 from symmetry.errors import DataError
 from symmetry.groups import get_group
-from symmetry.settings import Settings
+from symmetry.settings import FEATURE_ORBIT, Settings
 from symmetry.streams import rng, seed_of
 from symmetry.transforms import (
     SUPPORT_MARGIN,
@@ -42,6 +48,15 @@ from symmetry.transforms import (
     to_mesh,
     window_positions,
 )
+
+ORBIT = FEATURE_ORBIT
+"""Features per orbit: the order of D4, the quarter turns and axis flips that map a window lattice onto itself."""
+
+
+@lru_cache(maxsize=1)
+def orbit_matrices() -> torch.Tensor:
+    """The D4 matrices ``Q_q`` ``(8, 2, 2)`` indexing a feature orbit (``get_group("dih4")`` order, identity first)."""
+    return get_group("dih4").matrices()
 
 
 class RandomFourierFeatures:
@@ -55,17 +70,35 @@ class RandomFourierFeatures:
     smoothed on the length ``l`` (``|f|_l -> |f|_L2`` as ``l -> 0``). Because ``omega_k`` is a
     function of physical position, the same features serve every mesh size: eps_G(h)
     at different h is measured with one kernel and common random numbers.
+
+    Orbits: the ``D`` features are ``D / 8`` independent draws ``(omega_j, b_j)``, each read
+    through the eight elements ``Q_q`` of D4: feature ``k = 8 j + q`` has ``omega_k(x) =
+    omega_j(Q_q^T x)`` and phase ``b_j``. The process's covariance is rotation and reflection
+    invariant, so every feature has the same law as an independent draw and the kernel
+    estimate stays unbiased; in addition it is exactly D4-invariant, and the features of a
+    window permuted by a lattice symmetry are a permutation of its features
+    (:func:`feature_permutations`). ``features`` must be a multiple of 8.
     """
 
     def __init__(self, features: int, channels: int, bandwidth: float, seed: int, length: float = 1.0, modes: int = 16):
+        if features < ORBIT or features % ORBIT:
+            raise ValueError(
+                f"random features come in orbits of {ORBIT}: features must be a multiple of {ORBIT}, got {features}"
+            )
         g = torch.Generator().manual_seed(int(seed))
         f64 = torch.float64
+        base = features // ORBIT
         self.key = (features, channels, float(bandwidth), int(seed), float(length), modes)
-        self.freq = torch.randn(features, modes, 2, generator=g, dtype=f64) / length  # (D, J, 2)
-        self.mode_phase = torch.rand(features, modes, generator=g, dtype=f64) * 2 * math.pi
-        self.amp = torch.randn(features, channels, modes, generator=g, dtype=f64) * math.sqrt(2.0 / modes)
-        self.amp /= math.sqrt(2 * math.pi) * length * bandwidth
-        self.phase = torch.rand(features, generator=g, dtype=f64) * 2 * math.pi
+        freq = torch.randn(base, modes, 2, generator=g, dtype=f64) / length  # (D/8, J, 2)
+        mode_phase = torch.rand(base, modes, generator=g, dtype=f64) * 2 * math.pi
+        amp = torch.randn(base, channels, modes, generator=g, dtype=f64) * math.sqrt(2.0 / modes)
+        amp /= math.sqrt(2 * math.pi) * length * bandwidth
+        phase = torch.rand(base, generator=g, dtype=f64) * 2 * math.pi
+        # omega_j(Q^T x) = sum_m amp cos(<Q f_m, x> + phi_m): the orbit rotates each mode's frequency
+        self.freq = torch.einsum("qij,kmj->kqmi", orbit_matrices(), freq).reshape(features, modes, 2)  # (D, J, 2)
+        self.mode_phase = mode_phase.repeat_interleave(ORBIT, dim=0)
+        self.amp = amp.repeat_interleave(ORBIT, dim=0)
+        self.phase = phase.repeat_interleave(ORBIT)
         self.scale = math.sqrt(2.0 / features)
 
     @classmethod
@@ -104,38 +137,89 @@ _PROJECTIONS: OrderedDict = OrderedDict()
 _PROJECTION_CACHE = 16  # projections kept (a (512, 797) float32 one is 1.6 MB)
 
 
+@lru_cache(maxsize=16)
+def feature_permutations(features: int) -> torch.Tensor:
+    """``perm`` ``(8, D)`` with ``z(w_{QA}) = z(w_A)[perm[q]]`` for ``Q = Q_q`` (:class:`RandomFourierFeatures`).
+
+    ``w_{QA}(p) = w_A(Q^T p)``, so ``<omega_j(Q_q'^T .), w_{QA}> = <omega_j((Q^T Q_q')^T .), w_A>``: feature
+    ``(j, q')`` of the permuted window is feature ``(j, index of Q^T Q_q')`` of ``w_A``.
+    """
+    mats = orbit_matrices()
+    prod = torch.einsum("qji,rjk->qrik", mats, mats)  # Q_q^T Q_r
+    table = (prod[:, :, None] - mats[None, None]).abs().flatten(-2).amax(-1).argmin(-1)  # (8, 8)
+    base = torch.arange(features // ORBIT)[:, None] * ORBIT
+    return torch.stack([(base + table[q][None, :]).reshape(-1) for q in range(ORBIT)])
+
+
 # ---- which elements are interpolated ---------------------------------------------------------
 
 
 @lru_cache(maxsize=64)
-def _plan(radius: float, mesh: float, matrices: tuple) -> tuple[tuple[int, ...], tuple]:
-    """Coset plan: representatives (interpolated) and, per element, ``(representative position, permutation)``.
+def _plan(radius: float, mesh: float, matrices: tuple) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """Coset plan: representatives (interpolated) and, per element, ``(representative position, q)``.
 
-    Element ``u`` equals ``Q A_r`` for a representative ``A_r`` and a grid-exact ``Q`` (D4);
-    its window is then ``w_r`` with its lattice points permuted by ``Q`` (``perm`` is None
-    for a representative itself).
+    Element ``u`` equals ``Q_q A_r`` for a representative ``A_r`` and the D4 element ``Q_q``
+    (:func:`orbit_matrices`; ``q = 0`` is the identity, as for a representative itself): its
+    window is ``w_r`` with its lattice points permuted by ``Q_q``.
     """
     offsets = disk_offsets(radius, mesh)
-    d4 = get_group("dih4").matrices()
+    d4 = orbit_matrices()
     perms = lattice_permutations(offsets, d4)  # Q^-1 offsets[i] == offsets[perm[i]], all exact for a disk
     mats = torch.tensor(matrices, dtype=torch.float64)
     reps: list[int] = []
-    source: list = []
+    source: list[tuple[int, int]] = []
     for u, m in enumerate(mats):
         found = None
         for pos, r in enumerate(reps):
             q = m @ mats[r].T  # Q = A_u A_r^-1
             for qi, dq in enumerate(d4):
                 if torch.allclose(q, dq, atol=1e-9) and perms[qi] is not None:
-                    found = (pos, perms[qi])
+                    found = (pos, qi)
                     break
             if found:
                 break
         if found is None:
             reps.append(u)
-            found = (len(reps) - 1, None)
+            found = (len(reps) - 1, 0)
         source.append(found)
     return tuple(reps), tuple(source)
+
+
+@lru_cache(maxsize=64)
+def _lattice_perms(radius: float, mesh: float) -> tuple[torch.Tensor, ...]:
+    """The D4 permutations of the disk lattice (:func:`symmetry.transforms.lattice_permutations`), cached."""
+    return tuple(lattice_permutations(disk_offsets(radius, mesh), orbit_matrices()))
+
+
+@dataclass(frozen=True)
+class Windows:
+    """One image's windows at one mesh, stored once per coset of D4 (module docstring).
+
+    ``reps`` ``(R, M, C*P)`` are the interpolated windows of the representatives; ``plan[u] = (r, q)`` says
+    element ``u``'s windows are ``reps[r]`` with the lattice permuted by ``Q_q``.
+    """
+
+    reps: torch.Tensor
+    plan: tuple[tuple[int, int], ...]
+    radius: float
+    mesh: float
+
+    @property
+    def count(self) -> int:
+        """Windows per element ``M``."""
+        return self.reps.shape[1]
+
+    def full(self) -> torch.Tensor:
+        """Every element's windows ``(G, M, C*P)`` (identity first)."""
+        if all(q == 0 for _, q in self.plan) and len(self.plan) == len(self.reps):
+            return self.reps
+        perms = _lattice_perms(self.radius, self.mesh)
+        m, cp = self.reps.shape[1:]
+        lattice = self.reps.reshape(len(self.reps), m, -1, len(perms[0]))  # (R, M, C, P)
+        out = lattice.new_empty(len(self.plan), *lattice.shape[1:])
+        for u, (r, q) in enumerate(self.plan):
+            out[u] = lattice[r] if q == 0 else lattice[r].index_select(-1, perms[q].to(lattice.device))
+        return out.reshape(len(self.plan), m, cp)
 
 
 def _key(matrices: torch.Tensor) -> tuple:
@@ -155,14 +239,18 @@ def _natives(source, meshes: list[float]) -> tuple[torch.Tensor | None, list[tor
 
     if isinstance(source, ImageSource) and type(source).at_mesh is ImageSource.at_mesh:
         image = source.load()
-        if not torch.isfinite(image).all():
-            raise DataError(f"{source.name}: image has NaN or infinite pixels")
+        _check_finite(source, image)
         return image, [None if _patchable(h) else to_mesh(image, h) for h in meshes]
     rasters = [source.at_mesh(h) for h in meshes]
     for raster in rasters:
-        if not torch.isfinite(raster).all():
-            raise DataError(f"{source.name}: image has NaN or infinite pixels")
+        _check_finite(source, raster)
     return None, rasters
+
+
+def _check_finite(source, image: torch.Tensor) -> None:
+    """DataError for NaN or infinite pixels (a finite sum proves every pixel finite; else look pixel by pixel)."""
+    if not bool(torch.isfinite(image.sum())) and not bool(torch.isfinite(image).all()):
+        raise DataError(f"{source.name}: image has NaN or infinite pixels")
 
 
 def _patchable(h: float) -> bool:
@@ -208,8 +296,8 @@ def image_windows(
     settings: Settings,
     device=None,
     dtype=torch.float32,
-) -> list[torch.Tensor]:
-    """Mean-removed, area-weighted windows ``(G, M, C*P)`` of one image, one tensor per mesh.
+) -> list[Windows]:
+    """Mean-removed, area-weighted windows of one image (``(G, M, C*P)`` by :meth:`Windows.full`), one per mesh.
 
     Window centres are uniform continuous points of the image plane drawn from the
     ``windows`` stream of ``(seed, index)``, in physical units, and shared by every mesh and
@@ -243,7 +331,8 @@ def image_windows(
             moved = h * torch.einsum("gji,pj->gpi", matrices.double(), offsets)  # A^-1 offsets, physical
             win = source.evaluate(centres[None, :, None, :] + moved[:, None]).permute(1, 2, 0, 3).to(device, dtype)
             win = win - win.mean(dim=-1, keepdim=True)
-            out.append((win * h).flatten(-2))
+            plan = tuple((u, 0) for u in range(len(matrices)))  # every element interpolated: its own representative
+            out.append(Windows((win * h).flatten(-2), plan, float(settings.radius), float(h)))
             continue
         pix = torch.stack([(rows - 1) / 2 - centres[:, 1] / h, (cols - 1) / 2 + centres[:, 0] / h], dim=-1)
         image = raster
@@ -258,8 +347,8 @@ def image_windows(
     return out
 
 
-def _element_windows(image, pix, offsets, matrices, settings, h, device, dtype) -> torch.Tensor:
-    """Windows ``(G, M, C*P)``: one interpolation per coset representative, lattice permutations for the rest."""
+def _element_windows(image, pix, offsets, matrices, settings, h, device, dtype) -> Windows:
+    """One interpolation per coset representative (the other elements are lattice permutations of it)."""
     reps, plan = _plan(float(settings.radius), float(h), _key(matrices))
     rows, cols = window_positions(
         pix.to(device, dtype), offsets.to(device, dtype), matrices[list(reps)].to(device, dtype)
@@ -267,18 +356,19 @@ def _element_windows(image, pix, offsets, matrices, settings, h, device, dtype) 
     sampled = interpolate(image.to(device, dtype), rows, cols, settings.interpolation)  # (C, R, M, P)
     sampled = sampled.permute(1, 2, 0, 3)  # (R, M, C, P)
     sampled = (sampled - sampled.mean(dim=-1, keepdim=True)) * h
-    if len(reps) == len(plan):
-        return sampled.flatten(-2)
-    out = sampled.new_empty(len(plan), *sampled.shape[1:])
-    for g, (pos, perm) in enumerate(plan):
-        out[g] = sampled[pos] if perm is None else sampled[pos].index_select(-1, perm.to(sampled.device))
-    return out.flatten(-2)
+    return Windows(sampled.flatten(-2), plan, float(settings.radius), float(h))
 
 
-def feature_differences(windows: torch.Tensor, rff: RandomFourierFeatures, weights: torch.Tensor) -> torch.Tensor:
-    """``d(A) = sum_m z(w_A) - z(w_e)`` ``(G, D)`` of one image's windows ``(G, M, C*P)`` (identity first)."""
-    z = rff(windows, weights)  # (G, M, D)
-    return (z - z[:1]).sum(1)
+def feature_differences(windows: Windows, rff: RandomFourierFeatures, weights: torch.Tensor) -> torch.Tensor:
+    """``d(A) = sum_m z(w_A) - z(w_e)`` ``(G, D)`` of one image (identity first).
+
+    Only the representatives' windows are projected: ``sum_m z(w_{Q A_r}) = (sum_m z(w_{A_r}))[perm_q]``
+    (:func:`feature_permutations`).
+    """
+    sums = rff(windows.reps, weights).sum(1)  # (R, D)
+    perms = feature_permutations(sums.shape[-1]).to(sums.device)
+    rows = [sums[r] if q == 0 else sums[r].index_select(0, perms[q]) for r, q in windows.plan]
+    return torch.stack(rows) - sums[:1]
 
 
 def median_bandwidth(sources, settings: Settings, device=None, images: int = 8, per_image: int = 64) -> float:
@@ -290,7 +380,8 @@ def median_bandwidth(sources, settings: Settings, device=None, images: int = 8, 
     pilot = settings.replace(windows=per_image, exact=False)
     eye = torch.eye(2, dtype=torch.float64)[None]
     wins = [
-        image_windows(src, i, [1.0], eye, pilot, device, torch.float64)[0][0] for i, src in zip(range(images), sources)
+        image_windows(src, i, [1.0], eye, pilot, device, torch.float64)[0].reps[0]
+        for i, src in zip(range(images), sources)
     ]
     x = torch.cat(wins)
     d2 = torch.cdist(x, x).pow(2)

@@ -106,7 +106,7 @@ def measure_dataset(
     max_images: int | None = None,
     skip_bad: bool = False,
     device="auto",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     checkpoint=None,
     progress: bool = False,
     **options,
@@ -119,7 +119,9 @@ def measure_dataset(
     fields by name (``radius``, ``windows``, ``features``, ``bandwidth``, ``permutations``, ``bootstrap``,
     ``seed``, ``interpolation``, ``frechet``, ``exact``, ``alpha``); omitted ones take its defaults.
     ``checkpoint`` names a file where the running sums are saved every few images; rerunning with the
-    same arguments resumes from it.
+    same arguments resumes from it. ``dtype`` of the windows and features: float64 on a CPU (the squared MMD
+    cancels about four digits, so float32 features carry ~1e-5 relative error at h = 0.5), float32 on a GPU
+    (where float64 is slow on most cards) unless given.
     """
     radii = _radii(options.pop("radius", None))
     if len(radii) > 1:
@@ -145,6 +147,8 @@ def measure_dataset(
     meshes = check_meshes(mesh if isinstance(mesh, (list, tuple)) else [mesh], settings.radius)
     groups = parse_groups(group)
     dev = resolve_device(device) if isinstance(device, str) or device is None else torch.device(device)
+    if dtype is None:
+        dtype = torch.float64 if dev.type == "cpu" else torch.float32
     info = setup_distributed(dev)
     try:
         if checkpoint is not None and info.world > 1:
@@ -284,15 +288,15 @@ def _measure(
                     records.append(ckpt.image_record(src))
                 for mi, (h, win) in enumerate(zip(meshes, per_mesh)):
                     if rff is None:
-                        channels = win.shape[-1] // _points(settings.radius, h)
+                        channels = win.reps.shape[-1] // _points(settings.radius, h)
                         rff = RandomFourierFeatures.for_run(settings.features, channels, bandwidth, settings.seed)
                     d = feature_differences(win, rff, rff.lattice_weights(settings.radius, h, dev, dtype))  # (U, D)
                     for gi, idx in enumerate(indices):
-                        mmd[gi][mi].add(index, d[idx], win.shape[1])
+                        mmd[gi][mi].add(index, d[idx], win.count)
                     if settings.frechet:
                         if moments[mi] is None:
-                            moments[mi] = MomentStatistics(len(union), win.shape[-1])
-                        moments[mi].add(win)
+                            moments[mi] = MomentStatistics(len(union), win.reps.shape[-1])
+                        moments[mi].add(win.full())
                 bar.advance()
                 _maybe_save(checkpoint, fp, done, len(mine), skipped, records, mmd, moments)
         except SymmetryError as err:

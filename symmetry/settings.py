@@ -24,6 +24,7 @@ MIN_MESH, MAX_MESH = 1 / 16, 64.0
 MAX_RADIUS = 4096.0
 MAX_POINTS = 200_000  # points per window (radius / mesh)^2 * pi
 MAX_BANDWIDTH = 100.0  # standardised units: intensities are O(1), so sigma = 100 is already a linear kernel
+FEATURE_ORBIT = 8  # symmetry.features.ORBIT: random features come in orbits of D4
 MIN_PERMUTATIONS = 20  # p = (1 + k) / (B + 1) >= 1 / (B + 1): B = 19 gives p >= 0.05, which cannot reject at 0.05
 
 
@@ -86,6 +87,11 @@ class Settings:
         _positive_finite("--radius", self.radius, MAX_RADIUS)
         for name in ("windows", "features"):
             _integer(f"--{name}", getattr(self, name), 1, LIMITS[name])
+        if self.features % FEATURE_ORBIT:
+            raise UsageError(
+                f"--features must be a multiple of {FEATURE_ORBIT} (the random features come in orbits of the "
+                f"window's quarter turns and flips), got {self.features}; e.g. {max(8, self.features // 8 * 8)}"
+            )
         _integer(
             "--permutations",
             self.permutations,

@@ -18,6 +18,8 @@ STREAMS: dict[str, int] = {
     "noise": 17,  # observation noise
     "init": 19,  # model initialisation
     "batches": 23,  # mini-batch order and crops
+    "epochs": 7_919,  # the order of a patch dataset's images in each epoch (analysis.tasks.PatchDataset)
+    "evaluation": 104_729,  # noise of the fixed evaluation examples (analysis.tasks)
 }
 
 

@@ -426,12 +426,13 @@ def _resize_dim(x: torch.Tensor, dim: int, out_length: int, scale: float, antial
     value is the same float operations whatever the batch shape or device (the SR skip equals the baseline)."""
     weights, idx = contributions(x.shape[dim], out_length, float(scale), antialias)
     weights, idx = weights.to(device=x.device, dtype=x.dtype), idx.to(x.device)
-    shape = [1] * x.dim()
-    shape[dim] = out_length
-    out = x.index_select(dim, idx[:, 0]) * weights[:, 0].reshape(shape)
+    front = x.movedim(dim, 0)  # the resized axis first: each tap gathers whole contiguous rows
+    rest = front.shape[1:]
+    front = front.reshape(front.shape[0], -1).contiguous()  # a strided view would make every gather slow
+    out = front.index_select(0, idx[:, 0]) * weights[:, :1]
     for k in range(1, idx.shape[1]):
-        out = out.addcmul_(x.index_select(dim, idx[:, k]), weights[:, k].reshape(shape))
-    return out
+        out = out.addcmul_(front.index_select(0, idx[:, k]), weights[:, k : k + 1])
+    return out.reshape(out_length, *rest).movedim(0, dim).contiguous()
 
 
 def imresize(

@@ -96,7 +96,7 @@ def test_streaming_equals_one_shot_and_shards_merge():
     w = rff.weights(disk_offsets(s.radius, 1.0), 1.0)
     z = torch.stack(
         [
-            rff(image_windows(src, i, [1.0], group.matrices(), s, dtype=torch.float64)[0], w)
+            rff(image_windows(src, i, [1.0], group.matrices(), s, dtype=torch.float64)[0].full(), w)
             for i, src in enumerate(data)
         ]
     )  # (N, G, M, D)
@@ -254,6 +254,7 @@ def test_randomisation_null_of_an_image_is_its_regrouped_differences():
     d = torch.randn(len(group), 3, dtype=torch.float64)
     d[0] = 0  # the identity row of a difference is zero
     stats.add(0, d, 10)
+    stats.flush()
     table = multiplication_table(group)
     for b in range(stats.permutations):
         rows = stats.perm[b]
@@ -280,8 +281,8 @@ def test_patch_upsampling_equals_whole_image_upsampling(mesh):
     source = ImageSource("im", array=torch.from_numpy(rng.random((2, 37, 41))))
     s = Settings(radius=5.0, windows=40, seed=1)
     mats = symmetry.get_group("rot8").matrices()
-    patches = image_windows(source, 3, [mesh], mats, s, dtype=torch.float64)[0]
-    whole = image_windows(_WholeImage(source), 3, [mesh], mats, s, dtype=torch.float64)[0]
+    patches = image_windows(source, 3, [mesh], mats, s, dtype=torch.float64)[0].full()
+    whole = image_windows(_WholeImage(source), 3, [mesh], mats, s, dtype=torch.float64)[0].full()
     assert patches.shape == whole.shape
     torch.testing.assert_close(patches, whole, rtol=0, atol=1e-12)
 
@@ -298,8 +299,36 @@ def test_coset_windows_equal_direct_interpolation(group):
     s = Settings(radius=4.0)
     offsets = disk_offsets(4.0, 1.0)
     pix = torch.from_numpy(rng.uniform(10, 30, (16, 2)))
-    got = _element_windows(image, pix, offsets, mats, s, 1.0, "cpu", torch.float64)
+    got = _element_windows(image, pix, offsets, mats, s, 1.0, "cpu", torch.float64).full()
     rows, cols = window_positions(pix, offsets, mats)
     direct = interpolate(image, rows, cols, "bicubic").permute(1, 2, 0, 3)
     direct = (direct - direct.mean(-1, keepdim=True)).flatten(-2)
     torch.testing.assert_close(got, direct, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mesh", [1.0, 0.5])
+def test_orbit_features_of_a_permuted_window_are_its_features_permuted(mesh):
+    """z(w_{QA}) = z(w_A)[perm_q] for every D4 element Q, to rounding; so the kernel is exactly D4-invariant."""
+    from symmetry.features import feature_permutations, orbit_matrices
+    from symmetry.transforms import lattice_permutations
+
+    rng = np.random.default_rng(4)
+    offsets = disk_offsets(3.0, mesh)
+    rff = RandomFourierFeatures(64, 2, 0.7, seed=5)
+    weights = rff.weights(mesh * offsets, mesh)
+    w = torch.from_numpy(rng.normal(size=(6, 2, len(offsets))))  # (M, C, P)
+    z = rff(w.flatten(-2), weights)
+    perms = feature_permutations(64)
+    assert sorted(perms[3].tolist()) == list(range(64)) and perms[0].tolist() == list(range(64))
+    for q, lattice in enumerate(lattice_permutations(offsets, orbit_matrices())):
+        moved = rff(w[..., lattice].flatten(-2), weights)  # w_{QA}(p) = w_A(Q^-1 p)
+        torch.testing.assert_close(moved, z[:, perms[q]], rtol=0, atol=1e-12)
+        gram = moved @ rff(w[:3, :, lattice].flatten(-2), weights).T
+        torch.testing.assert_close(gram, z @ z[:3].T, rtol=0, atol=1e-12)  # k(Qw, Qw') = k(w, w')
+
+
+def test_orbit_features_need_a_multiple_of_eight():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        RandomFourierFeatures(12, 1, 1.0, seed=0)
+    with pytest.raises(symmetry.errors.UsageError, match="multiple of 8"):
+        Settings.from_options(features=100)
