@@ -55,7 +55,6 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from symmetry.errors import DataError
@@ -158,7 +157,8 @@ class MMDStatistics:
         """Add the pending images' terms to the null and bootstrap sums.
 
         Null draw ``b`` of image ``n`` uses ``B = elements_n[b]`` and adds ``d_n(A B) - d_n(B)`` for every ``A``:
-        a sum of one row per image, gathered with ``embedding_bag``. Bootstrap draw ``b`` adds ``weights_n[b] d_n``.
+        one row per image, picked by a 0/1 matrix and added in place as one product (compute-bound, and the
+        large sums are neither copied nor reallocated). Bootstrap draw ``b`` adds ``weights_n[b] d_n``.
         """
         if not self._pending:
             return
@@ -168,12 +168,19 @@ class MMDStatistics:
         d, dd, m = torch.stack(d), torch.stack(dd), torch.tensor(m, dtype=torch.float64)  # (K, G, D), (K, G), (K,)
         moved = d[:, self.table.T] - d[:, :, None, :]  # (K, G_B, G_A, D): d_n(A B) - d_n(B)
         rows = torch.stack(elements, 1) + g * torch.arange(k)  # (B_perm, K): row n * G + B of moved
-        null = F.embedding_bag(rows, moved.reshape(k * g, -1), mode="sum").view(self.permutations, g, self.features)
-        self.perm = null if self.perm is None else self.perm.add_(null)
-        self.perm_dd.add_(F.embedding_bag(rows, (moved * moved).sum(-1).reshape(k * g, g), mode="sum"))
+        pick = torch.zeros(self.permutations, k * g, dtype=torch.float64).scatter_(1, rows, 1.0)  # one 1 per image
+        if self.perm is None:  # the first batch creates the sums: no zeros to add to, no temporary
+            self.perm = (pick @ moved.reshape(k * g, -1)).view(self.permutations, g, self.features)
+        else:  # in place: the (B, G, D) sums are never copied
+            self.perm = self.perm.contiguous()  # (a no-op unless a caller handed in a strided tensor)
+            self.perm.view(self.permutations, -1).addmm_(pick, moved.reshape(k * g, -1))
+        self.perm_dd.addmm_(pick, (moved * moved).sum(-1).reshape(k * g, g))
         w = torch.stack(weights, 1)  # (B_boot, K)
-        boot = (w @ d.reshape(k, -1)).view(self.bootstrap, g, self.features)
-        self.boot = boot if self.boot is None else self.boot.add_(boot)
+        if self.boot is None:
+            self.boot = (w @ d.reshape(k, -1)).view(self.bootstrap, g, self.features)
+        else:
+            self.boot = self.boot.contiguous()
+            self.boot.view(self.bootstrap, -1).addmm_(w, d.reshape(k, -1))
         self.boot_dd.addmm_(w**2, dd)
         self.boot_m.add_(w @ m)
         self.boot_m2.add_(w**2 @ (m * m))
