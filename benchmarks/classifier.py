@@ -87,7 +87,8 @@ def classifier_test(
     device: str | torch.device = "cpu",
 ) -> dict:
     """Train on half of ``images`` (``(C, H, W)`` tensors), test on the other half (module docstring); returns
-    ``accuracy`` (held-out images), ``correct``, ``n``, ``p_value`` (exact binomial, one-sided) and ``seconds``."""
+    ``accuracy`` (held-out images), ``correct``, ``n``, ``p_value`` (exact binomial, one-sided), ``train_loss`` (mean
+    cross-entropy of the last tenth of the steps; log 2 = 0.693 is chance) and ``seconds``."""
     from symmetry.groups import get_group
     from symmetry.streams import rng as stream
     from symmetry.streams import seed_of
@@ -107,6 +108,7 @@ def classifier_test(
     net = make_cnn(images[0].shape[0]).to(device)
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
     draws = stream(seed, "batches")
+    losses = []
     for _ in range(steps):
         crops = random_crops(train, batch, draws)
         labels = draws.integers(0, 2, batch)
@@ -118,6 +120,7 @@ def classifier_test(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        losses.append(loss.item())
     net.eval()
     held = stream(seed, "noise")
     correct = 0
@@ -135,6 +138,7 @@ def classifier_test(
         "n": n,
         "accuracy": correct / n,
         "p_value": float(binom.sf(correct - 1, n, 0.5)),
+        "train_loss": float(np.mean(losses[-max(1, steps // 10) :])),  # last tenth; log 2 = 0.693 is chance
         "seconds": time.process_time() - started,
     }
 
@@ -190,7 +194,7 @@ def main(argv=None) -> int:
         tests.append(result)
         print(
             f"  classifier test {g}: {result['seconds']:.1f} CPU s, held-out accuracy {result['correct']}/{result['n']}"
-            f" = {result['accuracy']:.2f}, p = {result['p_value']:.3g}"
+            f" = {result['accuracy']:.2f}, p = {result['p_value']:.3g}, final training loss {result['train_loss']:.3f}"
         )
     one = float(np.mean([t["seconds"] for t in tests]))
     what = f"{steps} Adam steps, batch 64, {CROP}x{CROP} crops"
