@@ -129,6 +129,15 @@ class SymmetryReport:
 
     # ---- figure -----------------------------------------------------------------------
     def plot(self, path) -> None:
+        """Write :meth:`figure` to ``path`` (the format from its suffix; atomically)."""
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=str(path).rsplit(".", 1)[-1] if "." in str(path) else "png")
+        plt.close(fig)
+
+    def figure(self):
         """Worst-element eps with its null band (0 .. null q95) against window radius and against mesh (seaborn);
         with ``frechet``, a second row shows the W2^2 bracket (Gelbrich lower .. assignment upper bound)."""
         import matplotlib
@@ -173,9 +182,7 @@ class SymmetryReport:
         if bracket:
             axes[1, 0].set_title("W2^2 bracket: Gelbrich lower (v) .. assignment upper (^)")
             axes[1, 1].set_title("W2^2 bracket against mesh size")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format=str(path).rsplit(".", 1)[-1] if "." in str(path) else "png")
-        plt.close(fig)
+        return fig
 
     # ---- terminal ---------------------------------------------------------------------
     def render(self, console=None) -> None:
