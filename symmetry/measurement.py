@@ -132,7 +132,7 @@ def measure_dataset(
     options = {**chosen, **{k: v for k, v in options.items() if v is not None}}
     radii = _radii(options.pop("radius", None))
     if len(radii) > 1:
-        return _scale_profile(
+        profile = _scale_profile(
             radii,
             dataset,
             group,
@@ -150,6 +150,9 @@ def measure_dataset(
             progress=progress,
             **options,
         )
+        if preset is not None:
+            profile.meta["preset"] = preset
+        return profile
     settings = Settings.from_options(radius=radii[0], **options)
     meshes = check_meshes(mesh if isinstance(mesh, (list, tuple)) else [mesh], settings.radius)
     groups = parse_groups(group)
@@ -177,6 +180,8 @@ def measure_dataset(
             data,
         )
         report.meta["channels"] = channels
+        if preset is not None:
+            report.meta["preset"] = preset
         return report
     finally:
         if info.owns_group:

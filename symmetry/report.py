@@ -193,7 +193,9 @@ class SymmetryReport:
         console = console or Console()
         m, s = self.meta, self.settings
         console.print(
-            f"[bold]{self.dataset}[/bold]: {m.get('images')} images"
+            f"[bold]{self.dataset}[/bold]"
+            + (f" (preset {m['preset']})" if m.get("preset") else "")
+            + f": {m.get('images')} images"
             + (f" ({m.get('skipped')} skipped)" if m.get("skipped") else "")
             + f", groups [bold]{self.group}[/bold], {s.get('windows')} windows/image of radius "
             f"{_radius(s.get('radius'))} px"

@@ -76,6 +76,7 @@ def test_preset_fills_settings_and_explicit_options_win():
     assert report.meshes == [8.0]
     assert report.settings["radius"] == 16.0 and report.settings["contrast"] is True
     assert report.settings["bandwidth"] == 100.0 and report.meta["bandwidth_mode"] == "fixed"
+    assert report.meta["preset"] == "photos"
 
 
 def test_cli_preset_and_unknown_preset(tmp_path, capsys):
