@@ -83,10 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"groups, comma-separated: {GROUP_NAMES_HELP}; see --list-groups (default: {','.join(defaults.GROUPS)})",
     )
     m.add_argument(
+        "--preset",
+        choices=list(defaults.PRESETS),
+        help="recommended settings by name; options given explicitly override them. photos: natural photographs, "
+        "to decide a group (radius 32 at mesh 8, a local-contrast channel, the linear-kernel limit; "
+        "docs/symmetry.md, 'Power on Rain100L')",
+    )
+    m.add_argument(
         "--mesh",
         type=_meshes,
-        default=list(defaults.MESHES),
-        help=f"mesh sizes h in native pixels, comma-separated (default: {','.join(f'{h:g}' for h in defaults.MESHES)})",
+        default=None,
+        help="mesh sizes h in native pixels, comma-separated "
+        f"(default: the preset's, else {','.join(f'{h:g}' for h in defaults.MESHES)})",
     )
     m.add_argument(
         "--radius",
@@ -111,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also report W2^2 in squared image-norm units, bracketed: Gelbrich (Frechet) lower bound and "
         "per-image optimal-assignment upper bound",
+    )
+    m.add_argument(
+        "--contrast",
+        action="store_true",
+        default=None,
+        help="add a local-contrast channel (log |Laplacian|, exactly D4-equivariant) to every window, so the test "
+        "sees where texture is; the null stays exact (default: off; on with --preset photos)",
     )
     m.add_argument("--alpha", type=float, help=f"level of the verdicts, Holm-adjusted {_default('alpha')}")
     m.add_argument("--seed", type=int, help=f"seed for windows, features, null and bootstrap {_default('seed')}")
@@ -192,6 +207,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> int:
         args.dataset,
         args.group,
         args.mesh,
+        preset=args.preset,
         data_root=args.data_root,
         download=args.download,
         split=args.split,

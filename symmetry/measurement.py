@@ -27,6 +27,7 @@ import torch
 from symmetry import checkpoint as ckpt
 from symmetry import runtime
 from symmetry import settings as defaults
+from symmetry.contrast import ContrastSource
 from symmetry.data import first_images
 from symmetry.errors import DataError, SymmetryError, UsageError
 from symmetry.estimators import MMDStatistics, MomentStatistics
@@ -96,8 +97,9 @@ def _resolve_dataset(dataset, data_root, download, split, channels, augment_grou
 def measure_dataset(
     dataset=defaults.DATASET,
     group=",".join(defaults.GROUPS),
-    mesh=defaults.MESHES,
+    mesh=None,
     *,
+    preset: str | None = None,
     data_root=None,
     download: bool = False,
     split: str = "train",
@@ -117,15 +119,22 @@ def measure_dataset(
     see ``symmetry.data.list_datasets``) or a sequence of image sources. ``group`` is a name, a
     comma-separated list of names or a list of groups. ``options`` are :class:`~symmetry.settings.Settings`
     fields by name (``radius``, ``windows``, ``features``, ``bandwidth``, ``permutations``, ``bootstrap``,
-    ``seed``, ``interpolation``, ``frechet``, ``exact``, ``alpha``); omitted ones take its defaults.
+    ``seed``, ``interpolation``, ``frechet``, ``exact``, ``alpha``, ``contrast``); omitted ones take its defaults,
+    or those of ``preset`` (a name in :data:`symmetry.settings.PRESETS`, e.g. ``"photos"``, which also sets
+    ``mesh`` when ``mesh`` is None). ``mesh`` defaults to :data:`symmetry.settings.MESHES`.
     ``checkpoint`` names a file where the running sums are saved every few images; rerunning with the
     same arguments resumes from it. ``dtype`` of the windows and features: float64 on a CPU (the squared MMD
     cancels about four digits, so float32 features carry ~1e-5 relative error at h = 0.5), float32 on a GPU
     (where float64 is slow on most cards) unless given.
     """
+    chosen = defaults.preset_options(preset)
+    if mesh is None:
+        mesh = chosen.pop("mesh", defaults.MESHES)
+    chosen.pop("mesh", None)
+    options = {**chosen, **{k: v for k, v in options.items() if v is not None}}
     radii = _radii(options.pop("radius", None))
     if len(radii) > 1:
-        return _scale_profile(
+        profile = _scale_profile(
             radii,
             dataset,
             group,
@@ -143,6 +152,9 @@ def measure_dataset(
             progress=progress,
             **options,
         )
+        if preset is not None:
+            profile.meta["preset"] = preset
+        return profile
     settings = Settings.from_options(radius=radii[0], **options)
     meshes = check_meshes(mesh if isinstance(mesh, (list, tuple)) else [mesh], settings.radius)
     groups = parse_groups(group)
@@ -172,6 +184,8 @@ def measure_dataset(
             data,
         )
         report.meta["channels"] = channels
+        if preset is not None:
+            report.meta["preset"] = preset
         return report
     finally:
         if info.owns_group:
@@ -236,7 +250,7 @@ def _measure(
 
     skipped: list[str] = []
     if settings.bandwidth == "median":
-        good = _pilot_sources(sources, settings, skip_bad)
+        good = [_view(src, settings) for src in _pilot_sources(sources, settings, skip_bad)]
         bandwidth = broadcast_object(median_bandwidth(good, settings, dev), info)  # every rank: one kernel
     else:  # a fixed kernel in standardised units (Settings): the same for every dataset
         bandwidth = float(settings.bandwidth) * window_scale(settings.radius)
@@ -276,7 +290,7 @@ def _measure(
             for done, index in enumerate(mine[start:], start=start + 1):
                 src = sources[index]
                 try:
-                    per_mesh = image_windows(src, index, meshes, matrices, settings, dev, dtype)
+                    per_mesh = image_windows(_view(src, settings), index, meshes, matrices, settings, dev, dtype)
                 except DataError as err:
                     if not skip_bad:
                         raise DataError(f"{err} (use --skip-bad to skip such images)") from None
@@ -326,6 +340,11 @@ def _measure(
     return report
 
 
+def _view(source, settings: Settings):
+    """The source as the windows see it: with the local-contrast channel when ``settings.contrast``."""
+    return ContrastSource(source) if settings.contrast else source
+
+
 def _points(radius: float, mesh: float) -> int:
     from symmetry.transforms import disk_offsets
 
@@ -357,7 +376,7 @@ def _pilot_sources(sources, settings: Settings, skip_bad: bool, count: int = 8):
     pilot = settings.replace(windows=1, exact=False)
     for src in sources:
         try:
-            image_windows(src, 0, [1.0], torch.eye(2, dtype=torch.float64)[None], pilot)
+            image_windows(_view(src, pilot), 0, [1.0], torch.eye(2, dtype=torch.float64)[None], pilot)
         except DataError as err:
             if not skip_bad:
                 raise DataError(f"{err} (use --skip-bad to skip such images)") from None

@@ -129,7 +129,17 @@ class SymmetryReport:
 
     # ---- figure -----------------------------------------------------------------------
     def plot(self, path) -> None:
-        """Worst-element eps with its null band (0 .. null q95) against window radius and against mesh (seaborn)."""
+        """Write :meth:`figure` to ``path`` (the format from its suffix; atomically)."""
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=str(path).rsplit(".", 1)[-1] if "." in str(path) else "png")
+        plt.close(fig)
+
+    def figure(self):
+        """Worst-element eps with its null band (0 .. null q95) against window radius and against mesh (seaborn);
+        with ``frechet``, a second row shows the W2^2 bracket (Gelbrich lower .. assignment upper bound)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -139,26 +149,40 @@ class SymmetryReport:
         df = self.summary("worst")
         if "radius" not in df:
             df["radius"] = self.settings.get("radius")
+        bracket = "frechet_distance" in df and df["frechet_distance"].notna().any()
         sns.set_theme(style="whitegrid")
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+        rows = 2 if bracket else 1
+        fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), constrained_layout=True, squeeze=False)
         palette = dict(zip(self.groups or [self.group], sns.color_palette(n_colors=max(1, len(self.groups)))))
-        for ax, x, other in ((axes[0], "radius", "mesh"), (axes[1], "mesh", "radius")):
+        for col, (x, other) in enumerate((("radius", "mesh"), ("mesh", "radius"))):
             # one curve per group: at each x the finest value of the other axis (the profile's matching mesh)
             for grp, sub in df.groupby("group"):
                 line = sub.sort_values(other).groupby(x, as_index=False).first().sort_values(x)
                 color = palette.get(grp)
+                ax = axes[0, col]
                 ax.plot(line[x], line["symmetry_error"], "o-", color=color, label=grp)
                 ax.fill_between(line[x], 0, line["null_q95"], color=color, alpha=0.15)
-            ax.axhline(0, color="0.3", lw=0.8)
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("window radius (native px)" if x == "radius" else "mesh h (native px)")
-            ax.set_ylabel("worst-element eps (squared MMD)")
-        axes[0].set_title("scale profile (band: null up to its 95% quantile)")
-        axes[1].set_title("against mesh size")
-        axes[0].legend(title="group")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format=str(path).rsplit(".", 1)[-1] if "." in str(path) else "png")
-        plt.close(fig)
+                if bracket:
+                    low = line["frechet_distance"].astype(float)
+                    high = line["w2_upper"].astype(float) if "w2_upper" in line else low
+                    axes[1, col].fill_between(line[x], low, high, color=color, alpha=0.25, label=grp)
+                    axes[1, col].plot(line[x], low, "v-", color=color, ms=4)
+                    axes[1, col].plot(line[x], high, "^-", color=color, ms=4)
+            for ax in axes[:, col]:
+                ax.set_xscale("log", base=2)
+                ax.set_xlabel("window radius (native px)" if x == "radius" else "mesh h (native px)")
+            axes[0, col].axhline(0, color="0.3", lw=0.8)
+            axes[0, col].set_ylabel("worst-element eps (squared MMD)")
+            if bracket:
+                axes[1, col].set_yscale("log")
+                axes[1, col].set_ylabel("worst-element W2^2 (intensity^2 px^2)")
+        axes[0, 0].set_title("scale profile (band: null up to its 95% quantile)")
+        axes[0, 1].set_title("against mesh size")
+        axes[0, 0].legend(title="group")
+        if bracket:
+            axes[1, 0].set_title("W2^2 bracket: Gelbrich lower (v) .. assignment upper (^)")
+            axes[1, 1].set_title("W2^2 bracket against mesh size")
+        return fig
 
     # ---- terminal ---------------------------------------------------------------------
     def render(self, console=None) -> None:
@@ -169,11 +193,14 @@ class SymmetryReport:
         console = console or Console()
         m, s = self.meta, self.settings
         console.print(
-            f"[bold]{self.dataset}[/bold]: {m.get('images')} images"
+            f"[bold]{self.dataset}[/bold]"
+            + (f" (preset {m['preset']})" if m.get("preset") else "")
+            + f": {m.get('images')} images"
             + (f" ({m.get('skipped')} skipped)" if m.get("skipped") else "")
             + f", groups [bold]{self.group}[/bold], {s.get('windows')} windows/image of radius "
-            f"{_radius(s.get('radius'))} px, "
-            f"MMD with {s.get('features')} random features, {_kernel(m)}; "
+            f"{_radius(s.get('radius'))} px"
+            + (" with a local-contrast channel" if s.get("contrast") else "")
+            + f", MMD with {s.get('features')} random features, {_kernel(m)}; "
             f"{s.get('permutations')} null draws (p >= {m.get('p_floor', float('nan')):.2g}), Holm over "
             f"{m.get('tests', '?')} tests"
         )
@@ -269,7 +296,8 @@ def _interval(df: pd.DataFrame, where: tuple, statistic: str) -> str:
 def _fmt(value: float, bold: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    text = f"{1e3 * value:.3f}"
+    scaled = 1e3 * value
+    text = f"{scaled:.3f}" if scaled == 0 or abs(scaled) >= 0.01 else f"{scaled:.2g}"  # tiny values: 2 digits
     return f"[bold]{text}[/bold]" if bold else text
 
 
