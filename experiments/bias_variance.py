@@ -957,7 +957,7 @@ def _components_figure(frame: pd.DataFrame, config: dict, family: str):
             match = matched_model(str(sub["data_symmetry"].iloc[0]), models)
             if match in models:
                 ax.axvline(models.index(match), color=PALETTE[2], ls="--", lw=1, label="group = data symmetry")
-            ax.set_xticks(xs, models)
+            ax.set_xticks(xs, models, rotation=45, ha="right", fontsize=7)
             ax.set_title(f"{name} ({sub['data_symmetry'].iloc[0]}), n={int(n)}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("MSE - floor (1e-4)" if floor else "MSE (1e-4)")
