@@ -896,6 +896,7 @@ def predictions(frame: pd.DataFrame) -> pd.DataFrame:
                 "picked": pick,
                 "best": last["best"],
                 "picked_is_best": pick == last["best"],
+                "best_risk": float(last["best_risk"]),
                 "diff": d["mean"],
                 "low": d["low"],
                 "high": d["high"],
@@ -1110,7 +1111,7 @@ def _interval(mean: float, low: float, high: float) -> str:
 
 
 def training_text(frame: pd.DataFrame) -> str:
-    """One sentence on the CNN training, computed from the results: runs that met the convergence rule of
+    """A clause on the CNN training, computed from the results: runs that met the convergence rule of
     :func:`train_network` (trained models only; ``avg:`` rows reuse the plain networks), the mean steps per model,
     the parameters and the forward FLOPs per window. Empty without CNN rows."""
     conv = frame[(frame["family"] == "cnn") & frame["converged_fraction"].notna()]
@@ -1127,7 +1128,7 @@ def training_text(frame: pd.DataFrame) -> str:
     )
     window = int(conv["window"].max())
     return (
-        f"cnn training: {int(met)}/{int(runs)} runs ({100 * met / runs:.0f}%) met the convergence rule (full "
+        f"{int(met)}/{int(runs)} runs ({100 * met / runs:.0f}%) met the convergence rule (full "
         f"training loss falling by less than {conv['tol'].max():g} relative per {int(conv['check_every'].max())} "
         f"steps at the final learning rate, after {int(conv['decays'].max())} decays; cap "
         f"{int(conv['max_steps'].max())} steps): "
@@ -1169,7 +1170,7 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
                 text += f"; {name} - {arm(name)[1]} = {_interval(mean, low, high)}"
             out.append(text + ".")
         if family == "cnn" and training_text(frame):
-            out.append(f"  {training_text(frame)}")
+            out.append(f"  cnn training: {training_text(frame)}")
     ph = phase(frame)
     if not ph.empty:
         out.append(
@@ -1239,7 +1240,7 @@ def readme_paragraph(frame: pd.DataFrame, config: dict) -> str:
             f"(every other group's interval excludes 0) in {len(resolved)}; at the largest n: "
             + "; ".join(items)
             + f". Arms (paired intervals): {arm_text}."
-            + (f" The {training_text(frame)}" if family == "cnn" and training_text(frame) else "")
+            + (f" Training: {training_text(frame)}" if family == "cnn" and training_text(frame) else "")
         )
     ph = phase(frame)
     if not ph.empty:
@@ -1252,7 +1253,16 @@ def readme_paragraph(frame: pd.DataFrame, config: dict) -> str:
     if not pr.empty:
         for family in [f for f in ("linear", "cnn") if f in set(pr["family"])]:
             sub = pr[pr["family"] == family]
-            picks = ", ".join(f"{r.dataset_name} {r.picked} (best {r.best})" for r in sub.itertuples())
+            picks = ", ".join(
+                f"{r.dataset_name} {r.picked}"
+                + (
+                    " (= best)"
+                    if r.picked_is_best
+                    else f" (best {r.best}; {r.picked} - {r.best} {_pct(r.diff, r.best_risk)} "
+                    f"[{_pct(r.low, r.best_risk)}, {_pct(r.high, r.best_risk)}])"
+                )
+                for r in sub.itertuples()
+            )
             hits, within = int(sub["picked_is_best"].sum()), int(sub["within"].sum())
             parts.append(
                 f"*Measured eps -> group* ({family}): the picked group is the best in {hits}/{len(sub)} datasets "
