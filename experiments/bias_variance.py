@@ -22,9 +22,11 @@ Two families of models:
   Its ``noise`` is the test error of the plain filter fitted on the whole pool (the floor of the linear class; the
   Bayes error of these non-Gaussian images is lower), ``oracle_risk`` the test error of the model's own filter fitted
   on the whole pool (its risk with unlimited data, i.e. its approximation bias).
-- ``cnn``: the analysis networks (:func:`analysis.models.build_model`: plain, equivariant rotN, sa) trained briefly
-  with tiny widths on the same training sets; seeds differ in data and initialisation, so their variance includes the
-  optimiser's. Their irreducible error is unknown: ``bias2`` includes it.
+- ``cnn``: the analysis networks (:func:`analysis.models.build_model`: plain, equivariant rotN, sa) at tiny widths
+  matched in parameter count (FLOPs reported), trained on the same training sets until an explicit convergence rule
+  holds (:func:`train_network`: the full training loss stalls at the final learning rate) or ``max_steps``; seeds
+  differ in data and initialisation, so their variance includes the optimiser's. Their irreducible error is
+  unknown: ``bias2`` includes it.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def cells(config: dict) -> list[dict]:
     cnn = config.get("cnn")
     if cnn:
         keys = ("match_group", "match_width", "depth", "kernel_size", "max_steps", "check_every", "tol", "lr")
+        keys += ("lr_decay", "decays")
         for ds in config["datasets"]:
             if ds["name"] not in cnn["datasets"]:
                 continue
@@ -434,22 +437,31 @@ def _predict(net: torch.nn.Module, noisy: torch.Tensor, radius: int, device: tor
     return torch.cat(out)
 
 
-def plateaued(losses: list[float], every: int, tol: float) -> bool:
-    """The convergence rule: the mean training loss of the last ``every`` steps is less than ``tol`` (relative)
-    below that of the ``every`` steps before (needs ``2 * every`` losses)."""
-    if len(losses) < 2 * every:
-        return False
-    last = float(np.mean(losses[-every:]))
-    before = float(np.mean(losses[-2 * every : -every]))
-    return before - last < tol * before
+def stalled(history: list[float], tol: float) -> bool:
+    """The plateau test: the last full training loss fell by less than ``tol`` (relative) below the one before."""
+    return len(history) >= 2 and history[-2] - history[-1] < tol * history[-2]
+
+
+def training_loss(net: torch.nn.Module, noisy: torch.Tensor, clean: torch.Tensor, radius: int) -> float:
+    """The empirical risk the training minimises, computed exactly: mean squared error of ``net`` on every training
+    window (whole windows minus the ``radius`` margin, no crops), in evaluation mode."""
+    net.eval()
+    with torch.no_grad():
+        out = net(noisy)[..., radius:-radius, radius:-radius]
+        return float(torch.nn.functional.mse_loss(out, clean[..., radius:-radius, radius:-radius]))
 
 
 def train_network(cell: dict, seed: int, noisy: torch.Tensor, clean: torch.Tensor, device: torch.device):
-    """Adam at a constant learning rate (:func:`analysis.fit.fit`) on one seed's fixed training pairs until the
-    training loss plateaus (:func:`plateaued`, checked every ``check_every`` steps) or ``max_steps``: random
-    ``crop x crop`` crops of its windows, MSE on the crop minus the ``radius`` margin; ``aug:G`` transforms each
-    batch by a random element of G (exact for quarter turns). Initialisation and batches come from the named
-    streams ``init`` and ``batches`` of ``seed``. Returns the network, the steps taken and whether it converged."""
+    """Adam (:func:`analysis.fit.fit`) on one seed's fixed training pairs until convergence or ``max_steps``.
+
+    Batches: ``batch_size`` random ``crop x crop`` crops of the seed's windows, MSE on the crop minus the ``radius``
+    margin; ``aug:G`` transforms each batch by a random element of G (exact for quarter turns). The convergence
+    rule, explicit: every ``check_every`` steps the full training loss (:func:`training_loss`, no batch noise) is
+    computed; when it fell by less than ``tol`` (relative) since the previous check (:func:`stalled`), the learning
+    rate is multiplied by ``lr_decay`` (a fresh Adam at the lower rate), up to ``decays`` times; a stall at the
+    final rate ``lr * lr_decay ** decays`` is convergence. ``max_steps`` stops a run that has not converged.
+    Initialisation and batches come from the named streams ``init`` and ``batches`` of ``seed``. Returns the
+    network, the steps taken and whether it converged."""
     from analysis.fit import fit, loss_fn
     from symmetry.groups import get_group
     from symmetry.streams import rng, seed_of
@@ -481,24 +493,35 @@ def train_network(cell: dict, seed: int, noisy: torch.Tensor, clean: torch.Tenso
         x, y = batch
         return loss_fn("l2", model(x)[..., r:-r, r:-r], y[..., r:-r, r:-r])
 
-    every, tol = cell["check_every"], cell["tol"]
-    losses: list[float] = []
+    every, tol, total = cell["check_every"], cell["tol"], cell["max_steps"]
+    history = [training_loss(net, x_all, y_all, r)]
 
-    def callback(info) -> bool:
-        losses.append(info.loss)
-        return info.step % every == 0 and plateaued(losses, every, tol)
+    def check(info) -> bool:
+        if info.step % every:
+            return False
+        history.append(training_loss(info.model, x_all, y_all, r))
+        return stalled(history, tol)
 
-    result = fit(
-        net,
-        step,
-        batches,
-        steps=cell["max_steps"],
-        lr=cell["lr"],
-        schedule="constant",
-        device=device,
-        callback=callback,
-    )
-    return net, result.step, plateaued(losses, every, tol)
+    lr, decays, done, converged = float(cell["lr"]), 0, 0, False
+    while done < total:
+        result = fit(
+            net,
+            step,
+            lambda k, offset=done: batches(offset + k),
+            steps=total - done,
+            lr=lr,
+            schedule="constant",
+            device=device,
+            callback=check,
+        )
+        done += result.step
+        if not stalled(history, tol):  # max_steps reached without a stall
+            break
+        if decays == cell["decays"]:
+            converged = True
+            break
+        lr, decays = lr * cell["lr_decay"], decays + 1
+    return net, done, converged
 
 
 def run_cnn(cell: dict, ctx: Context) -> dict:
@@ -873,6 +896,7 @@ def predictions(frame: pd.DataFrame) -> pd.DataFrame:
                 "picked": pick,
                 "best": last["best"],
                 "picked_is_best": pick == last["best"],
+                "best_risk": float(last["best_risk"]),
                 "diff": d["mean"],
                 "low": d["low"],
                 "high": d["high"],
@@ -934,7 +958,7 @@ def _components_figure(frame: pd.DataFrame, config: dict, family: str):
             match = matched_model(str(sub["data_symmetry"].iloc[0]), models)
             if match in models:
                 ax.axvline(models.index(match), color=PALETTE[2], ls="--", lw=1, label="group = data symmetry")
-            ax.set_xticks(xs, models)
+            ax.set_xticks(xs, models, rotation=45, ha="right", fontsize=7)
             ax.set_title(f"{name} ({sub['data_symmetry'].iloc[0]}), n={int(n)}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("MSE - floor (1e-4)" if floor else "MSE (1e-4)")
@@ -1086,6 +1110,37 @@ def _interval(mean: float, low: float, high: float) -> str:
     return f"{_sci(mean)} [{_sci(low)}, {_sci(high)}]"
 
 
+def training_text(frame: pd.DataFrame) -> str:
+    """A clause on the CNN training, computed from the results: runs that met the convergence rule of
+    :func:`train_network` (trained models only; ``avg:`` rows reuse the plain networks), the mean steps per model,
+    the parameters and the forward FLOPs per window. Empty without CNN rows."""
+    conv = frame[(frame["family"] == "cnn") & frame["converged_fraction"].notna()]
+    if conv.empty:
+        return ""
+    trained = conv[~conv["model"].astype(str).str.startswith("avg:")]
+    runs = trained["n_seeds"].sum()
+    met = (trained["converged_fraction"] * trained["n_seeds"]).round().sum()
+    t = summary(conv)
+    steps = trained.groupby("model", sort=False)["steps_mean"].mean()
+    per_model = trained.groupby("model", sort=False).apply(
+        lambda g: f"{int((g['converged_fraction'] * g['n_seeds']).round().sum())}/{int(g['n_seeds'].sum())}",
+        include_groups=False,
+    )
+    window = int(conv["window"].max())
+    return (
+        f"{int(met)}/{int(runs)} runs ({100 * met / runs:.0f}%) met the convergence rule (full "
+        f"training loss falling by less than {conv['tol'].max():g} relative per {int(conv['check_every'].max())} "
+        f"steps at the final learning rate, after {int(conv['decays'].max())} decays; cap "
+        f"{int(conv['max_steps'].max())} steps): "
+        + ", ".join(f"{m} {per_model[m]} in {steps[m]:.0f} steps" for m in model_order(steps.index))
+        + "; parameters "
+        + ", ".join(f"{m} {int(p)}" for m, p in t.groupby("model", observed=True)["params"].first().items())
+        + f"; forward FLOPs per {window}x{window} window "
+        + ", ".join(f"{m} {f:.3g}" for m, f in t.groupby("model", observed=True)["flops"].first().items())
+        + "."
+    )
+
+
 def verdict(frame: pd.DataFrame, config: dict) -> str:
     """Sentences computed from the results: per family and dataset the best ladder group at every n with the
     paired runner-up interval (or the tie set), whether it is the matched group, the arms against the constrained
@@ -1114,17 +1169,8 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
             for name, (mean, low, high) in json.loads(r.arms).items():
                 text += f"; {name} - {arm(name)[1]} = {_interval(mean, low, high)}"
             out.append(text + ".")
-        conv = frame[(frame["family"] == family) & frame["converged_fraction"].notna()]
-        if family == "cnn" and not conv.empty:
-            t = summary(conv)
-            out.append(
-                f"  cnn training: {100 * conv['converged_fraction'].mean():.0f}% of runs met the plateau rule, "
-                f"mean {conv['steps_mean'].mean():.0f} steps; parameters "
-                + ", ".join(f"{m} {int(p)}" for m, p in t.groupby("model", observed=True)["params"].first().items())
-                + "; forward FLOPs per 32x32 window "
-                + ", ".join(f"{m} {f:.3g}" for m, f in t.groupby("model", observed=True)["flops"].first().items())
-                + "."
-            )
+        if family == "cnn" and training_text(frame):
+            out.append(f"  cnn training: {training_text(frame)}")
     ph = phase(frame)
     if not ph.empty:
         out.append(
@@ -1194,6 +1240,7 @@ def readme_paragraph(frame: pd.DataFrame, config: dict) -> str:
             f"(every other group's interval excludes 0) in {len(resolved)}; at the largest n: "
             + "; ".join(items)
             + f". Arms (paired intervals): {arm_text}."
+            + (f" Training: {training_text(frame)}" if family == "cnn" and training_text(frame) else "")
         )
     ph = phase(frame)
     if not ph.empty:
@@ -1206,7 +1253,16 @@ def readme_paragraph(frame: pd.DataFrame, config: dict) -> str:
     if not pr.empty:
         for family in [f for f in ("linear", "cnn") if f in set(pr["family"])]:
             sub = pr[pr["family"] == family]
-            picks = ", ".join(f"{r.dataset_name} {r.picked} (best {r.best})" for r in sub.itertuples())
+            picks = ", ".join(
+                f"{r.dataset_name} {r.picked}"
+                + (
+                    " (= best)"
+                    if r.picked_is_best
+                    else f" (best {r.best}; {r.picked} - {r.best} {_pct(r.diff, r.best_risk)} "
+                    f"[{_pct(r.low, r.best_risk)}, {_pct(r.high, r.best_risk)}])"
+                )
+                for r in sub.itertuples()
+            )
             hits, within = int(sub["picked_is_best"].sum()), int(sub["within"].sum())
             parts.append(
                 f"*Measured eps -> group* ({family}): the picked group is the best in {hits}/{len(sub)} datasets "

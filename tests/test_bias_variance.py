@@ -249,11 +249,31 @@ def test_pick_group_walks_up_the_chain_until_the_first_rejection():
     assert bv.pick_group({"rot2": True, "rot4": None, "rot8": True}) == "rot2"  # no verdict stops the walk
 
 
-def test_plateau_rule():
-    assert not bv.plateaued([1.0] * 9, 5, 0.01)  # needs two full windows
-    assert bv.plateaued([1.0] * 10, 5, 0.01)
-    assert not bv.plateaued([2.0] * 5 + [1.0] * 5, 5, 0.01)
-    assert bv.plateaued([1.0] * 5 + [0.995] * 5, 5, 0.01)
+def test_stall_rule():
+    assert not bv.stalled([1.0], 0.01)  # needs two checks
+    assert bv.stalled([1.0, 1.0], 0.01)
+    assert not bv.stalled([2.0, 1.0], 0.01)
+    assert bv.stalled([1.0, 0.995], 0.01)
+    assert bv.stalled([1.0, 1.5], 0.01)  # a rise is a stall too
+
+
+def _tiny_cnn_cell(**changes) -> dict:
+    cell = {"model": "plain", "radius": 2, "crop": 8, "window": 8, "batch_size": 2, "depth": 1, "kernel_size": 3}
+    cell.update(match_group="rot4", match_width=1, check_every=3, max_steps=40, lr=1e-3, lr_decay=0.5, decays=2)
+    cell.update(changes)
+    return cell
+
+
+def test_training_stops_by_the_convergence_rule():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(4, 8, 8, generator=gen, dtype=torch.float64)
+    noisy = clean + 0.1 * torch.randn(4, 8, 8, generator=gen, dtype=torch.float64)
+    # every check a stall (tol huge): one check per learning rate, decays + 1 of them, then converged
+    _, steps, converged = bv.train_network(_tiny_cnn_cell(tol=10.0), 0, noisy, clean, torch.device("cpu"))
+    assert converged and steps == 3 * 3
+    # never a stall (a fall of more than twice the loss is impossible): the cap stops it, not converged
+    _, steps, converged = bv.train_network(_tiny_cnn_cell(tol=-1.0), 0, noisy, clean, torch.device("cpu"))
+    assert not converged and steps == 40
 
 
 def test_shadow_is_a_downward_copy_of_the_positive_part():
@@ -363,6 +383,8 @@ SMALL = {
         "check_every": 2,
         "tol": 0.5,
         "lr": 1e-3,
+        "lr_decay": 0.5,
+        "decays": 1,
         "batch_size": 2,
         "crop": 12,
     },
