@@ -372,7 +372,7 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
     if "symmetry_error_mmd" in s:
         per = s.groupby("kappa").agg(eps=("eps", "first"), mmd=("symmetry_error_mmd", "first"), q=("null_q95", "first"))
         ax.plot(per["eps"], per["mmd"], "o-", color=PALETTE[0], label="MMD eps_G (symmetry.measure, exact)")
-        ax.plot(per["eps"], per["q"], ":", color="0.5", label="MMD permutation null q95")
+        ax.plot(per["eps"], per["q"], ":", color="0.5", label="MMD randomisation null q95")
         for k, r in per.iterrows():
             ax.annotate(f"kappa={k:g}", (r["eps"], r["mmd"]), fontsize=6, xytext=(3, -8), textcoords="offset points")
         ax.legend(fontsize=7)

@@ -318,7 +318,7 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
 
 
 def measured_eps_sentence(s: pd.DataFrame) -> str:
-    """How the toolkit's measured eps (MMD against its permutation null, Frechet) moves with ``t``."""
+    """How the toolkit's measured eps (MMD against its randomisation null, Frechet) moves with ``t``."""
     per = (
         s[s["mmd"].notna()]
         .groupby("t")

@@ -3,7 +3,7 @@
 One cell measures one (dataset, group) with :func:`symmetry.measure_dataset` at every mesh size at once (the same window
 centres serve every mesh and element, so differences across h are discretisation, not noise). Its rows are the
 report's tidy table (:meth:`symmetry.SymmetryReport.to_frame`): one row per (mesh, statistic), ``statistic`` a
-non-identity element, ``worst`` (eps_G, the max over the group) or ``mean``, with the permutation null's 95%
+non-identity element, ``worst`` (eps_G, the max over the group) or ``mean``, with the randomisation null's 95%
 quantile ``null_q95``, the ``p_value``, a bootstrap interval, and, on the summary rows, the ``eps0 + c h^2`` fit
 (:meth:`~symmetry.SymmetryReport.fit`: ``eps0`` the data's own asymmetry, ``c`` the interpolation error of
 Lemma 3.4) with its bootstrap interval.
@@ -316,7 +316,7 @@ def _heatmap(frame: pd.DataFrame, config: dict):
     mesh = float(frame["mesh"].min())
     alpha = config.get("alpha", 0.05)
     axes[0, 0].set_title(f"Worst-element symmetry error eps_G, h = {mesh:g} px")
-    axes[0, 1].set_title("In units of the permutation null's q95")
+    axes[0, 1].set_title("In units of the randomisation null's q95")
     fig.suptitle(f"hatched: inside the null (p >= {alpha:g});  x: synthetic family differs from its design", y=0.02)
     fig.tight_layout()
     return fig
@@ -367,7 +367,7 @@ def _mesh_curves(frame: pd.DataFrame, config: dict, groups: list[str]):
             Line2D([], [], color=color, marker="o", ls="none", label=f"{group}: eps_G(h), 95% bootstrap CI"),
             Line2D([], [], color=color, ls="--", lw=1, label=f"{group}: fit eps0 + c h^2"),
             Line2D([], [], color=color, marker="s", mfc="white", ls="none", label=f"{group}: eps0 (h -> 0), 95% CI"),
-            Line2D([], [], color=color, ls=":", label=f"{group}: permutation null q95"),
+            Line2D([], [], color=color, ls=":", label=f"{group}: randomisation null q95"),
         ]
     if spare:
         spare[0].set_visible(True)
