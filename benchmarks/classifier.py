@@ -178,7 +178,10 @@ def main(argv=None) -> int:
     groups = args.groups.split(",")
     print(f"{name}: {len(sources)} photos, groups {args.groups}, {torch.get_num_threads()} thread(s)")
 
-    runs = {"photos preset (radius 32, mesh 8)": dict(preset="photos")}
+    from symmetry.settings import PRESETS
+
+    photos = PRESETS["photos"]
+    runs = {f"photos preset (radius {photos['radius']:g}, mesh {photos['mesh'][0]:g})": dict(preset="photos")}
     if not args.quick:
         runs["scale profile (radius 4..64, meshes 0.5..8)"] = dict(radius="4,8,16,32,64", mesh=1.0)
     timings, decisions = {}, {}

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=list(defaults.PRESETS),
         help="recommended settings by name; options given explicitly override them. photos: natural photographs, "
-        "to decide a group (radius 32 at mesh 8, a local-contrast channel, the linear-kernel limit; "
+        "to decide a group (radius 16 at mesh 4, a local-contrast channel, the linear-kernel limit; "
         "docs/symmetry.md, 'Power on Rain100L')",
     )
     m.add_argument(

@@ -30,13 +30,13 @@ MIN_PERMUTATIONS = 20  # p = (1 + k) / (B + 1) >= 1 / (B + 1): B = 19 gives p >=
 #: Named recommended settings (``--preset NAME``, ``measure_dataset(..., preset=NAME)``): ``mesh`` and Settings
 #: fields; options given explicitly override them. Chosen and measured in docs/symmetry.md ("Power on Rain100L").
 PRESETS: dict[str, dict] = {
-    # Natural photographs, to decide whether a group is a symmetry: windows of radius 32 px at mesh 8 (49 points per
-    # channel: a window sees the coarse layout of a 64 px region), 512 windows per image, a local-contrast channel
+    # Natural photographs, to decide whether a group is a symmetry: windows of radius 16 px at mesh 4 (49 points per
+    # channel: a window sees the coarse layout of a 32 px region), 512 windows per image, a local-contrast channel
     # beside the intensity (symmetry.contrast: where the texture is), and the linear-kernel limit of the fixed
     # Gaussian kernel (sigma = 100 standardised units: the MMD then compares mean windows, far more powerful for a
     # consistent top-bottom layout than a kernel of the windows' own width). Chosen on subsets of 25 clean Rain100L
-    # test photos; its power on fresh subsets is in docs/symmetry.md ("Power on Rain100L").
-    "photos": dict(mesh=(8.0,), radius=32.0, windows=512, bandwidth=100.0, contrast=True),
+    # test photos (selection draws only); its power on fresh subsets is in docs/symmetry.md ("Power on Rain100L").
+    "photos": dict(mesh=(4.0,), radius=16.0, windows=512, bandwidth=100.0, contrast=True),
 }
 
 

@@ -61,9 +61,9 @@ def test_contrast_sees_where_texture_is_when_intensity_cannot():
 def test_preset_fills_settings_and_explicit_options_win():
     assert preset_options(None) == {}
     photos = preset_options("photos")
-    assert photos["contrast"] is True and photos["mesh"] == (8.0,)
+    assert photos["contrast"] is True and photos["mesh"] == (4.0,)
     photos["radius"] = -1  # a copy: the table itself is unchanged
-    assert PRESETS["photos"]["radius"] == 32.0
+    assert PRESETS["photos"]["radius"] == 16.0
     with pytest.raises(UsageError, match="unknown preset"):
         preset_options("portraits")
     with pytest.raises(UsageError, match="contrast"):
@@ -71,10 +71,10 @@ def test_preset_fills_settings_and_explicit_options_win():
     rng = np.random.default_rng(0)
     sources = [ImageSource(f"p{i}", array=torch.from_numpy(rng.random((1, 80, 80)))) for i in range(3)]
     report = symmetry.measure_dataset(
-        sources, "flip", preset="photos", radius=16.0, features=64, permutations=99, bootstrap=0, device="cpu"
+        sources, "flip", preset="photos", radius=8.0, features=64, permutations=99, bootstrap=0, device="cpu"
     )
-    assert report.meshes == [8.0]
-    assert report.settings["radius"] == 16.0 and report.settings["contrast"] is True
+    assert report.meshes == [4.0]
+    assert report.settings["radius"] == 8.0 and report.settings["contrast"] is True
     assert report.settings["bandwidth"] == 100.0 and report.meta["bandwidth_mode"] == "fixed"
     assert report.meta["preset"] == "photos"
 
@@ -88,9 +88,9 @@ def test_cli_preset_and_unknown_preset(tmp_path, capsys):
     for i in range(3):
         Image.fromarray((255 * rng.random((72, 72))).astype(np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "r.json"
-    args = ["--dataset", f"folder:{folder}", "--group", "flip", "--preset", "photos", "--radius", "16"]
+    args = ["--dataset", f"folder:{folder}", "--group", "flip", "--preset", "photos", "--radius", "8"]
     assert main([*args, "--features", "64", "--permutations", "99", "--quiet", "--json", str(out)]) == 0
     report = symmetry.SymmetryReport.from_json(out)
-    assert report.settings["contrast"] is True and report.meshes == [8.0]
+    assert report.settings["contrast"] is True and report.meshes == [4.0] and report.settings["radius"] == 8.0
     assert main(["--preset", "portraits"]) == 2
     assert "error:" in capsys.readouterr().err

@@ -15,7 +15,7 @@ def test_cells_expand_presets_so_their_content_is_in_the_hash():
     per_subset = sum(len(power._variants(name, config)) for name in config["settings"])
     assert len(cells) == per_subset * sum(s["subsets"] for s in config["samples"])
     photos = next(c for c in cells if c["setting"] == "photos")
-    assert photos["options"]["contrast"] is True and photos["options"]["mesh"] == [8.0]
+    assert photos["options"]["contrast"] is True and photos["options"]["mesh"] == [4.0]
     changed = {**config, "settings": {"photos": {"preset": "photos", "windows": 64}}}
     assert cell_key(power.cells(changed)[0]) != cell_key(photos)
 
