@@ -213,9 +213,9 @@ def run_experiment(
     with results_lock(path):  # the whole read-compute-write: a second run on this folder fails at once
         table = _read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
         done = set() if force else set(table["cell"])
-        todo = [(k, c) for k, c in zip(keys, cells) if k not in done]
+        pending = [(k, c) for k, c in zip(keys, cells) if k not in done]
         if max_cells is not None:
-            todo = todo[:max_cells]
+            pending = pending[:max_cells]
         ctx = Context(
             device=resolve_device(device) if not isinstance(device, torch.device) else device,
             data_root=Path(data_root).expanduser() if data_root else default_data_root(),
@@ -223,14 +223,14 @@ def run_experiment(
             progress=False,
             log=log,
         )
-        if todo:
-            stored = len(cells) - len(todo)
-            log(f"{name} ({scale}): {stored} of {len(cells)} cells stored, computing {len(todo)} -> {path}")
+        if pending:
+            stored = len(cells) - len(pending)
+            log(f"{name} ({scale}): {stored} of {len(cells)} cells stored, computing {len(pending)} -> {path}")
             meta = {"experiment": name, "scale": scale, "config": cfg}
             atomic_write_text(path.with_suffix(".json"), json.dumps(json_safe(meta), indent=2, default=str))
         skipped: dict[str, int] = {}
-        with _cell_progress(progress and bool(todo), len(todo), name) as advance:
-            for key, cell in todo:
+        with _cell_progress(progress and bool(pending), len(pending), name) as advance:
+            for key, cell in pending:
                 start = time.perf_counter()
                 try:
                     rows = module.run_cell(cell, ctx) or [{}]
