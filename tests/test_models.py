@@ -309,7 +309,7 @@ def grid_exact_errors(model: torch.nn.Module, x: torch.Tensor, group: str) -> di
 
 def freeze_deformation(model: torch.nn.Module) -> None:
     for name, p in model.named_parameters():
-        if name.endswith(("theta0", "log_scale")) or name.startswith("hyper."):
+        if name.endswith(("theta0", "log_scale", "inv_scale", "tied_deformation")) or name.startswith("hyper."):
             p.requires_grad_(False)
 
 
