@@ -650,7 +650,7 @@ def transform_spread(model: nn.Module, images: torch.Tensor | None = None) -> pd
     For the authors' variant a non-positive ``Cx`` (a reflection, no ``log cx``) reads NaN.
     """
     if not isinstance(model, (TLNet, GlobalSampleAdaptiveNet)):
-        raise UsageError(f"transform_spread needs a tl, sa or sa-global model, not {type(model).__name__}")
+        raise UsageError(f"only tl, sa and sa-global models carry a deformation D, not {type(model).__name__}")
     params = model.layer_parameters(images).double()  # (N, L, 3)
     transform = parameters_to_transform(params, model.parametrisation)
     with torch.no_grad():
