@@ -45,12 +45,33 @@ import math
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
+from scipy import stats
 
+from analysis.fit import fit, loss_fn
+from analysis.metrics import psnr as psnr_db
+from analysis.models import build_model, init_sa_from_tl
 from experiments.runner import Context, SkipCell
+from experiments.style import PALETTE, subplots
+from symmetry.alignment import (
+    AlignmentSettings,
+    best_alignment,
+    canonical,
+    circular_correlation,
+    deformation,
+    make_aligner,
+    match_to,
+)
+from symmetry.data import ImageSource, load_dataset
 from symmetry.errors import UsageError
+from symmetry.groups import get_group
+from symmetry.streams import rng, seed_of, torch_generator
+from symmetry.synthetic import load_synthetic
 
 DATASETS = ("synthetic", "rain100l")
+CONVERGENCE_KEYS = ("sa_lr", "sa_check_every", "sa_patience", "sa_tol_deg", "sa_tol_scale", "sa_max_steps", "probe_images")
+"""The rule that ends ``sa``'s fine-tuning (:func:`fine_tune_sa`)."""
 MODEL_KEYS = (
     "group",
     "sigma",
@@ -58,11 +79,12 @@ MODEL_KEYS = (
     "depth",
     "kernel_size",
     "hyper_width",
+    "global_hyper_width",
     "steps",
-    "sa_steps",
     "batch_size",
     "patch",
     "lr",
+    *CONVERGENCE_KEYS,
 )
 ALIGN_KEYS = ("radius", "max_log_ratio", "angles", "scales", "refine", "mmd_images", "mmd_windows")
 LEARNED_R = 0.5
@@ -101,9 +123,6 @@ def _synthetic(cell: dict):
     Values below ``1e-30`` (far from every atom) are set to 0: as float32 subnormals they slow CPU convolutions
     several fold.
     """
-    from symmetry.data import ImageSource
-    from symmetry.synthetic import load_synthetic
-
     fields = {split: list(load_synthetic(cell["spec"], split=split)) for split in ("train", "test")}
     rasters = {}
     for split, count in (("train", cell["train_images"]), ("test", cell["test_images"])):
@@ -118,8 +137,6 @@ def _synthetic(cell: dict):
 
 def _rain100l(cell: dict, ctx: Context):
     """Gray clean Rain100L images: whole training images, centre crops of the test images, and the test sources."""
-    from symmetry.data import ImageSource, load_dataset
-
     if not ctx.data_available("rain100l"):
         raise SkipCell(f"rain100l not found under {ctx.data_root}; pass --data-root")
     train = list(load_dataset("rain100l", data_root=ctx.data_root, split="train", channels="gray"))
@@ -148,23 +165,25 @@ def train_model(
     transforms: torch.Tensor | None = None,
     start: dict[str, torch.Tensor] | None = None,
     first_step: int = 0,
+    schedule: str = "cosine",
+    lr: float | None = None,
+    callback=None,
 ):
-    """A short Adam run (:func:`analysis.fit.fit`, cosine learning rate) of a ``kind`` network on random ``patch``
-    crops of clean images with fresh noise; returns the network (eval mode) and the per-step losses.
+    """An Adam run (:func:`analysis.fit.fit`) of a ``kind`` network on random ``patch`` crops of clean images with
+    fresh noise; returns the network (eval mode) and the per-step losses.
 
-    ``steps`` defaults to ``steps + sa_steps`` of the cell. ``transforms`` ``(len(images), 3)``: a fixed
-    ``(theta0, cx, cy)`` per image replacing the hypernetwork. ``start``: a ``tl`` state dict to start from
-    (:func:`analysis.models.init_sa_from_tl` for ``sa``, a plain load for ``tl``); the batches then continue at
-    ``first_step``. Initialisation, crops and noise come from the named streams ``init``, ``batches`` and
-    ``noise`` of the seed (step ``k`` from ``(seed, stream, k)``).
+    ``steps`` defaults to ``steps`` of the cell; ``schedule`` and ``lr`` (default the cell's) are fit's.
+    ``transforms`` ``(len(images), 3)``: a fixed ``(theta0, cx, cy)`` per image replacing the hypernetwork.
+    ``start``: a ``tl`` state dict to start from (:func:`analysis.models.init_sa_from_tl` for ``sa``, a plain load
+    for ``tl``); the batches then continue at ``first_step``. ``callback``: fit's per-step callback (True stops).
+    Initialisation, crops and noise come from the named streams ``init``, ``batches`` and ``noise`` of the seed
+    (step ``k`` from ``(seed, stream, k)``). ``tl`` and ``sa`` are the authors' variant (``build_model``'s default);
+    ``sa-global`` is the earlier design with the bounded hypernetwork.
     """
-    from analysis.fit import fit, loss_fn
-    from analysis.models import build_model, init_sa_from_tl
-    from symmetry.streams import rng, seed_of, torch_generator
-
     seed = cell["seed"]
     torch.manual_seed(seed_of(seed, "init"))
-    options = {"hyper_width": cell["hyper_width"]} if kind in ("sa", "sa-global") else {}
+    options = {"sa": {"hyper_width": cell["hyper_width"]}, "sa-global": {"hyper_width": cell["global_hyper_width"]}}
+    options = options.get(kind, {})
     net = build_model(
         kind,
         group=cell["group"],
@@ -203,27 +222,120 @@ def train_model(
         out = model(noisy) if transforms is None else model(noisy, transform=transforms[index.to(device)])
         return loss_fn("l2", out, clean)
 
-    total = cell["steps"] + cell["sa_steps"] if steps is None else steps
-    result = fit(net, step, batches, steps=total, lr=cell["lr"], schedule="cosine", device=device)
+    total = cell["steps"] if steps is None else steps
+    result = fit(
+        net,
+        step,
+        batches,
+        steps=total,
+        lr=cell["lr"] if lr is None else lr,
+        schedule=schedule,
+        device=device,
+        callback=callback,
+    )
     net.eval()
     return net, result.losses
 
 
-def train_models(cell: dict, images: list[torch.Tensor], device: torch.device) -> dict:
-    """The four learned models of a cell (:data:`MODELS`), each after ``steps + sa_steps`` steps.
+def probe_batch(cell: dict, images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The fixed noisy crops the convergence rule watches: the centre ``patch`` crop of the first
+    ``probe_images`` training images with noise from the seed's ``evaluation`` stream, ``(n, 1, patch, patch)``."""
+    p = cell["patch"]
+    crops = []
+    for x in images[: cell["probe_images"]]:
+        top, left = (x.shape[-2] - p) // 2, (x.shape[-1] - p) // 2
+        crops.append(x[:, top : top + p, left : left + p])
+    clean = torch.stack(crops).to(device, torch.float32)
+    noise = torch.randn(clean.shape, generator=torch_generator(cell["seed"], "evaluation", device=device), device=device)
+    return clean + cell["sigma"] / 255.0 * noise
 
-    ``tl`` trains ``steps``; from that state ``tl`` continues and ``sa`` is fine-tuned (the authors' recipe), each
-    ``sa_steps`` more on the same batches. Returns ``{name: (net, losses)}``.
+
+def offset_change(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float]:
+    """The largest change over probe images of the offsets ``(dtheta0, dCx, dCy)``: ``(degrees, scale units)``."""
+    d = (after - before).abs()
+    return float(torch.rad2deg(d[:, 0]).max()), float(d[:, 1:].max())
+
+
+def fine_tune_sa(cell: dict, images: list[torch.Tensor], device: torch.device, start: dict) -> tuple:
+    """Fine-tune ``sa`` from the ``tl`` state ``start`` until its hypernetwork's offsets stop changing.
+
+    The rule (:data:`CONVERGENCE_KEYS`): a constant learning rate ``sa_lr`` (so no schedule forces a stop);
+    every ``sa_check_every`` steps the hypernetwork (eval mode) predicts the offsets ``(dtheta0, dCx, dCy)`` of
+    the fixed :func:`probe_batch`; converged when, at ``sa_patience`` consecutive checks, no probe image's offsets
+    moved by ``sa_tol_deg`` degrees (``dtheta0``) or ``sa_tol_scale`` (``dCx``, ``dCy``) or more since the previous
+    check; ``sa_max_steps`` caps the run. Returns ``(net, losses, trace)``: ``trace`` has one row per check
+    (``step``, ``change_deg``, ``change_scale``, ``calm``) and the attributes ``converged`` and ``steps``.
+    """
+    probe = probe_batch(cell, images, device)
+    rows: list[dict] = []
+    state = {"last": None, "calm": 0}
+
+    def check(info) -> bool:
+        if info.step % cell["sa_check_every"]:
+            return False
+        model = info.model
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            offsets = model.predict_offsets(probe).double()
+        model.train(was)
+        if state["last"] is None:
+            state["last"] = offsets
+            return False
+        deg, scale = offset_change(state["last"], offsets)
+        state["last"] = offsets
+        calm = deg < cell["sa_tol_deg"] and scale < cell["sa_tol_scale"]
+        state["calm"] = state["calm"] + 1 if calm else 0
+        rows.append({"step": info.step, "change_deg": deg, "change_scale": scale, "calm": state["calm"]})
+        return state["calm"] >= cell["sa_patience"]
+
+    net, losses = train_model(
+        cell,
+        images,
+        device,
+        kind="sa",
+        steps=cell["sa_max_steps"],
+        start=start,
+        first_step=cell["steps"],
+        schedule="constant",
+        lr=cell["sa_lr"],
+        callback=check,
+    )
+    trace = pd.DataFrame(rows, columns=["step", "change_deg", "change_scale", "calm"])
+    trace.attrs["converged"] = bool(len(trace) and trace["calm"].iloc[-1] >= cell["sa_patience"])
+    trace.attrs["steps"] = len(losses)
+    return net, losses, trace
+
+
+def train_models(cell: dict, images: list[torch.Tensor], device: torch.device) -> tuple[dict, pd.DataFrame]:
+    """The four learned models of a cell (:data:`MODELS`) and ``sa``'s convergence trace.
+
+    ``tl`` trains ``steps`` (cosine); from that state ``sa`` is fine-tuned until its offsets stop changing
+    (:func:`fine_tune_sa`, ``S`` steps), and ``tl`` continues ``S`` steps on the same batches at the same constant
+    learning rate: ``sa - tl`` is paired. ``equivariant`` and ``sa_global`` train ``steps + S`` (cosine).
+    Returns ``({name: (net, losses)}, trace)``.
     """
     tl, _ = train_model(cell, images, device, kind="tl", steps=cell["steps"])
     state = {k: v.detach().clone() for k, v in tl.state_dict().items()}
-    more = dict(steps=cell["sa_steps"], start=state, first_step=cell["steps"])
-    return {
-        "equivariant": train_model(cell, images, device, kind="equivariant"),
-        "tl": train_model(cell, images, device, kind="tl", **more),
-        "sa": train_model(cell, images, device, kind="sa", **more),
-        "sa_global": train_model(cell, images, device, kind="sa-global"),
+    sa, sa_losses, trace = fine_tune_sa(cell, images, device, state)
+    more = trace.attrs["steps"]
+    models = {
+        "equivariant": train_model(cell, images, device, kind="equivariant", steps=cell["steps"] + more),
+        "tl": train_model(
+            cell,
+            images,
+            device,
+            kind="tl",
+            steps=more,
+            start=state,
+            first_step=cell["steps"],
+            schedule="constant",
+            lr=cell["sa_lr"],
+        ),
+        "sa": (sa, sa_losses),
+        "sa_global": train_model(cell, images, device, kind="sa-global", steps=cell["steps"] + more),
     }
+    return models, trace
 
 
 def control_transforms(control: str, pred: np.ndarray, train_truths: list[dict], test_truths: list[dict]):
@@ -247,22 +359,34 @@ def control_transforms(control: str, pred: np.ndarray, train_truths: list[dict],
 
 
 def _psnr(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    mse = (x - y).double().square().flatten(1).mean(1)
-    return (10 * torch.log10(1.0 / mse)).cpu().numpy()
+    """Per-image PSNR (dB, peak 1) of a batch: :func:`analysis.metrics.psnr`."""
+    return psnr_db(x, y).cpu().numpy()
+
+
+def sa_offsets(model, noisy: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per image: the hypernetwork's raw offsets ``dtheta0`` (rad), ``dCx``, ``dCy`` and ``dlog_ratio``, the change
+    of ``log(cx / cy)`` they make, averaged over layers (``cx / cy = Cy / Cx``; NaN where a scale is not positive)."""
+    with torch.no_grad():
+        offsets = model.predict_offsets(noisy).double().cpu()
+        own = model.own_parameters().double().cpu()  # (L, 3): theta0, Cx, Cy
+    eff = own[None] + offsets[:, None, :]
+    ratio = (eff[..., 2] / eff[..., 1]).log() - (own[:, 2] / own[:, 1]).log()
+    return {
+        "dtheta0": offsets[:, 0].numpy(),
+        "dcx": offsets[:, 1].numpy(),
+        "dcy": offsets[:, 2].numpy(),
+        "dlog_ratio": ratio.mean(1).numpy(),
+    }
 
 
 def run_cell(cell: dict, ctx: Context) -> list[dict]:
     """Train the models, predict each test image's transform, align each test image; one row per image."""
-    from symmetry.alignment import AlignmentSettings, best_alignment, deformation, make_aligner
-    from symmetry.groups import get_group
-    from symmetry.streams import torch_generator
-
     if cell["dataset"] == "synthetic":
         train, test, sources, truths, train_truths = _synthetic(cell)
     else:
         train, test, sources, truths, train_truths = _rain100l(cell, ctx)
     device = ctx.device
-    models = train_models(cell, train, device)
+    models, trace = train_models(cell, train, device)
     net, losses = models["sa_global"]
     gen = torch_generator(cell["seed"], "noise", device=device)  # test noise: the stream without a step key
     clean = test.to(device, torch.float32)
@@ -270,7 +394,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
     psnr = {}
     with torch.no_grad():
         pred = net.predict_transform(noisy).double().cpu().numpy()
-        offsets = models["sa"][0].predict_transform(noisy).double().cpu().numpy()
+        offsets = sa_offsets(models["sa"][0], noisy)
         for name, (model, _) in models.items():
             psnr[name] = _psnr(model(noisy), clean)
     psnr_in = _psnr(noisy, clean)
@@ -278,7 +402,8 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
         fixed = control_transforms(control, pred, train_truths, truths)
         if fixed is None:
             continue
-        control_net, _ = train_model(cell, train, device, transforms=torch.as_tensor(fixed[0]))
+        steps = cell["steps"] + trace.attrs["steps"]
+        control_net, _ = train_model(cell, train, device, steps=steps, transforms=torch.as_tensor(fixed[0]))
         with torch.no_grad():
             psnr[control] = _psnr(control_net(noisy, transform=torch.as_tensor(fixed[1])), clean)
 
@@ -318,8 +443,15 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
             "truth_theta0": math.nan,
             "truth_log_ratio": math.nan,
             "truth_error": math.nan,
-            "sa_dtheta0": offsets[i, 0],
-            "sa_dlog_ratio": math.log(offsets[i, 1] / offsets[i, 2]),
+            "sa_dtheta0": offsets["dtheta0"][i],
+            "sa_dcx": offsets["dcx"][i],
+            "sa_dcy": offsets["dcy"][i],
+            "sa_dlog_ratio": offsets["dlog_ratio"][i],
+            "sa_steps_run": trace.attrs["steps"],
+            "sa_converged": trace.attrs["converged"],
+            "sa_last_change_deg": trace["change_deg"].iloc[-1] if len(trace) else math.nan,
+            "sa_last_change_scale": trace["change_scale"].iloc[-1] if len(trace) else math.nan,
+            "sa_trace": " ".join(f"{r.step}:{r.change_deg:.4g}:{r.change_scale:.4g}" for r in trace.itertuples()),
             "psnr_input": psnr_in[i],
             "final_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
             **{f"psnr_{c}": psnr[c][i] if c in psnr else math.nan for c in MODELS + CONTROLS},
@@ -346,8 +478,6 @@ def _circular_std_deg(theta: np.ndarray, period: float = PERIOD) -> float:
 
 def compare(frame: pd.DataFrame, estimate: str, reference: str, period: float = PERIOD) -> dict:
     """Agreement of ``{estimate}_theta0/log_ratio`` with ``{reference}_...`` over the rows where both exist."""
-    from symmetry.alignment import circular_correlation, match_to
-
     cols = [f"{estimate}_theta0", f"{estimate}_log_ratio", f"{reference}_theta0", f"{reference}_log_ratio"]
     sub = frame.dropna(subset=cols)
     if len(sub) < 3:
@@ -397,8 +527,6 @@ COMPARISONS = (
 
 def _t_interval(values: np.ndarray, coverage: float = INTERVAL) -> tuple[float, float]:
     """Student-t interval of the mean of ``values`` (NaN for fewer than two values)."""
-    from scipy import stats
-
     values = np.asarray(values, float)
     if len(values) < 2:
         return math.nan, math.nan
@@ -485,8 +613,6 @@ _LABELS = {"truth": "truth", "align": "best alignment", "mmd": "alignment (MMD)"
 
 def _panel(ax, frame, estimate, reference, what, color, label):
     """Reference (its representative with theta0 in [0, 90) deg) against the estimate's nearest representative."""
-    from symmetry.alignment import canonical, match_to
-
     cols = [f"{estimate}_theta0", f"{estimate}_log_ratio", f"{reference}_theta0", f"{reference}_log_ratio"]
     sub = frame.dropna(subset=cols)
     if sub.empty:
@@ -499,8 +625,6 @@ def _panel(ax, frame, estimate, reference, what, color, label):
 
 def figures(frame: pd.DataFrame, config: dict) -> dict:
     """Scatter plots of angles (``angles``) and log axis ratios (``scales``) for the three comparisons."""
-    from experiments.style import PALETTE, subplots
-
     panels = [
         ("align", "truth", "alignment estimator vs truth"),
         ("pred", "truth", "hypernetwork vs truth"),
@@ -552,10 +676,6 @@ _CONTROL_LABELS = {
 def _controls_figure(frame: pd.DataFrame):
     """Left: test PSNR gain over the noisy input of every model and control, per seed (dots) and mean (bars).
     Right: the paired per-seed differences of :func:`paired_differences` with their t-intervals over seeds."""
-    import seaborn as sns
-
-    from experiments.style import PALETTE, subplots
-
     variants = [c for c in MODELS + CONTROLS if f"psnr_{c}" in frame and frame[f"psnr_{c}"].notna().any()]
     per_seed = frame.groupby(["dataset", "seed"], sort=False)[["psnr_input"] + [f"psnr_{v}" for v in variants]].mean()
     gains = pd.DataFrame(
