@@ -1,16 +1,19 @@
 """``sa_alignment``: does SA-Conv's hypernetwork predict the transformation that aligns each image with G?
 
 theory.md, section 3: SA-Conv evaluates its filters on the mesh deformed by a per-sample ``D_w = R(theta0)
-diag(cx, cy)`` predicted by a hypernetwork, so the network is equivariant to ``D_w G D_w^-1``: it should pick the
-``D_w`` that makes the aligned image ``pi_D^-1 x`` G-symmetric. Section 4 (last point) defines that per-sample
-target: each image's best-aligning transformation (:func:`symmetry.alignment.best_alignment`).
+diag(cx, cy)`` predicted by a hypernetwork. With ONE such ``D_w`` in every layer a network is equivariant to
+``D_w G D_w^-1``, so the hope is a ``D_w`` that makes the aligned image ``pi_D^-1 x`` G-symmetric; the authors'
+SA adds the per-sample offsets to a ``D`` of its own in every layer, so it has no such exact symmetry, and what
+is measured here is only whether its per-image offsets follow the per-image transforms. Section 4 (last point)
+defines that per-sample target: each image's best-aligning transformation
+(:func:`symmetry.alignment.best_alignment`).
 
 Data: (1) ``synthetic:deformed`` (:mod:`symmetry.synthetic`): rot4-symmetric motif fields seen through a known
 per-image ``D_n = R(theta_n) diag(cx_n, cy_n)``, so the truth is known; (2) Rain100L's clean photographs (no
-truth; skipped when absent). One cell per (dataset, seed): train ``sa`` (``analysis.models.build_model``) to
-denoise (Gaussian noise ``sigma`` in 0-255 units) briefly at tiny width on random crops, then, per held-out image,
-compare the hypernetwork's ``(theta0, cx, cy)`` (``model.predict_transform`` on the noisy image) with the truth and
-with the image's best alignment (covariance distance; the per-image kernel MMD on a few images as well).
+truth; skipped when absent). One cell per (dataset, seed): train the models below to denoise (Gaussian noise
+``sigma`` in 0-255 units) at tiny width on random crops, then, per held-out image, compare the hypernetworks'
+outputs with the truth and with the image's best alignment (covariance distance; the per-image kernel MMD on a
+few images as well).
 
 What is comparable. Only the stretch ``D D^T`` up to scale is identifiable (``symmetry.alignment``): the angle of
 the stretch axes modulo ``2 pi / N = pi / 2`` (rot4), with ``log(cx / cy)`` changing sign per quarter turn, and
@@ -19,24 +22,28 @@ log-ratios by Pearson's r after moving each estimate to the representative neare
 (:func:`symmetry.alignment.match_to`). A near-constant prediction makes a circular correlation meaningless, so the
 spread (circular standard deviation) of the predicted angles is reported beside it.
 
-Models (issue 9; theory.md section 3 as corrected: the authors train TL, then fine-tune SA from it). Every model
-gets the same number of optimisation steps, ``steps + sa_steps``, on the same crops and noise (one seed):
+Models (theory.md section 3: the authors train TL, then fine-tune SA from it). ``tl`` and ``sa`` are the authors'
+variant (``analysis.models``: their hypernetwork, mask and ``(theta0, Cx, Cy)`` offsets; the remaining
+differences are in docs/models.md):
 
-- ``equivariant``: ``D = I`` in every layer;
-- ``tl``: every layer learns its own global ``(theta0, cx, cy)``; trained ``steps``, then continued ``sa_steps``
-  (a fresh Adam and cosine schedule, as the fine-tuning gets);
-- ``sa``: the same ``tl`` after ``steps``, fine-tuned ``sa_steps`` with the hypernetwork's per-sample offsets
-  added to every layer's values (zero last layer: it starts exactly as ``tl``), the authors' recipe. ``sa`` vs
-  ``tl`` is a paired comparison: same start, data and steps, only the per-sample offsets differ;
-- ``sa-global``: the earlier design, one per-sample ``D_w`` shared by all layers from the hypernetwork alone; its
-  predictions are the ``pred_*`` columns compared with the truth and the alignment above;
-- fixed-transform controls (the ``sa-global`` network with ``model(x, transform=...)``): ``truth`` (each image's
-  known ``D_n``), ``truth_scaled`` (``D_n`` times the isotropic scale ``sqrt(cx cy)`` ``sa-global`` learned on
-  average) and ``learned_mean`` (``sa-global``'s mean prediction, the same for every image).
+- ``tl``: every layer learns its own global ``(theta0, Cx, Cy)``; trained ``steps`` (cosine schedule), then
+  continued ``S`` steps at the constant rate ``sa_lr`` on the batches ``sa`` sees;
+- ``sa``: the same ``tl`` after ``steps``, fine-tuned with the hypernetwork's per-sample offsets added to every
+  layer's values (zero last layer: it starts exactly as ``tl``) until the offsets stop changing
+  (:func:`fine_tune_sa`: the rule and ``S``, reported per cell). ``sa`` vs ``tl`` is paired: same start, data,
+  steps and rate, only the per-sample offsets differ;
+- ``equivariant``: ``D = I`` in every layer, ``steps + S`` steps (cosine);
+- ``sa-global``: the earlier design, one per-sample ``D_w`` shared by all layers from the bounded hypernetwork
+  alone, ``steps + S`` steps; its predictions are the ``pred_*`` columns compared with the truth and the alignment;
+- fixed-transform controls (the ``sa-global`` network with ``model(x, transform=...)``, ``steps + S`` steps):
+  ``truth`` (each image's known ``D_n``), ``truth_scaled`` (``D_n`` times the isotropic scale ``sqrt(cx cy)``
+  ``sa-global`` learned on average) and ``learned_mean`` (``sa-global``'s mean prediction, the same for every
+  image).
 
 Whether per-sample adaptation adds anything beyond TL is read from the per-seed paired differences ``sa - tl`` of
-the mean test PSNR (:func:`paired_differences`: mean and a t-interval over seeds), and the size of what ``sa``'s
-hypernetwork adds (``sa_dtheta0``, ``sa_dlog_ratio`` per image).
+the mean test PSNR (:func:`paired_differences`: mean and a t-interval over seeds), and from how much ``sa``'s
+per-image offsets (``sa_dtheta0``, ``sa_dcx``, ``sa_dcy``, ``sa_dlog_ratio``) vary between images against the
+per-image transforms (:func:`offset_spreads`).
 """
 
 from __future__ import annotations
@@ -70,7 +77,15 @@ from symmetry.streams import rng, seed_of, torch_generator
 from symmetry.synthetic import load_synthetic
 
 DATASETS = ("synthetic", "rain100l")
-CONVERGENCE_KEYS = ("sa_lr", "sa_check_every", "sa_patience", "sa_tol_deg", "sa_tol_scale", "sa_max_steps", "probe_images")
+CONVERGENCE_KEYS = (
+    "sa_lr",
+    "sa_check_every",
+    "sa_patience",
+    "sa_tol_deg",
+    "sa_tol_scale",
+    "sa_max_steps",
+    "probe_images",
+)
 """The rule that ends ``sa``'s fine-tuning (:func:`fine_tune_sa`)."""
 MODEL_KEYS = (
     "group",
@@ -246,7 +261,9 @@ def probe_batch(cell: dict, images: list[torch.Tensor], device: torch.device) ->
         top, left = (x.shape[-2] - p) // 2, (x.shape[-1] - p) // 2
         crops.append(x[:, top : top + p, left : left + p])
     clean = torch.stack(crops).to(device, torch.float32)
-    noise = torch.randn(clean.shape, generator=torch_generator(cell["seed"], "evaluation", device=device), device=device)
+    noise = torch.randn(
+        clean.shape, generator=torch_generator(cell["seed"], "evaluation", device=device), device=device
+    )
     return clean + cell["sigma"] / 255.0 * noise
 
 
@@ -725,8 +742,14 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
     """Whether the alignment estimator recovers the known transforms, and whether the hypernetwork learned them."""
     t = summary(frame)
     get = {(r.dataset, r.estimate, r.reference): r._asdict() for r in t.itertuples(index=False)}
-    steps = int(frame["steps"].iloc[0]) + int(frame["sa_steps"].iloc[0]) if "sa_steps" in frame else 0
+    conv = convergence(frame)
+    steps = f"{int(frame['steps'].iloc[0])} + S steps" if conv else f"{int(frame['steps'].iloc[0])} steps"
     parts = []
+    if conv:
+        parts.append(convergence_sentence(conv, config))
+    spreads = offset_spreads(frame)
+    for r in spreads.to_dict("records"):
+        parts.append(spread_sentence(r))
     if ("synthetic", "align", "truth") in get:
         parts.append(f"estimator vs truth (synthetic): {_fmt(get[('synthetic', 'align', 'truth')])}")
     if ("synthetic", "mmd", "truth") in get:
@@ -754,14 +777,6 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
     diffs = paired_differences(frame)
     for row in diffs.to_dict("records"):
         parts.append(difference_sentence(row))
-    for dataset in [d for d in DATASETS if d in set(frame["dataset"])]:
-        sub = frame[frame["dataset"] == dataset]
-        if "sa_dtheta0" in sub and sub["sa_dtheta0"].notna().any():
-            parts.append(
-                f"sa's per-sample offsets ({dataset}): |dtheta0| mean {np.degrees(sub['sa_dtheta0'].abs().mean()):.2f} "
-                f"deg, sd over images within a seed {offset_spread_deg(sub)[dataset]:.2f} deg, |dlog(cx/cy)| mean "
-                f"{sub['sa_dlog_ratio'].abs().mean():.3f}"
-            )
     head = adaptation_verdict(diffs, frame) + "; " + head
     truth = diffs[(diffs["a"] == "truth") & (diffs["b"] == "equivariant")] if not diffs.empty else diffs
     if len(truth):
@@ -777,6 +792,95 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
             f"interval over seeds [{r['lo_db']:+.2f}, {r['hi_db']:+.2f}])"
         )
     return head + ". " + "; ".join(parts)
+
+
+def convergence(frame: pd.DataFrame) -> dict:
+    """Whether ``sa``'s fine-tuning met the rule (:func:`fine_tune_sa`) in every cell: counts, the steps ``S`` it
+    took and the largest last-window change (empty for results without the rule's columns)."""
+    if "sa_converged" not in frame:
+        return {}
+    cells = frame.drop_duplicates(["dataset", "seed"])
+    return {
+        "cells": len(cells),
+        "converged": int(cells["sa_converged"].astype(bool).sum()),
+        "steps_min": int(cells["sa_steps_run"].min()),
+        "steps_max": int(cells["sa_steps_run"].max()),
+        "last_deg": float(cells["sa_last_change_deg"].max()),
+        "last_scale": float(cells["sa_last_change_scale"].max()),
+    }
+
+
+def convergence_sentence(conv: dict, config: dict) -> str:
+    rule = (
+        f"no probe image's offsets moving by {config['sa_tol_deg']:g} deg / {config['sa_tol_scale']:g} or more "
+        f"between checks {config['sa_check_every']} steps apart, {config['sa_patience']} checks in a row, at the "
+        f"constant rate {config['sa_lr']:g} (cap {config['sa_max_steps']})"
+    )
+    return (
+        f"sa's fine-tuning met the convergence rule ({rule}) in {conv['converged']}/{conv['cells']} cells after "
+        f"S = {conv['steps_min']}-{conv['steps_max']} steps (largest change in the last window "
+        f"{conv['last_deg']:.3f} deg, {conv['last_scale']:.4f})"
+    )
+
+
+def _pooled_sd(values: pd.Series, seeds: pd.Series) -> tuple[float, list[float]]:
+    """The sd over images within each seed (population), pooled as a root mean square over seeds, and per seed."""
+    per_seed = values.groupby(seeds).std(ddof=0)
+    return float(np.sqrt((per_seed**2).mean())), [float(v) for v in per_seed]
+
+
+def _circular_sd_per_seed(theta: pd.Series, seeds: pd.Series) -> tuple[float, list[float]]:
+    per_seed = [_circular_std_deg(theta[seeds == s].to_numpy(float)) for s in sorted(set(seeds))]
+    return float(np.sqrt(np.mean(np.square(per_seed)))), per_seed
+
+
+def offset_spreads(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: how much ``sa``'s per-image offsets vary between images against how much the per-image
+    transforms they should follow vary (the known truth on ``synthetic``, the best alignment elsewhere).
+
+    Angles: the sd of ``dtheta0`` (degrees) against the circular sd of the reference angle modulo 90 deg
+    (:func:`_circular_std_deg`); axis ratios: the sd of ``sa_dlog_ratio`` against the sd of the reference
+    ``log(cx / cy)``. Each is the sd over the test images within a seed, pooled over seeds (per-seed values in
+    the ``*_seeds`` columns).
+    """
+    rows = []
+    if "sa_dtheta0" not in frame:
+        return pd.DataFrame(rows)
+    for dataset in [d for d in DATASETS if d in set(frame["dataset"])]:
+        sub = frame[frame["dataset"] == dataset]
+        ref = "truth" if sub["truth_theta0"].notna().all() else "align"
+        sub = sub.dropna(subset=["sa_dtheta0", "sa_dlog_ratio", f"{ref}_theta0", f"{ref}_log_ratio"])
+        if len(sub) < 2:
+            continue
+        sa_theta, sa_theta_seeds = _pooled_sd(np.degrees(sub["sa_dtheta0"]), sub["seed"])
+        sa_ratio, sa_ratio_seeds = _pooled_sd(sub["sa_dlog_ratio"], sub["seed"])
+        ref_theta, _ = _circular_sd_per_seed(sub[f"{ref}_theta0"], sub["seed"])
+        ref_ratio, _ = _pooled_sd(sub[f"{ref}_log_ratio"], sub["seed"])
+        rows.append(
+            {
+                "dataset": dataset,
+                "reference": ref,
+                "sa_theta_sd_deg": sa_theta,
+                "sa_theta_sd_deg_seeds": " ".join(f"{v:.2f}" for v in sa_theta_seeds),
+                "ref_theta_sd_deg": ref_theta,
+                "sa_log_ratio_sd": sa_ratio,
+                "sa_log_ratio_sd_seeds": " ".join(f"{v:.3f}" for v in sa_ratio_seeds),
+                "ref_log_ratio_sd": ref_ratio,
+                "sa_dcx_sd": _pooled_sd(sub["sa_dcx"], sub["seed"])[0] if "sa_dcx" in sub else math.nan,
+                "sa_dcy_sd": _pooled_sd(sub["sa_dcy"], sub["seed"])[0] if "sa_dcy" in sub else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def spread_sentence(row: dict) -> str:
+    what = "true per-image transforms" if row["reference"] == "truth" else "best alignments"
+    return (
+        f"spread over test images ({row['dataset']}): sa's angle offsets sd {row['sa_theta_sd_deg']:.2f} deg "
+        f"(per seed {row['sa_theta_sd_deg_seeds']}) against {row['ref_theta_sd_deg']:.1f} deg for the {what}; "
+        f"its log(cx/cy) changes sd {row['sa_log_ratio_sd']:.3f} (per seed {row['sa_log_ratio_sd_seeds']}) against "
+        f"{row['ref_log_ratio_sd']:.3f}"
+    )
 
 
 def offset_spread_deg(frame: pd.DataFrame) -> dict[str, float]:
