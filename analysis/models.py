@@ -7,17 +7,24 @@ basis=..., tail=..., match=...)`` with ``kind`` in :data:`MODEL_KINDS`:
   :func:`matched_plain_width` so the parameter count matches ``equivariant``;
   ``match="channels"`` uses ``width * |G|`` channels, the equivariant network's tensor
   channels (the authors' baselines). ``plain_width=`` overrides both.
-- ``equivariant``: group-equivariant convolutions with basis-expanded filters
-  (:mod:`analysis.layers`; ``basis="fourier"`` F-Conv or ``"bicubic"`` B-Conv) for
-  ``rotN``, ``dihN``, ``flip``, ``flipud``; exact on the grid for quarter turns and flips.
+- ``equivariant``: group-equivariant convolutions with basis-expanded filters (:mod:`analysis.layers`;
+  ``basis="fourier"`` a Fourier series (not F-Conv: no PCA step) or ``"bicubic"`` B-Conv) for ``rotN``,
+  ``dihN``, ``flip``, ``flipud``; exact on the grid for quarter turns and flips. ``mask="authors"`` takes the
+  authors' tap mask instead of the disk mask.
 - ``tl``: the authors' transformation-learned network: every basis layer owns a learnable
-  deformation ``D = R(theta0) diag(cx, cy)`` initialised at ``(0, 1, 1)``; filters
-  ``phi(A^-1 D^-1 delta)``. At initialisation it is ``equivariant``.
-- ``sa``: the authors' SA-Conv: ``tl`` plus a hypernetwork that predicts per-sample offsets
-  ``(dtheta0, dlog cx, dlog cy)`` ADDED to every layer's own values; its last layer is zero,
-  so ``sa`` starts exactly as ``tl``; :func:`init_sa_from_tl` starts it from a trained ``tl``.
+  deformation ``D = R(theta0) diag(cx, cy)`` at the identity; filters ``phi(A^-1 D^-1 delta)``. At
+  initialisation it computes what ``equivariant`` with the same weights and mask computes. ``variant``:
+  ``"authors"`` (default: their ``(theta0, Cx, Cy)`` coordinates of ``D^-1`` and tap mask) or ``"bounded"``;
+  ``tie_transform=True`` shares one ``D`` across layers (the only ``tl`` with a conjugate symmetry
+  ``D A D^-1``, :func:`conjugate_equivariance_error`; otherwise see :func:`transform_spread`).
+- ``sa``: SA-Conv: ``tl`` plus a hypernetwork that predicts per-sample offsets ADDED to every layer's own
+  values; its last layer is zero, so ``sa`` starts exactly as ``tl``; :func:`init_sa_from_tl` starts it from
+  a trained ``tl``. ``variant="authors"`` (default): their hypernetwork (:class:`AuthorsHyperNet`), unbounded
+  offsets ``(dtheta0, dCx, dCy)``, their mask; ``"bounded"``: the earlier :class:`TransformHyperNet`, tanh-bounded
+  offsets in ``(theta0, log cx, log cy)``, the disk mask. What still differs from the authors' code:
+  docs/models.md.
 - ``sa-global``: the earlier design kept for comparison: no per-layer deformation, one
-  per-sample ``(theta0, cx, cy)`` from the hypernetwork shared by all layers.
+  per-sample ``(theta0, cx, cy)`` from the bounded hypernetwork shared by all layers.
 - ``e2cnn``: the same backbone built from e2cnn's ``R2Conv`` (:mod:`analysis.e2cnn_ref`),
   an external cross-check.
 
@@ -239,7 +246,7 @@ def plain_parameter_count(width: int, *, scale: int, in_channels: int, depth: in
 
 
 class EquivariantNet(Backbone):
-    """Group-equivariant backbone (F-Conv / B-Conv style, theory.md section 3 with ``D_w = I``).
+    """Group-equivariant backbone (basis-expanded filters as in F-Conv / B-Conv, theory.md section 3, ``D_w = I``).
 
     ``width`` regular fields of ``group`` (rotN, dihN, flip, flipud): features have
     ``width * |G|`` channels. With ``tail="equivariant"`` it is exactly equivariant on the
