@@ -321,8 +321,9 @@ def freeze_deformation(model: torch.nn.Module) -> None:
 def test_grid_exact_equivariance_in_float32(kind, group, basis):
     """Quarter turns (and flips for dih4) at initialisation and after optimiser steps on random data.
 
-    ``tl``/``sa`` train with their deformation (and hypernetwork) frozen here: a learned ``D`` makes
-    them equivariant to ``D A D^-1`` instead of ``A`` (test_fixed_deformation_conjugates_the_symmetry).
+    ``tl``/``sa`` train with their deformation (and hypernetwork) frozen here: a learned ``D`` per layer
+    breaks every element but the half turn (one shared ``D`` would give ``D A D^-1`` instead of ``A``:
+    test_tied_tl_is_equivariant_to_the_conjugates_and_a_per_layer_spread_is_not).
     Whatever ``tl`` learns, the half turn commutes with every ``D`` and stays exact; ``sa``'s
     per-sample ``D`` depends on the input, so it keeps no exact symmetry once its hypernetwork learns.
     """
