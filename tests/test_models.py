@@ -10,7 +10,9 @@ import warnings
 import pytest
 import torch
 
-from analysis.basis import FourierBasis, kernel_grid, subpixel_grid
+from analysis.basis import BicubicBasis, FourierBasis, cubic_kernel, kernel_grid, subpixel_grid
+from analysis.equivariance import equivariance_error
+from analysis.layers import IDENTITY_PARAMETERS
 from analysis.models import (
     MODEL_KINDS,
     build_model,
@@ -301,8 +303,6 @@ TINY = dict(width=2, depth=1)
 
 def grid_exact_errors(model: torch.nn.Module, x: torch.Tensor, group: str) -> dict[str, float]:
     """Squared relative equivariance error of every grid-exact element, normalised by the learned part."""
-    from analysis.equivariance import equivariance_error
-
     g = get_group(group)
     exact = Group(f"{g.name} (grid-exact)", tuple(el for el in g if el.is_grid_exact))
     df = equivariance_error(model, x, exact, disk=False, normalisation="learned")
@@ -607,8 +607,6 @@ def test_authors_mask_values_at_the_undeformed_taps():
     assert abs(mask[1, 4] - tap21) < 1e-6 and abs(mask[2 - 1, 2 + 2] - tap21) < 1e-6  # (dx, dy) = (2, 1)
     assert abs(mask[0, 1] - tap21) < 1e-6 and mask[2, 2] == 1 and mask[1, 1] == 1
     # the mask sits on the undeformed taps: with a deformation the corner row is still 0.0067 x the unmasked basis
-    from analysis.basis import BicubicBasis
-
     with torch.no_grad():
         head.theta0.fill_(0.3)
         head.inv_scale.copy_(torch.tensor([1.3, 0.8]))
@@ -633,8 +631,6 @@ def authors_basis(theta0: float, big_cx: float, big_cy: float, order: int, size:
     by ``2 pi o / order``, and the weight grid node ``(k, l)`` (at ``X = k``, ``Y = l``) weighs
     ``K(X' - k) K(Y' - l)``; times their mask at the tap. Returns ``(order, i, j, k, l)``.
     """
-    from analysis.basis import cubic_kernel
-
     c = (size - 1) / 2
     idx = torch.arange(size, dtype=torch.float64)
     y0, x0 = torch.meshgrid(idx - c, idx - c, indexing="ij")
@@ -708,15 +704,11 @@ def test_tied_tl_is_equivariant_to_the_conjugates_and_a_per_layer_spread_is_not(
         with pytest.raises(UsageError, match="different D"):
             conjugate_equivariance_error(free, x, "dih4", disk=False)
         conj = Group("conjugates", tuple(get_group("dih4").element(c) for c in ("flip", "rot90*flip")))
-        from analysis.equivariance import equivariance_error
-
         errors = equivariance_error(free, x, conj, disk=False, normalisation="learned")
         assert errors.set_index("element").loc["rot90*flip", "equivariance_error"] > 1e-4
 
 
 def tied_identity(model) -> torch.Tensor:
-    from analysis.layers import IDENTITY_PARAMETERS
-
     return torch.tensor(IDENTITY_PARAMETERS[model.parametrisation], dtype=torch.float64)
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from experiments import sa_alignment
 from experiments.runner import load_config, run_experiment
@@ -115,8 +116,6 @@ def test_sa_starts_as_the_tl_it_is_fine_tuned_from():
     computes exactly the trained ``tl`` (its zero last layer adds nothing), and so does ``kind="tl"`` continued
     from it; a fresh network from the same seed does not (the ``tl`` moved in training), so ignoring ``start``
     fails here. One real step then moves the hypernetwork's zero last layer."""
-    import torch
-
     cfg = sa_alignment.cells(small_config())[0]
     images = [torch.rand(1, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     cpu = torch.device("cpu")
@@ -140,8 +139,6 @@ def test_sa_starts_as_the_tl_it_is_fine_tuned_from():
 def test_fine_tuning_stops_when_the_offsets_stop_changing():
     """The rule of fine_tune_sa: a tolerance no change can meet runs to the cap; a loose one stops at the first
     checks that pass; changes are measured on the fixed probe crops."""
-    import torch
-
     cfg = sa_alignment.cells(small_config())[0]
     images = [torch.rand(1, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     cpu = torch.device("cpu")
