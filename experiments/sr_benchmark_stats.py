@@ -1,0 +1,245 @@
+"""Paired differences with intervals, the paper-style table and the gain figure of ``sr_benchmark``.
+
+:func:`paired_interval` is the interval of a mean paired difference ``d[s, i]`` (seed ``s``, test image ``i``) in
+which both the seeds and the images are random draws (a crossed two-way random-effects model,
+``d = mu + a_s + b_i + e_si``): ``Var(mean) = sigma_a^2 / S + sigma_b^2 / I + sigma_e^2 / (S I)``, estimated from
+the two-way ANOVA mean squares as ``(MS_seed + MS_image - MS_residual) / (S I)``, with Satterthwaite's degrees
+of freedom for the t quantile. With one seed it is the usual paired t interval over images. Model ``A`` and
+model ``B`` are paired by seed (same seed: same initialisation draw and the same data stream) and by image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ORDER = ["bicubic", "plain", "plain-matched", "rot4", "rot8", "flip", "tl", "sa"]
+COMPARISONS = [
+    ("plain", "bicubic", "plain over bicubic (the scale check)"),
+    ("rot8", "plain", "claim (1): equivariant rot8 over plain"),
+    ("rot8", "plain-matched", "claim (1): equivariant rot8 over the parameter-matched plain"),
+    ("rot4", "plain", "claim (1): equivariant rot4 over plain"),
+    ("tl", "rot8", "claim (2): TL over the fixed equivariant rot8"),
+    ("sa", "tl", "claim (3): SA over TL"),
+    ("rot4", "rot8", "claim (4): rot4 over rot8"),
+    ("flip", "rot8", "claim (4): flip over rot8"),
+]
+TESTSETS = ["Set5", "Set14", "B100"]
+
+
+def paired_interval(d: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """Mean of ``d`` (``(S, I)``: seeds x images) and its ``level`` interval (module docstring).
+
+    Returns ``mean``, ``low``, ``high``, ``se`` and ``df``. A constant ``d`` gives a zero-width interval.
+    """
+    d = np.asarray(d, dtype=float)
+    if d.ndim == 1:
+        d = d[None]
+    s, n = d.shape
+    if n < 2:
+        raise ValueError("a paired interval needs at least two images")
+    mean = float(d.mean())
+    if s == 1:
+        se = float(d.std(ddof=1) / math.sqrt(n))
+        df = float(n - 1)
+    else:
+        row, col = d.mean(1, keepdims=True), d.mean(0, keepdims=True)
+        ms_seed = n * float(((row - mean) ** 2).sum()) / (s - 1)
+        ms_image = s * float(((col - mean) ** 2).sum()) / (n - 1)
+        resid = d - row - col + mean
+        df_res = (s - 1) * (n - 1)
+        ms_res = float((resid**2).sum()) / df_res
+        parts = [(ms_seed, s - 1), (ms_image, n - 1), (-ms_res, df_res)]
+        var = max(sum(m for m, _ in parts), 0.0) / (s * n)
+        if var <= 0 or (ms_seed <= 0 and ms_image <= 0):
+            var = max(var, max(ms_seed, ms_image, ms_res) / (s * n))
+        se = math.sqrt(var)
+        denom = sum(m * m / k for m, k in parts if k > 0)
+        df = (sum(m for m, _ in parts) ** 2 / denom) if denom > 0 else float(df_res)
+        df = float(min(max(df, 1.0), s * n - 1))
+    q = float(stats.t.ppf(0.5 + level / 2, df)) if se > 0 else 0.0
+    return {"mean": mean, "low": mean - q * se, "high": mean + q * se, "se": se, "df": df}
+
+
+# ---- tidy views of the results --------------------------------------------------------------------------------
+
+
+def model_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The scored rows (not the ``data-eps`` rows)."""
+    return frame[frame["model"] != "data-eps"].copy()
+
+
+def eps_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The training photos' eps per group."""
+    cols = ["eps_group", "eps", "eps_ci_low", "eps_ci_high", "eps_null_q95", "eps_p_adjusted", "eps_mesh"]
+    return frame[frame["model"] == "data-eps"][cols].reset_index(drop=True)
+
+
+def per_image(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, seed, test set, rotation, image) with ``psnr`` and ``ssim``."""
+    out = []
+    for r in model_rows(frame).itertuples():
+        names, psnrs, ssims = json.loads(r.images), json.loads(r.psnr_per_image), json.loads(r.ssim_per_image)
+        seed = -1 if r.model == "bicubic" or pd.isna(getattr(r, "seed", np.nan)) else int(r.seed)
+        for name, p, q in zip(names, psnrs, ssims):
+            out.append(
+                {"model": r.model, "seed": seed, "testset": r.testset, "rotation": r.rotation, "image": name}
+                | {"psnr": p, "ssim": q}
+            )
+    return pd.DataFrame(out)
+
+
+def difference_matrix(images: pd.DataFrame, a: str, b: str, testset: str, rotation: str, metric: str = "psnr"):
+    """``d[s, i] = A(s, i) - B(s, i)`` over the seeds both models have (a seedless model pairs with every seed)."""
+    sub = images[(images["testset"] == testset) & (images["rotation"] == rotation)]
+    wide_a = sub[sub["model"] == a].pivot(index="seed", columns="image", values=metric)
+    wide_b = sub[sub["model"] == b].pivot(index="seed", columns="image", values=metric)
+    if wide_a.empty or wide_b.empty:
+        return None
+    if list(wide_b.index) == [-1]:
+        wide_b = pd.DataFrame(np.repeat(wide_b.values, len(wide_a), 0), index=wide_a.index, columns=wide_b.columns)
+    if list(wide_a.index) == [-1]:
+        wide_a = pd.DataFrame(np.repeat(wide_a.values, len(wide_b), 0), index=wide_b.index, columns=wide_a.columns)
+    seeds = sorted(set(wide_a.index) & set(wide_b.index))
+    cols = sorted(set(wide_a.columns) & set(wide_b.columns))
+    if not seeds or len(cols) < 2:
+        return None
+    return wide_a.loc[seeds, cols].values - wide_b.loc[seeds, cols].values
+
+
+def differences(frame: pd.DataFrame, comparisons=COMPARISONS, metric: str = "psnr") -> pd.DataFrame:
+    """Every comparison's mean paired difference and 95% interval per test set and rotation."""
+    images = per_image(frame)
+    rows = []
+    for a, b, label in comparisons:
+        for (testset, rotation), _ in images.groupby(["testset", "rotation"], sort=False):
+            d = difference_matrix(images, a, b, testset, rotation, metric)
+            if d is None:
+                continue
+            ci = paired_interval(d)
+            rows.append(
+                {"a": a, "b": b, "claim": label, "testset": testset, "rotation": rotation}
+                | {"n_seeds": d.shape[0], "n_images": d.shape[1], **ci}
+            )
+    return pd.DataFrame(rows)
+
+
+def table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Seed-averaged scores per model: PSNR/SSIM per test set, rotated PSNR, parameters, FLOPs, equivariance error."""
+    rows = model_rows(frame)
+    out = []
+    for model in [m for m in ORDER if m in set(rows["model"])]:
+        sub = rows[rows["model"] == model]
+        r: dict = {"model": model, "seeds": int(sub["seed"].nunique()) if model != "bicubic" else 0}
+        for t in TESTSETS:
+            plain = sub[(sub["testset"] == t) & (sub["rotation"] == "none")]
+            rot = sub[(sub["testset"] == t) & (sub["rotation"] != "none")]
+            r[f"{t} PSNR"] = plain["psnr"].mean()
+            r[f"{t} SSIM"] = plain["ssim"].mean()
+            r[f"{t} rot PSNR"] = rot["psnr"].mean() if len(rot) else math.nan
+        for col in ("params", "flops", "steps", "train_seconds", "eq_rot8", "eq_quarter", "eq_flip"):
+            r[col] = sub[col].mean() if col in sub else math.nan
+        out.append(r)
+    return pd.DataFrame(out)
+
+
+def _fmt(x: float, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """The paper-style table (rows: models incl. bicubic)."""
+    t = table(frame)
+    head = "| model | " + " | ".join(f"{s} PSNR / SSIM" for s in TESTSETS)
+    head += " | " + " | ".join(f"{s} rot. PSNR" for s in TESTSETS)
+    head += " | params | GFLOPs (64x64 LR) | steps | equiv. err. rot8 / 90° / flip |"
+    lines = [head, "|---|" + "---:|" * (2 * len(TESTSETS) + 4)]
+    for r in t.to_dict("records"):
+        cells = [f"{_fmt(r[f'{s} PSNR'], '.2f')} / {_fmt(r[f'{s} SSIM'], '.4f')}" for s in TESTSETS]
+        cells += [_fmt(r[f"{s} rot PSNR"], ".2f") for s in TESTSETS]
+        cells += [f"{int(r['params']):,}", _fmt(r["flops"] / 1e9, ".2f"), f"{int(r['steps'])}"]
+        cells += [" / ".join(_fmt(r[c], ".2e") for c in ("eq_rot8", "eq_quarter", "eq_flip"))]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_differences(frame: pd.DataFrame) -> str:
+    """Paired PSNR differences (dB) with 95% intervals, one row per comparison, columns per test set/rotation."""
+    d = differences(frame)
+    if d.empty:
+        return ""
+    d["col"] = d["testset"] + d["rotation"].map(lambda r: "" if r == "none" else " rot.")
+    cols = list(dict.fromkeys(d["col"]))
+    lines = ["| comparison (A - B) | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for label, sub in d.groupby("claim", sort=False):
+        by = sub.set_index("col")
+        cells = [
+            f"{by.loc[c, 'mean']:+.3f} [{by.loc[c, 'low']:+.3f}, {by.loc[c, 'high']:+.3f}]" if c in by.index else "-"
+            for c in cols
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_eps(frame: pd.DataFrame) -> str:
+    e = eps_rows(frame)
+    lines = ["| group | eps (worst element) | 95% interval | null q95 | adjusted p |", "|---|---:|---:|---:|---:|"]
+    for r in e.itertuples():
+        lines.append(
+            f"| {r.eps_group} | {r.eps:.2e} | [{r.eps_ci_low:.2e}, {r.eps_ci_high:.2e}] | {r.eps_null_q95:.2e} "
+            f"| {r.eps_p_adjusted:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _word(ci: dict | pd.Series) -> str:
+    if ci["low"] > 0:
+        return "held"
+    if ci["high"] < 0:
+        return "not held (the reverse is resolved)"
+    return "not resolved at this scale"
+
+
+def verdict_text(frame: pd.DataFrame) -> str:
+    """One clause per comparison on B100 (unrotated), the largest test set: mean difference, interval, word."""
+    d = differences(frame)
+    if d.empty:
+        return "no paired comparison available"
+    d = d[(d["testset"] == "B100") & (d["rotation"] == "none")]
+    parts = [
+        f"{r['a']} - {r['b']} on B100 {r['mean']:+.3f} dB [{r['low']:+.3f}, {r['high']:+.3f}]: {_word(r)}"
+        for _, r in d.iterrows()
+    ]
+    return "; ".join(parts)
+
+
+def gain_figure(frame: pd.DataFrame, reference: str = "plain"):
+    """Per-image PSNR gain over ``reference`` (seed-averaged), per model and test set (unrotated): seaborn."""
+    import seaborn as sns
+
+    from experiments.style import subplots
+
+    images = per_image(frame)
+    images = images[images["rotation"] == "none"]
+    mean = images.groupby(["model", "testset", "image"], as_index=False)["psnr"].mean()
+    ref = mean[mean["model"] == reference].set_index(["testset", "image"])["psnr"]
+    mean = mean[mean["model"] != reference].copy()
+    mean["gain"] = mean["psnr"].values - ref.reindex(list(zip(mean["testset"], mean["image"]))).values
+    order = [m for m in ORDER if m in set(mean["model"])]
+    fig, axes = subplots(1, 1, width=6.0)
+    ax = axes[0, 0]
+    np.random.seed(0)  # the strip plot's jitter
+    sns.boxplot(mean, x="model", y="gain", hue="testset", order=order, ax=ax, fliersize=0, linewidth=0.6)
+    sns.stripplot(
+        mean, x="model", y="gain", hue="testset", order=order, ax=ax, dodge=True, size=1.5, alpha=0.5, legend=False
+    )
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.set_ylabel(f"PSNR gain over {reference} (dB, Y, per image, mean of seeds)")
+    ax.set_xlabel("")
+    ax.set_title("x2 SR: per-image gains on Set5, Set14, B100")
+    fig.tight_layout()
+    return fig
