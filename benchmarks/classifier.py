@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from symmetry.runtime import cli_entry
+
 CROP = 64
 
 
@@ -154,6 +156,7 @@ def _photos(args) -> tuple[str, list]:
     return dataset.name, sources
 
 
+@cli_entry  # a missing Rain100L is one error line
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data-root", default=None, help="folder with rain100l/ (default: $SYMMETRY_DATA, ../shared/data)")
@@ -167,12 +170,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     import symmetry
-    from experiments.runner import default_data_root
+    from symmetry.datasets import data_root
 
-    args.data_root = args.data_root or default_data_root()
-    if not args.quick and args.data_root is None:
-        print("error: Rain100L not found; give --data-root DIR with DIR/rain100l/ (or use --quick)", file=sys.stderr)
-        return 2
+    args.data_root = data_root(args.data_root)
     steps = 30 if args.quick else args.steps
     name, sources = _photos(args)
     groups = args.groups.split(",")
