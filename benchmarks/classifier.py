@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from benchmarks.options import add_threads_option, use_threads
 from symmetry.runtime import cli_entry
 
 CROP = 64
@@ -164,11 +165,11 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=100, help="photos (default 100; fewer when the split has fewer)")
     p.add_argument("--groups", default="rot4,flip,flipud,dih4", help="groups (default rot4,flip,flipud,dih4)")
     p.add_argument("--steps", type=int, default=300, help="Adam steps of the classifier (default 300)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_threads_option(p, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="the 13 bundled photos, 30 steps, the preset only")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     import symmetry
     from symmetry.datasets import data_root
 

@@ -26,7 +26,9 @@ def positive_int(text: str) -> int:
 def add_threads_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
     """``--threads N``: CPU threads of torch, OpenMP and BLAS (``default`` None leaves the libraries' own)."""
     what = "the libraries' own" if default is None else str(default)
-    parser.add_argument("--threads", type=positive_int, default=default, help=f"CPU threads of torch, OpenMP and BLAS (unset: {what})")
+    parser.add_argument(
+        "--threads", type=positive_int, default=default, help=f"CPU threads of torch, OpenMP and BLAS (unset: {what})"
+    )
 
 
 def use_threads(threads: int | None) -> None:
