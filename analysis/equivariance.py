@@ -11,13 +11,20 @@ is ``||f(x)||^2`` on the disk (exactly so for quarter turns and flips). Images a
 brought to mesh ``h`` with :func:`symmetry.transforms.to_mesh`, so the error can be
 followed as a function of ``h`` (Theorem 3.6 predicts ``a h^2 + b eps``).
 
-Normalisations (column ``normalisation``): ``"output"`` divides by ``||pi~_A f(x)||^2`` as
-above; ``"learned"`` divides by the learned part ``||pi~_A (f(x) - skip(x))||^2``, where
-``skip`` is the fixed map a residual restoration network adds its output to (identity for
-denoising, bicubic upsampling for SR; :meth:`analysis.models.Backbone.skip`). For such nets
-the skip dominates ``||f(x)||``, so the output normalisation reads small (a plain denoiser
-~5e-4) even when the learned part is far from equivariant; the learned normalisation
-measures the network itself. ``normalisation="both"`` reports both, one row each.
+Normalisations (column ``normalisation``), each the error of one map relative to that map:
+
+- ``"output"``: the whole network ``f``, as above.
+- ``"learned"``: the learned part ``g = f - skip``, where ``skip`` is the fixed map a residual
+  restoration network adds its output to (identity for denoising, bicubic upsampling for SR;
+  :meth:`analysis.models.Backbone.skip`):
+  ``||g(pi~_A x) - pi~_A g(x)||^2 / ||pi~_A g(x)||^2``. For such nets the skip dominates ``||f(x)||``,
+  so the output normalisation reads small (a plain denoiser ~5e-4) even when the learned part is
+  far from equivariant; the learned normalisation measures the network itself, and an equivariant
+  ``g`` reads ~0 whatever the skip does.
+- ``"skip"``: the fixed skip alone, ``||skip(pi~_A x) - pi~_A skip(x)||^2 / ||pi~_A skip(x)||^2``
+  (bicubic upsampling is not exactly equivariant to 45-degree turns: its own error is this row).
+
+``normalisation="both"`` reports ``output`` and ``learned``; ``"all"`` adds ``skip``; one row each.
 
 Works for any ``torch.nn.Module`` mapping ``(B, C, H, W)`` to ``(B, C', sH, sW)``.
 """
@@ -43,8 +50,10 @@ zero corners reach the disk's edge, so outputs within a model's receptive field 
 edge are affected too; pass a larger ``margin`` to exclude them."""
 
 COLUMNS = ["element", "angle", "is_grid_exact", "normalisation", "equivariance_error", "n_images"]
-NORMALISATIONS = ("output", "learned")
-"""``output``: relative to ``||f(x)||``; ``learned``: relative to ``||f(x) - skip(x)||``."""
+NORMALISATIONS = ("output", "learned", "skip")
+"""``output``: the error of ``f``; ``learned``: of ``g = f - skip``; ``skip``: of the skip alone (each relative
+to the map it measures)."""
+GROUPS_OF_NORMALISATIONS = {"both": ("output", "learned"), "all": NORMALISATIONS}
 
 
 def _as_image_list(images: torch.Tensor | Iterable[torch.Tensor]) -> list[torch.Tensor]:
@@ -121,8 +130,9 @@ def equivariance_error(
     ``images``: a ``(C, H, W)`` or ``(N, C, H, W)`` tensor, or an iterable of such tensors
     (sizes may differ; images of the same size are batched). Each image is brought to
     mesh ``mesh`` first. ``margin`` (input pixels, default :data:`DEFAULT_MARGIN` of the
-    interpolation) shrinks the comparison disk. ``normalisation``: ``"output"``, ``"learned"``
-    or ``"both"`` (see the module docstring); ``"learned"`` uses ``skip`` or else ``model.skip``.
+    interpolation) shrinks the comparison disk. ``normalisation``: ``"output"``, ``"learned"``,
+    ``"skip"``, ``"both"`` (output and learned) or ``"all"`` (see the module docstring); ``learned``
+    and ``skip`` use ``skip`` or else ``model.skip``.
     Returns a DataFrame with columns :data:`COLUMNS`; see
     :func:`summarize` for the worst and mean over non-identity elements. The model is
     evaluated in eval mode under ``torch.no_grad()`` (its training flag is restored).
@@ -131,13 +141,16 @@ def equivariance_error(
         raise UsageError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    if normalisation not in (*NORMALISATIONS, "both"):
-        raise UsageError(f"unknown normalisation {normalisation!r}; choose output, learned or both")
-    norms = list(NORMALISATIONS) if normalisation == "both" else [normalisation]
-    if "learned" in norms:
+    if normalisation not in (*NORMALISATIONS, *GROUPS_OF_NORMALISATIONS):
+        raise UsageError(f"unknown normalisation {normalisation!r}; choose output, learned, skip, both or all")
+    norms = list(GROUPS_OF_NORMALISATIONS.get(normalisation, (normalisation,)))
+    needs_skip = "learned" in norms or "skip" in norms
+    if needs_skip:
         skip = skip or getattr(model, "skip", None)
         if not callable(skip):
-            raise UsageError("the learned-part normalisation needs the model's skip(x); pass skip=... or use output")
+            raise UsageError(
+                f"the {normalisation!r} normalisation needs the model's skip(x); pass skip=... or use output"
+            )
     g = get_group(group) if isinstance(group, str) else group
     margin = float(DEFAULT_MARGIN[interpolation] if margin is None else margin)
     if margin < 0:
@@ -153,25 +166,34 @@ def equivariance_error(
             for x in _batches(imgs, batch_size):
                 in_shape = tuple(x.shape[-2:])
                 y = model(x)
-                learned = y - skip(x) if "learned" in norms else None
+                s_x = skip(x) if needs_skip else None
                 scale = y.shape[-1] / x.shape[-1]
                 for idx, element in enumerate(g):
                     x_t, mask_in = transform_image(x, element, interpolation)
                     y_t = model(x_t)
-                    ref, mask_out = transform_image(y, element, interpolation)
-                    if y_t.shape != ref.shape:
-                        raise DataError(
-                            f"model output shapes disagree: f(pi x) {tuple(y_t.shape)} vs pi f(x) {tuple(ref.shape)}"
-                        )
-                    out_hw = tuple(ref.shape[-2:])
-                    region = _region(out_hw, in_shape, scale, margin, disk, dev)
-                    region = region & mask_out & _upsample_mask(mask_in, out_hw)
-                    num = ((y_t - ref).double().square() * region).flatten(1).sum(1)
+                    s_t = skip(x_t) if needs_skip else None
+                    maps = {  # name -> (h(pi x), h(x)) for the map h the row measures
+                        "output": (y_t, y),
+                        "learned": (y_t - s_t, y - s_x) if needs_skip else None,
+                        "skip": (s_t, s_x) if needs_skip else None,
+                    }
+                    region = None
                     for n, name in enumerate(norms):
-                        base = ref if name == "output" else transform_image(learned, element, interpolation)[0]
-                        den = (base.double().square() * region).flatten(1).sum(1)
+                        h_t, h_x = maps[name]
+                        ref, mask_out = transform_image(h_x, element, interpolation)
+                        if h_t.shape != ref.shape:
+                            raise DataError(
+                                f"model output shapes disagree: f(pi x) {tuple(h_t.shape)} "
+                                f"vs pi f(x) {tuple(ref.shape)}"
+                            )
+                        if region is None:
+                            out_hw = tuple(ref.shape[-2:])
+                            region = _region(out_hw, in_shape, scale, margin, disk, dev)
+                            region = region & mask_out & _upsample_mask(mask_in, out_hw)
+                        num = ((h_t - ref).double().square() * region).flatten(1).sum(1)
+                        den = (ref.double().square() * region).flatten(1).sum(1)
                         if (den <= 0).any():
-                            what = "model output" if name == "output" else "learned part f(x) - skip(x)"
+                            what = {"output": "model output", "learned": "learned part f(x) - skip(x)"}.get(name, name)
                             raise DataError(f"the {what} is zero on the comparison disk; relative error undefined")
                         sums[n, idx] += (num / den).sum().cpu()
     finally:

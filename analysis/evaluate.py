@@ -214,13 +214,13 @@ def evaluate_run(
     eq_inputs = [_centre_square(ex.input, eq_crop) for ex in examples[:eq_images]]
     has_skip = callable(getattr(model, "skip", None))
     eq = equivariance_error(
-        model, eq_inputs, eq_group, mesh=mesh, device=dev, normalisation="both" if has_skip else "output"
+        model, eq_inputs, eq_group, mesh=mesh, device=dev, normalisation="all" if has_skip else "output"
     )
     summary = summarize(eq, "output")
     by_norm = {}
-    for norm in ("output", "learned"):
+    for norm in ("output", "learned", "skip"):
         rows = eq[eq["normalisation"] == norm] if "normalisation" in eq.columns else eq
-        if norm == "learned" and not has_skip:
+        if norm != "output" and not has_skip:
             by_norm[norm] = None
             continue
         s = summarize(eq, norm)
@@ -281,7 +281,8 @@ def evaluate_run(
             "normalisation": "output",
             "normalisations": {
                 "output": "||f(Ax) - A f(x)|| / ||f(x)|| over the comparison disk",
-                "learned": "||f(Ax) - A f(x)|| / ||f(x) - skip(x)||: relative to the learned part (null: no skip)",
+                "learned": "||g(Ax) - A g(x)|| / ||g(x)|| for the learned part g = f - skip (null: no skip)",
+                "skip": "||skip(Ax) - A skip(x)|| / ||skip(x)||: the fixed skip's own error (null: no skip)",
             },
             "worst": summary["worst"],
             "mean": summary["mean"],
@@ -289,6 +290,7 @@ def evaluate_run(
             "per_element": by_norm["output"]["per_element"],
             "output": by_norm["output"],
             "learned": by_norm["learned"],
+            "skip": by_norm["skip"],
         },
     }
     if transforms is not None:

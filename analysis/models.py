@@ -47,13 +47,18 @@ from torch import nn
 
 from analysis.basis import BASES
 from analysis.layers import GroupConv, GroupUpsample, LiftConv, ProjectConv, deformation_inverse, layer_group
+from analysis.model_registry import MODELS, register_model
 from symmetry.errors import UsageError
 from symmetry.groups import Group, GroupElement, get_group
 from symmetry.transforms import imresize, transform_image
 
-MODEL_KINDS = ("plain", "equivariant", "tl", "sa", "sa-global", "e2cnn")
+MODEL_KINDS = MODELS
+"""The kinds :func:`build_model` knows, the live table: ``plain``, ``equivariant``, ``tl``, ``sa``, ``sa-global``
+(registered below), ``e2cnn`` (:mod:`analysis.e2cnn_ref`) and any research variant registered since."""
 LAYOUTS = ("residual", "authors")
 """``layout=``: this project's residual layout, or the authors' EDSR layout (:class:`Backbone`)."""
+LAYOUT_KINDS = ("plain", "equivariant", "tl", "sa", "sa-global")
+"""The kinds that take ``layout=`` and ``res_scale=`` (built on :class:`Backbone` with this module's convs)."""
 AUTHORS_RES_SCALE = 0.1
 """The authors' ``--res_scale`` (their ``demo.sh``): each residual block adds ``0.1 * conv2(relu(conv1(x)))``."""
 AUTHORS_LAST_KERNEL_SIZE = 3
@@ -616,58 +621,71 @@ def build_model(
     kernel_size: int = 5,
     basis: str = "fourier",
     tail: str | None = None,
-    match: str = "parameters",
     layout: str = "residual",
     res_scale: float | None = None,
-    **kwargs,
+    **options,
 ) -> nn.Module:
     """Build a restoration network; ``(B, C, H, W) -> (B, C, H*scale, W*scale)``.
 
-    ``kind`` in :data:`MODEL_KINDS`; ``basis`` in :data:`analysis.basis.BASES` (equivariant
-    kinds; for ``plain`` it only enters the parameter match); ``tail`` in :data:`TAILS`
-    (default: ``equivariant`` for the residual layout, the authors' ``plain`` for theirs);
-    ``match`` in :data:`MATCHES` (``plain`` only); ``layout`` in :data:`LAYOUTS` with
-    ``res_scale`` (default :func:`default_res_scale`). Extra keyword arguments: ``plain_width``
-    (``plain``, overrides the match), ``hyper_width`` (``sa``, ``sa-global``).
+    ``kind`` in :data:`MODEL_KINDS` (the table :mod:`analysis.model_registry`, filled where each kind is
+    defined); ``basis`` in :data:`analysis.basis.BASES` (equivariant kinds; for ``plain`` it only enters the
+    parameter match); ``tail`` in :data:`TAILS` (default: ``equivariant`` for the residual layout, the authors'
+    ``plain`` for theirs); ``layout`` in :data:`LAYOUTS` with ``res_scale`` (default :func:`default_res_scale`;
+    kinds built on :class:`Backbone`'s own flavours only). Options of one kind: ``match`` in :data:`MATCHES` and
+    ``plain_width`` (``plain``, which overrides the match), ``hyper_width`` (``sa``, ``sa-global``).
     """
     check_layout(layout)
     if tail is None:
         tail = "plain" if layout == "authors" else "equivariant"
-    if kind not in MODEL_KINDS:
-        raise UsageError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    builder = MODELS.get(kind)
     if basis not in BASES:
         raise UsageError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
     if tail not in TAILS:
         raise UsageError(f"unknown tail {tail!r}; choose one of {', '.join(TAILS)}")
+    allowed = MODELS.options(kind)
+    extra = sorted(set(options) - allowed) if allowed is not None else []
+    if extra:
+        takers = [k for k in MODELS if extra[0] in (MODELS.options(k) or ())]
+        only = f"; {extra[0]}= applies to the {' and '.join(takers)} model only" if takers else ""
+        raise UsageError(f"build_model({kind!r}) got unexpected options: {', '.join(extra)}{only}")
+    shared = dict(group=group, scale=scale, in_channels=in_channels, width=width, depth=depth, kernel_size=kernel_size)
+    if layout != "residual" or res_scale is not None:  # only then: kinds with their own backbone need not know them
+        if kind not in LAYOUT_KINDS:
+            raise UsageError(f"layout= and res_scale= apply to {', '.join(LAYOUT_KINDS)}, not {kind!r}")
+        shared.update(layout=layout, res_scale=res_scale)
+    return builder(dict(shared, basis=basis, tail=tail), **options)
+
+
+@register_model("plain")
+def _plain(shared: dict, *, match: str = "parameters", plain_width: int | None = None) -> PlainNet:
+    """Ordinary convolutions: ``plain_width`` channels, else matched to ``equivariant`` by ``match``."""
     if match not in MATCHES:
         raise UsageError(f"unknown match {match!r}; choose one of {', '.join(MATCHES)}")
-    allowed = {"plain": {"plain_width"}, "sa": {"hyper_width"}, "sa-global": {"hyper_width"}}
-    extra = set(kwargs) - allowed.get(kind, set())
-    if extra:
-        raise UsageError(f"build_model({kind!r}) got unexpected options: {', '.join(sorted(extra))}")
-    if match != "parameters" and kind != "plain":
-        raise UsageError(f"match={match!r} applies to the plain model only, not {kind!r}")
-    if kind == "e2cnn" and (basis != "fourier" or tail != "equivariant" or layout != "residual"):
-        raise UsageError("the e2cnn model has its own basis, an equivariant tail and the residual layout")
-    common = dict(scale=scale, in_channels=in_channels, depth=depth, kernel_size=kernel_size)
-    shape = dict(layout=layout, res_scale=res_scale)
-    if kind == "plain":
-        plain_width = kwargs.get("plain_width")
-        if not plain_width:
-            if match == "channels":
-                plain_width = width * layer_group(group).order
-            else:
-                plain_width = matched_plain_width(group, width, basis=basis, tail=tail, layout=layout, **common)
-        return PlainNet(width=plain_width, **common, **shape)
-    if kind == "e2cnn":
-        from analysis.e2cnn_ref import E2CNNNet
+    group, width, basis, tail = (shared.pop(k) for k in ("group", "width", "basis", "tail"))
+    if not plain_width:
+        if match == "channels":
+            plain_width = width * layer_group(group).order
+        else:
+            same = {k: v for k, v in shared.items() if k != "res_scale"}
+            plain_width = matched_plain_width(group, width, basis=basis, tail=tail, **same)
+    return PlainNet(width=plain_width, **shared)
 
-        return E2CNNNet(group=group, width=width, **common)
-    options = dict(group=group, width=width, basis=basis, tail=tail, **common, **shape)
-    if kind == "equivariant":
-        return EquivariantNet(**options)
-    if kind == "tl":
-        return TLNet(**options)
-    if kind == "sa":
-        return SampleAdaptiveNet(hyper_width=kwargs.get("hyper_width", HYPER_WIDTH), **options)
-    return GlobalSampleAdaptiveNet(hyper_width=kwargs.get("hyper_width", HYPER_WIDTH), **options)
+
+@register_model("equivariant")
+def _equivariant(shared: dict) -> EquivariantNet:
+    return EquivariantNet(**shared)
+
+
+@register_model("tl")
+def _tl(shared: dict) -> TLNet:
+    return TLNet(**shared)
+
+
+@register_model("sa")
+def _sa(shared: dict, *, hyper_width: int = HYPER_WIDTH) -> SampleAdaptiveNet:
+    return SampleAdaptiveNet(hyper_width=hyper_width, **shared)
+
+
+@register_model("sa-global")
+def _sa_global(shared: dict, *, hyper_width: int = HYPER_WIDTH) -> GlobalSampleAdaptiveNet:
+    return GlobalSampleAdaptiveNet(hyper_width=hyper_width, **shared)

@@ -38,6 +38,9 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from benchmarks.options import add_threads_option, use_threads
+from symmetry.runtime import cli_entry
+
 CROP = 64
 
 
@@ -154,6 +157,7 @@ def _photos(args) -> tuple[str, list]:
     return dataset.name, sources
 
 
+@cli_entry  # a missing Rain100L is one error line
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data-root", default=None, help="folder with rain100l/ (default: $SYMMETRY_DATA, ../shared/data)")
@@ -161,18 +165,15 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=100, help="photos (default 100; fewer when the split has fewer)")
     p.add_argument("--groups", default="rot4,flip,flipud,dih4", help="groups (default rot4,flip,flipud,dih4)")
     p.add_argument("--steps", type=int, default=300, help="Adam steps of the classifier (default 300)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_threads_option(p, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="the 13 bundled photos, 30 steps, the preset only")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     import symmetry
-    from experiments.runner import default_data_root
+    from symmetry.datasets import data_root
 
-    args.data_root = args.data_root or default_data_root()
-    if not args.quick and args.data_root is None:
-        print("error: Rain100L not found; give --data-root DIR with DIR/rain100l/ (or use --quick)", file=sys.stderr)
-        return 2
+    args.data_root = data_root(args.data_root)
     steps = 30 if args.quick else args.steps
     name, sources = _photos(args)
     groups = args.groups.split(",")

@@ -37,18 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.options import positive_int as _positive  # noqa: E402  (the benchmarks' one positive-integer type)
+from benchmarks.options import use_threads  # noqa: E402
+
 DIV2K_SIZE = (1356, 2040)  # rows, columns of a DIV2K HR photograph
 CROP = 300  # side of the memory benchmark's images (every bundled photo is at least 300 px)
 TARGET_SPEEDUP = 20.0
 RSS_GROWTH = 0.10  # peak RSS may grow at most 10% from 1x to 16x the data
 AGREEMENT = 1e-5  # relative agreement with the reference
-
-
-def _limit_threads(threads: int | None) -> None:
-    """Pin OpenMP/BLAS threads; effective only before NumPy and torch are imported."""
-    if threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(threads)
 
 
 def _settings(quick: bool) -> dict:
@@ -182,12 +178,9 @@ def _write_images(folder: Path, count: int) -> None:
 
 def worker(args) -> None:
     """One memory-benchmark size, in its own process: the command line on a folder; prints a JSON line."""
-    import torch
 
     from symmetry.measure import main
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     opts = _settings(args.quick)
     baseline = _status_mb("VmRSS")
     argv = ["--dataset", f"folder:{args.worker}", "--group", args.group, "--mesh", ",".join(map(str, args.mesh))]
@@ -322,16 +315,6 @@ def _meshes(text: str) -> list[float]:
     return values
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.measure",
@@ -358,14 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _limit_threads(args.threads)
+    use_threads(args.threads)
     import torch
 
     from symmetry.errors import SymmetryError
     from symmetry.runtime import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         args.device = str(resolve_device(args.device))
         if args.worker:

@@ -16,7 +16,6 @@ without gradients.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.options import add_threads_option, positive_int, use_threads
 
 KINDS = ("plain", "equivariant", "sa")
 TARGET_SA_OVER_EQUIVARIANT = 1.5
@@ -195,16 +196,6 @@ def _report(args, device) -> None:
     )
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.train_step",
@@ -214,30 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smoke run: batch 2x3x32x32, width 8, depth 2, denoising")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
-    p.add_argument("--threads", type=_positive, default=None, help="torch/OpenMP threads (default: torch's)")
+    add_threads_option(p)
     p.add_argument("--group", default="rot8", help="rotation group rotN")
-    p.add_argument("--batch", type=_positive, default=8)
-    p.add_argument("--size", type=_positive, default=48, help="input side in pixels")
-    p.add_argument("--width", type=_positive, default=16, help="fields of the equivariant models")
-    p.add_argument("--depth", type=_positive, default=4, help="residual blocks")
-    p.add_argument("--kernel-size", type=_positive, default=5)
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--size", type=positive_int, default=48, help="input side in pixels")
+    p.add_argument("--width", type=positive_int, default=16, help="fields of the equivariant models")
+    p.add_argument("--depth", type=positive_int, default=4, help="residual blocks")
+    p.add_argument("--kernel-size", type=positive_int, default=5)
     p.add_argument("--scales", default="1,2", help="1 (denoise) and/or SR scales, comma-separated")
-    p.add_argument("--repeat", type=_positive, default=None, help="timed repetitions (default 5, --quick 2)")
-    p.add_argument("--warmup", type=_positive, default=1, help="untimed repetitions first")
+    p.add_argument("--repeat", type=positive_int, default=None, help="timed repetitions (default 5, --quick 2)")
+    p.add_argument("--warmup", type=positive_int, default=1, help="untimed repetitions first")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    import torch
+    use_threads(args.threads)
 
     from symmetry.errors import SymmetryError
     from symmetry.runtime import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         args.scales = [int(s) for s in args.scales.split(",") if s.strip()]
     except ValueError:

@@ -2,8 +2,8 @@
 
 One cell trains one model on one task (:func:`analysis.train.train`) and scores it on held-out images
 (:func:`analysis.evaluate.evaluate_run`): PSNR/SSIM on the Y channel, parameter count, time per training step and
-the equivariance error (theory.md section 2) over the model's group and over its grid-exact quarter turns, under
-both normalisations (``||f(x)||`` and the learned part ``||f(x) - skip(x)||``).
+the equivariance error (theory.md section 2) over the model's group and over its grid-exact quarter turns, each
+normalisation (the whole output ``f``, the learned part ``g = f - skip``, and the fixed skip alone).
 
 ``sa`` follows the authors' recipe (theory.md section 3): it is fine-tuned for ``sa_steps`` from the ``tl`` run of
 the same task, group and seed (``--init-from``), so its row has ``steps + sa_steps`` steps in all. ``group_variants``
@@ -129,6 +129,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
         "equivariance_error_rot4": quarter["worst"],
         "equivariance_error_learned": (eq.get("learned") or {}).get("worst"),
         "equivariance_error_rot4_learned": (quarter.get("learned") or {}).get("worst"),
+        "equivariance_error_skip": (eq.get("skip") or {}).get("worst"),
         "n_test": metrics["n_images"],
         "device": str(ctx.device),
     }
@@ -141,7 +142,7 @@ def table(frame: pd.DataFrame) -> pd.DataFrame:
         return protocol_table(frame)
     cols = ["params", "train_steps", "time_per_step_s", "input_psnr", "psnr", "ssim"]
     cols += ["equivariance_error", "equivariance_error_learned", "equivariance_error_rot4"]
-    cols += ["equivariance_error_rot4_learned"]
+    cols += ["equivariance_error_rot4_learned", "equivariance_error_skip"]
     frame = frame.copy()
     for col in cols:
         if col not in frame:
@@ -162,19 +163,19 @@ def _task_rank(task: str) -> int:
 
 def markdown(frame: pd.DataFrame) -> str:
     """The table as GitHub markdown (PSNR/SSIM on the Y channel; equivariance error worst over the group, relative
-    to the output ``||f(x)||`` and to the learned part ``||f(x) - skip(x)||``)."""
+    of the whole output ``f``, of the learned part ``g = f - skip`` and of the fixed skip alone)."""
     if "testset" in frame:
         return protocol_markdown(frame)
     lines = [
         "| task | model | group | params | steps | s/step | input PSNR | PSNR | SSIM "
-        "| equiv. err. group (output / learned) | equiv. err. rot4 (output / learned) |",
+        "| equiv. err. group (output / learned / skip) | equiv. err. rot4 (output / learned) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table(frame).itertuples():
         lines.append(
             f"| {TASK_LABELS.get(r.task, r.task)} | {r.model} | {r.group} | {int(r.params):,} | {int(r.train_steps)} | "
             f"{r.time_per_step_s:.3f} | {r.input_psnr:.2f} | {r.psnr:.2f} | {r.ssim:.4f} | "
-            f"{r.equivariance_error:.1e} / {r.equivariance_error_learned:.1e} | "
+            f"{r.equivariance_error:.1e} / {r.equivariance_error_learned:.1e} / {r.equivariance_error_skip:.1e} | "
             f"{r.equivariance_error_rot4:.1e} / {r.equivariance_error_rot4_learned:.1e} |"
         )
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from symmetry.datasets import data_root as data_root_rule  # run_experiment's parameter is named data_root
 from symmetry.errors import DataError, UsageError
 from symmetry.io import atomic_write_text, json_safe, output_lock
 
@@ -39,17 +40,6 @@ MODULES = {"bound": "bound_theorem"}
 SCALES = ("quick", "full")
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_RESULTS = Path("results")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_data_root() -> Path | None:
-    """``$SYMMETRY_DATA``, else the development data beside a checkout (``../shared/data``), else None."""
-    import os
-
-    if os.environ.get("SYMMETRY_DATA"):
-        return Path(os.environ["SYMMETRY_DATA"]).expanduser()
-    shared = REPO_ROOT.parent / "shared" / "data"
-    return shared if shared.is_dir() else None
 
 
 class SkipCell(Exception):
@@ -218,7 +208,7 @@ def run_experiment(
             pending = pending[:max_cells]
         ctx = Context(
             device=resolve_device(device) if not isinstance(device, torch.device) else device,
-            data_root=Path(data_root).expanduser() if data_root else default_data_root(),
+            data_root=data_root_rule(data_root),
             workdir=Path(out) / name / "work",
             progress=False,
             log=log,

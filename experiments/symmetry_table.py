@@ -65,7 +65,7 @@ def _kind(spec: str) -> str:
 
 def _load(cell: dict, ctx: Context):
     """The cell's dataset; :class:`SkipCell` when a file dataset is absent under the data root."""
-    from symmetry.data import data_root, load_dataset
+    from symmetry.datasets import data_root, load_dataset
     from symmetry.errors import DataError
 
     spec = cell["dataset"]
@@ -90,7 +90,7 @@ class _CachedSource:
         self.source, self.name, self._cache, self._image = source, source.name, cache, None
 
     def _raster(self, mesh: float):
-        from symmetry.data import ImageSource
+        from symmetry.sources import ImageSource
         from symmetry.transforms import to_mesh
 
         if isinstance(self.source, ImageSource) and type(self.source).at_mesh is ImageSource.at_mesh:

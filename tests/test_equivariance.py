@@ -183,7 +183,6 @@ def test_learned_part_normalisation_exposes_a_plain_residual_net(scale):
     out, learned = summarize(df, "output"), summarize(df, "learned")
     assert learned["normalisation"] == "learned" and learned["worst"] > 1e-2
     assert out["worst"] < learned["worst"] / 10
-    # the learned rows are the output rows rescaled by ||f(x)||^2 / ||f(x) - skip(x)||^2 on the disk
     assert (df[df["normalisation"] == "learned"]["equivariance_error"].to_numpy() > 0).sum() == 3
     only = equivariance_error(plain, images, "rot4", normalisation="learned", skip=plain.skip)
     assert (only["equivariance_error"].to_numpy() == df[df["normalisation"] == "learned"]["equivariance_error"]).all()
@@ -200,3 +199,81 @@ def test_learned_part_normalisation_needs_a_skip():
         GaussianBlur(), torch.rand(1, 3, 8, 8), "rot4", normalisation="learned", skip=lambda x: 0 * x
     )
     assert (df["normalisation"] == "learned").all()
+
+
+class Residual(nn.Module):
+    """``f(x) = g(x) + skip(x)`` with both parts given: a constructed residual net whose parts' errors are known."""
+
+    def __init__(self, learned: nn.Module, skip: nn.Module) -> None:
+        super().__init__()
+        self.learned, self.skip_map = learned, skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.learned(x) + self.skip_map(x)
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip_map(x)
+
+
+class Shifted(nn.Module):
+    """``x + 0.3 * (x shifted one pixel right)``: a fixed map that is not equivariant to turns or flips."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.3 * torch.roll(x, 1, dims=-1)
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _rows(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[df["normalisation"] == name].set_index("element")["equivariance_error"]
+
+
+def test_learned_part_of_an_equivariant_net_with_a_non_equivariant_skip_reads_zero():
+    """g exactly equivariant, skip not: ``learned`` ~0, ``skip`` the skip's own error, ``output`` in between.
+
+    Negative control: the pre-fix formula (the whole output's error over ||g||) reads the skip's error
+    rescaled, far from zero, on the same model."""
+    images = smooth_images()
+    model = Residual(GaussianBlur(), Shifted()).double()
+    df = equivariance_error(model, images, "rot4", disk=True, normalisation="all")
+    learned, skip, output = _rows(df, "learned"), _rows(df, "skip"), _rows(df, "output")
+    assert learned.max() < EXACT
+    alone = equivariance_error(Shifted(), images, "rot4", normalisation="output").set_index("element")
+    assert torch.allclose(torch.tensor(skip.to_numpy()), torch.tensor(alone["equivariance_error"].to_numpy()))
+    assert skip.drop("e").min() > 1e-3 and output.drop("e").min() > 1e-3
+    # the old, inconsistent normalisation: ||f(pi x) - pi f(x)||^2 / ||pi g(x)||^2
+    x = images[:1]
+    y, g = model(x), GaussianBlur().double()(x)
+    yt = model(torch.rot90(x, 1, (-2, -1)))
+    old = (yt - torch.rot90(y, 1, (-2, -1))).square().sum() / g.square().sum()
+    assert old > 1e-2
+
+
+def test_learned_part_of_a_non_equivariant_net_with_identity_skip_is_the_parts_error():
+    """g not equivariant, skip the identity: ``learned`` equals g's own output-normalised error."""
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 3, 3, padding=1, bias=False).double()
+    images = smooth_images()
+    df = equivariance_error(Residual(conv, Identity()), images, "dih4", normalisation="all")
+    alone = equivariance_error(conv, images, "dih4", normalisation="output").set_index("element")
+    learned = _rows(df, "learned")
+    assert learned.drop("e").min() > 1e-3
+    assert torch.allclose(
+        torch.tensor(learned.to_numpy()), torch.tensor(alone["equivariance_error"].to_numpy()), rtol=1e-10, atol=0
+    )
+    assert _rows(df, "skip").max() < EXACT  # the identity is exactly equivariant
+
+
+def test_untrained_equivariant_sr_net_reads_its_learned_part_not_the_bicubic_skip():
+    """An untrained rot8 SR net: the learned part is exact at the grid elements (< 1e-3, here ~0); the bicubic
+    skip has its own error at 45 degrees, reported in its own row (it read 11 before the metric was fixed)."""
+    torch.manual_seed(0)
+    model = build_model("equivariant", group="rot8", scale=2, width=2, depth=1).double()
+    df = equivariance_error(model, smooth_images(2, 24), "rot8", normalisation="all")
+    learned, skip = df[df["normalisation"] == "learned"], _rows(df, "skip")
+    assert learned[learned["is_grid_exact"]]["equivariance_error"].max() < 1e-3
+    assert learned["equivariance_error"].max() < 0.1  # interpolation error of g alone at 45 degrees
+    assert skip["rot45"] > 1e-6

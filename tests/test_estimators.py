@@ -58,7 +58,7 @@ def test_error_grows_with_anisotropy():
 
 
 def test_dih4_closure_reads_as_dih4_symmetric():
-    from symmetry.data import Dataset, augment
+    from symmetry.sources import Dataset, augment
 
     base = Dataset(name="vonmises", sources=make_fields("vonmises", n=12, size=48, kappa=8.0), description="")
     raw = worst(symmetry.measure_dataset(base, "dih4", mesh=1.0, **FAST))
@@ -131,7 +131,7 @@ def test_gaussian_distance_known_values():
 
 def test_frechet_is_near_zero_for_quarter_turns_of_closed_set():
     """Closing a set under rot4 takes its Frechet distances from ~2.4 to sampling noise (~0.04), 60x smaller."""
-    from symmetry.data import Dataset, augment
+    from symmetry.sources import Dataset, augment
 
     base = Dataset(name="v", sources=make_fields("vonmises", n=4, size=40, kappa=4.0), description="")
     options = dict(mesh=1.0, frechet=True, **{**FAST, "windows": 256})
@@ -275,7 +275,7 @@ class _WholeImage:
 @pytest.mark.parametrize("mesh", [0.5, 1 / 3])
 def test_patch_upsampling_equals_whole_image_upsampling(mesh):
     """At h < 1 only the patches under the windows are upsampled; the windows equal those of the whole raster."""
-    from symmetry.data import ImageSource
+    from symmetry.sources import ImageSource
 
     rng = np.random.default_rng(0)
     source = ImageSource("im", array=torch.from_numpy(rng.random((2, 37, 41))))

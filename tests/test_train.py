@@ -684,7 +684,8 @@ def test_evaluate_reports_both_normalisations_and_an_evaluation_time_average(tin
     assert evaluate.main(argv + ["--quiet"]) == 0
     m = json.loads((tiny_run / "metrics.json").read_text())
     eq = m["equivariance"]
-    assert set(eq["normalisations"]) == {"output", "learned"} and eq["normalisation"] == "output"
+    assert set(eq["normalisations"]) == {"output", "learned", "skip"} and eq["normalisation"] == "output"
+    assert eq["skip"]["worst"] < 1e-12  # a denoiser's skip is the identity: exactly equivariant
     assert eq["worst"] == eq["output"]["worst"]
     # a plain residual denoiser: small relative to the output, clearly not equivariant relative to what it learns
     assert eq["learned"]["worst"] > 1e-2 and eq["learned"]["worst"] > 5 * eq["output"]["worst"]
