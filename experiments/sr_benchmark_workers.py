@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from experiments import sr_benchmark
-from experiments.runner import DEFAULT_RESULTS, Context, SkipCell, cell_key, default_data_root, load_config
+from experiments.runner import DEFAULT_RESULTS, Context, SkipCell, cell_key, load_config
+from symmetry.datasets import data_root
 from symmetry.errors import UsageError
 from symmetry.runtime import CliParser, cli_entry
 
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
     bad = [m for m in exclude if m not in sr_benchmark.MODELS]
     if bad:
         raise UsageError(f"--exclude {','.join(bad)}: not a model of sr_benchmark ({', '.join(sr_benchmark.MODELS)})")
-    root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
+    root = data_root(args.data_root)
     ctx = Context(device=torch.device(args.device), data_root=root, workdir=Path(args.results) / NAME / "work")
     torch.set_num_threads(1)
     n = work(config, ctx, exclude=exclude, log=lambda s: print(s, flush=True))
