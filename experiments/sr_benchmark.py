@@ -7,10 +7,13 @@ skip, ``res_scale`` 0.1, 3x3 last conv, ordinary upsampler on the ``width * |G|`
 - ``plain``: EDSR with ``channels`` channels and 3x3 convs (the authors' baseline: as many channels as the
   equivariant networks' tensors);
 - ``plain-matched``: EDSR whose width gives the parameter count of ``rot8`` (3x3 convs);
-- ``rot4``, ``rot8``: B-Conv equivariant networks (the authors' bicubic basis) with ``channels`` tensor channels;
+- ``rot4``, ``rot8``, ``flip``: B-Conv equivariant networks (the authors' bicubic basis) with ``channels`` tensor
+  channels (``flip``: left-right mirror, the group the photos are measured symmetric under);
 - ``tl``: the authors' transformation-learned network (group :data:`ADAPTIVE_GROUP`);
 - ``sa``: SA-Conv fine-tuned ``sa_steps`` from the ``tl`` cell of the same seed (the authors' recipe), on the
-  continuation of the same data stream.
+  continuation of the same data stream;
+- ``tl-cont``: the control for ``sa``: the same ``tl`` cell trained ``sa_steps`` more steps as ``tl`` on the same
+  continuation (so ``sa - tl-cont`` is the hypernetwork's gain at equal steps).
 
 One cell trains one model for one seed on the training photos (``data``: the 200 Berkeley photos of
 ``rain100l/train/norain``, LR by MATLAB bicubic) with L1 loss, Adam and ``dih4`` augmentation (EDSR's flips and
@@ -43,10 +46,14 @@ from experiments.runner import Context, SkipCell, cell_key
 from symmetry.errors import UsageError
 from symmetry.io import atomic_write_text
 
-MODELS = ("bicubic", "plain", "plain-matched", "rot4", "rot8", "tl", "sa")
+MODELS = ("bicubic", "plain", "plain-matched", "rot4", "rot8", "flip", "tl", "sa", "tl-cont")
+FROM_TL = ("sa", "tl-cont")
+"""Models that start from the trained ``tl`` cell of the same seed and train ``sa_steps`` more."""
 ADAPTIVE_GROUP = "rot8"
 """Group of ``tl`` and ``sa``: the authors' ``--tranNum 8``."""
-EQUIVARIANT_GROUPS = {"rot4": "rot4", "rot8": "rot8", "tl": ADAPTIVE_GROUP, "sa": ADAPTIVE_GROUP}
+EQUIVARIANT_GROUPS = {"rot4": "rot4", "rot8": "rot8", "flip": "flip"}
+EQUIVARIANT_GROUPS.update({m: ADAPTIVE_GROUP for m in ("tl", "sa", "tl-cont")})
+GROUP_ORDERS = {"rot4": 4, "rot8": 8, "flip": 2}
 TRAINED_KEYS = ("data", "scale", "layout", "res_scale", "patch_size", "batch_size", "steps", "lr", "schedule")
 TRAINED_KEYS += ("lr_step", "augment", "amp", "max_images", "depth")
 SCORE_KEYS = ("testset_dir", "testsets", "rotated", "rotated_testsets", "test_images", "eq_images", "eq_crop")
@@ -69,10 +76,10 @@ def _architecture(model: str, config: dict) -> dict:
         target = _parameters(_architecture("rot8", config), config)
         return {"kind": "plain", "plain_width": _matched_width(target, config), "kernel_size": k_plain}
     group = EQUIVARIANT_GROUPS[model]
-    order = {"rot4": 4, "rot8": 8}[group]
+    order = GROUP_ORDERS[group]
     if channels % order:
         raise ValueError(f"channels {channels} is not a multiple of |{group}| = {order}")
-    kind = {"rot4": "equivariant", "rot8": "equivariant"}.get(model, model)
+    kind = {"rot4": "equivariant", "rot8": "equivariant", "flip": "equivariant", "tl-cont": "tl"}.get(model, model)
     return {"kind": kind, "group": group, "width": channels // order, "kernel_size": k, "basis": config["basis"]}
 
 
@@ -133,17 +140,17 @@ def cells(config: dict) -> list[dict]:
     if "bicubic" in config["models"]:
         out.append({"model": "bicubic", "scale": config["scale"], **score})
     trained = {k: config[k] for k in TRAINED_KEYS}
-    models = sorted((m for m in config["models"] if m != "bicubic"), key=lambda m: m == "sa")
+    models = sorted((m for m in config["models"] if m != "bicubic"), key=lambda m: m in FROM_TL)
     for model in models:
         arch = _architecture(model, config)
-        extra = {"init": "tl", "sa_steps": config["sa_steps"]} if model == "sa" else {}
+        extra = {"init": "tl", "sa_steps": config["sa_steps"]} if model in FROM_TL else {}
         for seed in config["seeds"]:
             out.append({"model": model, **arch, **trained, **score, **extra, "seed": int(seed)})
     return out
 
 
 def tl_cell_of(cell: dict) -> dict:
-    """The ``tl`` cell an ``sa`` cell is fine-tuned from (same settings and seed)."""
+    """The ``tl`` cell an ``sa`` or ``tl-cont`` cell starts from (same settings and seed)."""
     tl = {k: v for k, v in cell.items() if k not in ("init", "sa_steps")}
     return tl | {"model": "tl", "kind": "tl"}
 
@@ -187,7 +194,7 @@ def _fingerprint(cell: dict) -> dict:
 def train_cell(cell: dict, ctx: Context) -> tuple[torch.nn.Module, dict]:
     """Train (or resume, or reload) the model of ``cell``; ``sa`` first makes sure its ``tl`` cell is trained.
 
-    Returns the model and ``{"steps", "train_seconds"}`` (``sa``: its own fine-tuning steps plus the ``tl`` ones).
+    Returns the model and ``{"steps", "train_seconds"}`` (``sa``, ``tl-cont``: their own steps plus the ``tl`` ones).
     """
     from analysis.fit import fit
     from analysis.models import init_sa_from_tl
@@ -205,11 +212,14 @@ def train_cell(cell: dict, ctx: Context) -> tuple[torch.nn.Module, dict]:
     model = build(cell, cell).to(ctx.device)
     offset, before = 0, {"steps": 0, "train_seconds": 0.0}
     steps = int(cell["steps"])
-    if cell["model"] == "sa":
+    if cell["model"] in FROM_TL:
         tl = tl_cell_of(cell)
         _, before = train_cell(tl, ctx)
         state = read_checkpoint(ctx.workdir / cell_key(tl) / CHECKPOINT_FILE)["model"]
-        init_sa_from_tl(model, state, kind="tl", group=tl["group"], basis=tl["basis"])
+        if cell["model"] == "sa":
+            init_sa_from_tl(model, state, kind="tl", group=tl["group"], basis=tl["basis"])
+        else:
+            model.load_state_dict(state)
         offset, steps = int(tl["steps"]), int(cell["sa_steps"])
     batch = int(cell["batch_size"])
 

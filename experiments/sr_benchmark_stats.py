@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-ORDER = ["bicubic", "plain", "plain-matched", "rot4", "rot8", "flip", "tl", "sa"]
+ORDER = ["bicubic", "plain", "plain-matched", "rot4", "rot8", "flip", "tl", "tl-cont", "sa"]
 COMPARISONS = [
     ("plain", "bicubic", "plain over bicubic (the scale check)"),
     ("rot8", "plain", "claim (1): equivariant rot8 over plain"),
@@ -25,8 +25,10 @@ COMPARISONS = [
     ("rot4", "plain", "claim (1): equivariant rot4 over plain"),
     ("tl", "rot8", "claim (2): TL over the fixed equivariant rot8"),
     ("sa", "tl", "claim (3): SA over TL"),
+    ("sa", "tl-cont", "claim (3): SA over TL trained as many steps"),
     ("rot4", "rot8", "claim (4): rot4 over rot8"),
     ("flip", "rot8", "claim (4): flip over rot8"),
+    ("flip", "plain", "claim (4): flip over plain"),
 ]
 TESTSETS = ["Set5", "Set14", "B100"]
 

@@ -3,7 +3,7 @@
 Start several (one per core) to compute cells in parallel; each claims a pending cell by creating
 ``results/sr_benchmark/work/claims/<cell>.claim`` (exclusively, holding its pid), computes it with
 :func:`experiments.sr_benchmark.run_cell` (which caches the rows under ``work/cells/``) and moves on. A claim
-whose process is gone is taken over; an ``sa`` cell waits until its ``tl`` cell is cached. Afterwards
+whose process is gone is taken over; an ``sa`` or ``tl-cont`` cell waits until its ``tl`` cell is cached. Afterwards
 ``python -m experiments.run sr_benchmark --quick`` gathers the cached cells into ``results/sr_benchmark/quick.csv``
 without recomputing them.
 """
@@ -72,7 +72,7 @@ def work(config: dict, ctx: Context, *, exclude: tuple[str, ...] = (), log=print
             return done
         progressed = False
         for cell in pending:
-            if cell["model"] == "sa":
+            if cell["model"] in sr_benchmark.FROM_TL:
                 tl = sr_benchmark.tl_cell_of(cell)
                 if not sr_benchmark._cache_path(tl, ctx).exists():
                     continue  # its tl cell is not finished (training it here would race the worker that is)

@@ -212,13 +212,13 @@ def test_pipeline_on_stand_ins_reproduces(stand_in, tmp_path):
                            log=lambda s: None)  # fmt: skip
     models = first[first["model"] != "data-eps"]
     # one row per (model, seed, test set, rotation): 3 sets unrotated, the rotated_testsets (Set5, Set14) rotated
-    assert len(models) == (1 + 6) * (3 + 2)
+    assert len(models) == (1 + 8) * (3 + 2)
     assert not models.duplicated(["model", "seed", "testset", "rotation"]).any()
     for col in ("psnr", "ssim", "params", "flops", "steps", "train_seconds", "eq_rot8"):
         assert col in models
-    sa = models[models["model"] == "sa"].iloc[0]
-    assert sa["steps"] == 3 + 2  # tl's steps plus the fine-tuning
-    assert len(per_image(first)) == 7 * (3 + 2) * 2
+    for name in ("sa", "tl-cont"):
+        assert models[models["model"] == name].iloc[0]["steps"] == 3 + 2  # tl's steps plus the fine-tuning
+    assert len(per_image(first)) == 9 * (3 + 2) * 2
     eps = first[first["model"] == "data-eps"]
     assert list(eps["eps_group"]) == ["flip"] and math.isfinite(eps["eps"].iloc[0])
     second = run_experiment("sr_benchmark", "quick", out=tmp_path / "b", config=cfg, data_root=stand_in,
@@ -285,7 +285,7 @@ def test_cells_put_sa_after_tl_and_cache_rows(stand_in, tmp_path):
     cfg = dict(tiny_config(), seeds=[0, 1])
     cells = sr_benchmark.cells(cfg)
     models = [c["model"] for c in cells]
-    assert models[:2] == ["data-eps", "bicubic"] and models[-2:] == ["sa", "sa"]
+    assert models[:2] == ["data-eps", "bicubic"] and set(models[-4:]) == {"sa", "tl-cont"}
     matched = next(c for c in cells if c["model"] == "plain-matched")
     rot8 = sr_benchmark.build(next(c for c in cells if c["model"] == "rot8"), cfg)
     plain = sr_benchmark.build(matched, cfg)
