@@ -1,10 +1,16 @@
 """Smooth filter bases for equivariant convolutions (theory.md, section 3).
 
-Filters are expanded in a fixed smooth basis -- a band-limited 2D Fourier series as in
-F-Conv (:class:`FourierBasis`), or the bicubic interpolation of a coefficient grid as in
-B-Conv (:class:`BicubicBasis`), both by Xie et al. -- and the basis is *evaluated* on a
-transformed mesh: the filter for group element ``A`` is ``phi(A^-1 D_w^-1 delta_ij)``,
-where ``delta_ij`` are the kernel taps. :func:`make_basis` builds either by name.
+Filters are expanded in a fixed smooth basis -- a band-limited 2D Fourier series
+(:class:`FourierBasis`; NOT F-Conv: F-Conv by Xie et al. reduces its Fourier functions with a PCA over the
+rotated copies, a step this basis does not take), or the bicubic interpolation of a coefficient grid as in
+B-Conv (:class:`BicubicBasis`, Xie et al.) -- and the basis is *evaluated* on a transformed mesh: the filter
+for group element ``A`` is ``phi(A^-1 D_w^-1 delta_ij)``, where ``delta_ij`` are the kernel taps.
+:func:`make_basis` builds either by name.
+
+Masks (``MASKS``): ``"disk"`` (this project's): every function is multiplied by a radial mask evaluated at the
+*deformed* point ``A^-1 D^-1 delta`` (1 inside radius ``(p - 1) / 2``, Gaussian roll-off of
+:data:`MASK_SOFTNESS` px outside); ``"authors"``: the authors' mask (their ``MaskC``), a fixed weight per
+*undeformed* tap, :func:`authors_tap_mask`, applied to the filter after evaluation (the basis itself unmasked).
 
 Coordinates follow :mod:`symmetry.transforms`: plane points are ``(x, y)`` with ``x``
 along columns and ``y`` up (against rows), centred on the kernel. A rotation by a
@@ -22,10 +28,16 @@ import math
 
 import torch
 
+from symmetry.errors import UsageError
 from symmetry.transforms import cubic
 
 BASES = ("fourier", "bicubic")
 """Names accepted by :func:`make_basis` (and by ``build_model(..., basis=...)``)."""
+MASKS = ("disk", "authors")
+"""``disk``: radial mask at the deformed points (ours); ``authors``: :func:`authors_tap_mask` at the taps."""
+AUTHORS_MASK_WIDTH = {True: 0.2, False: 2.0}
+"""The authors' mask decay ``exp(-max(r^2 - 1, 0) / width)`` (``r`` the tap radius over ``(p - 1) / 2``), by
+whether the kernel is larger than 4 taps (their ``MaskC``)."""
 _TINY = 1e-12
 MASK_SOFTNESS = 0.5
 """Width (in pixels) of the Gaussian roll-off of the radial disk mask outside its radius."""
@@ -73,25 +85,55 @@ def fourier_frequencies(band: float) -> list[tuple[int, int]]:
     return out
 
 
+def authors_tap_mask(kernel_size: int, rotations: int) -> torch.Tensor:
+    """The authors' filter mask, one weight per undeformed tap in :func:`kernel_grid` order: ``(size*size,)``.
+
+    With ``rotations`` (the number of rotations in the group: 8 for ``rot8``, 4 for ``rot4``/``dih4``) in
+    ``(1, 2, 4)`` every weight is 1 (the quarter turns map the tap grid onto itself, no mask); otherwise
+    ``exp(-max(r^2 - 1, 0) / w)`` with ``r = |delta| / ((size - 1) / 2)`` and ``w`` from
+    :data:`AUTHORS_MASK_WIDTH` (0.2 for kernels larger than 4). For rot8 at 5x5: corner ``exp(-5) = 0.0067``,
+    tap ``(2, 1)`` from the centre ``exp(-1.25) = 0.2865``, taps inside the inscribed circle 1.
+    """
+    if rotations in (1, 2, 4):
+        return torch.ones(kernel_size * kernel_size, dtype=torch.float64)
+    half = max((kernel_size - 1) / 2, _TINY)
+    r2 = (kernel_grid(kernel_size) / half).square().sum(-1)
+    return torch.exp(-(r2 - 1).clamp(min=0) / AUTHORS_MASK_WIDTH[kernel_size > 4])
+
+
+def _disk_mask(points: torch.Tensor, radius: float) -> torch.Tensor:
+    """Radial disk mask ``(...,)``: 1 for ``|p| <= radius``, Gaussian roll-off of :data:`MASK_SOFTNESS` outside."""
+    # sqrt of the clamped squared radius: differentiable everywhere, also at the centre tap
+    r = points.square().sum(-1).clamp(min=max(radius**2, _TINY)).sqrt()
+    excess = r - max(radius, math.sqrt(_TINY))
+    return torch.exp(-0.5 * (excess / MASK_SOFTNESS) ** 2)
+
+
 class FourierBasis:
     """Band-limited Fourier-series basis on a disk: ``mask(|p|) * {cos, sin}(2 pi (k x + l y) / period)``.
+
+    Not F-Conv's basis: F-Conv (Xie et al.) takes a PCA of its Fourier functions over the rotated copies and
+    keeps the leading components; this basis keeps the raw functions inside the frequency disk.
 
     ``period`` is the kernel size ``p`` (in the units of the points), the frequencies are
     the integer pairs inside a disk of radius ``band`` (default ``(p - 1) / 2``, so the
     highest frequency stays below the tap grid's Nyquist limit), and the radial mask is
     1 inside ``radius`` (default ``(p - 1) / 2``) with a smooth Gaussian roll-off
-    outside. Each function is scaled to unit L2 norm on the unrotated ``p x p`` tap grid
-    (or on the mesh given to :meth:`set_normalisation`).
+    outside (``disk=False``: no mask). Each function is scaled to unit L2 norm on the unrotated ``p x p`` tap
+    grid (or on the mesh given to :meth:`set_normalisation`).
     On that grid the functions are linearly independent (they are a subset of the DFT).
     """
 
-    def __init__(self, kernel_size: int, band: float | None = None, radius: float | None = None) -> None:
+    def __init__(
+        self, kernel_size: int, band: float | None = None, radius: float | None = None, *, disk: bool = True
+    ) -> None:
         if kernel_size < 1:
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
         self.kernel_size = kernel_size
         self.period = float(kernel_size)
         self.band = (kernel_size - 1) / 2 if band is None else float(band)
         self.radius = (kernel_size - 1) / 2 if radius is None else float(radius)
+        self.disk = disk
         freqs = fourier_frequencies(self.band)
         self._cos = torch.tensor(freqs, dtype=torch.float64)
         self._sin = torch.tensor([f for f in freqs if f != (0, 0)], dtype=torch.float64).reshape(-1, 2)
@@ -107,11 +149,10 @@ class FourierBasis:
         return self._cos.shape[0] + self._sin.shape[0]
 
     def mask(self, points: torch.Tensor) -> torch.Tensor:
-        """Radial disk mask ``(...,)``: 1 for ``|p| <= radius``, Gaussian roll-off outside."""
-        # sqrt of the clamped squared radius: differentiable everywhere, also at the centre tap
-        r = points.square().sum(-1).clamp(min=max(self.radius**2, _TINY)).sqrt()
-        excess = r - max(self.radius, math.sqrt(_TINY))
-        return torch.exp(-0.5 * (excess / MASK_SOFTNESS) ** 2)
+        """Radial disk mask ``(...,)``: 1 for ``|p| <= radius``, Gaussian roll-off outside (1 without ``disk``)."""
+        if not self.disk:
+            return torch.ones(points.shape[:-1], dtype=points.dtype, device=points.device)
+        return _disk_mask(points, self.radius)
 
     def _raw(self, points: torch.Tensor) -> torch.Tensor:
         cos_f = self._cos.to(points)
@@ -145,13 +186,16 @@ class BicubicBasis:
     quarter turn or axis flip maps nodes onto nodes and ``K`` is even, so the rotated or
     reflected basis on the grid is an exact permutation of the functions. Each function is
     scaled to unit L2 norm on the mesh given to :meth:`set_normalisation` (default: the taps).
+    ``disk=False``: no mask (the authors' B-Conv basis, whose mask :func:`authors_tap_mask` is applied per tap
+    by the layer); then the norms on the taps are exactly 1.
     """
 
-    def __init__(self, kernel_size: int, radius: float | None = None) -> None:
+    def __init__(self, kernel_size: int, radius: float | None = None, *, disk: bool = True) -> None:
         if kernel_size < 1:
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
         self.kernel_size = kernel_size
         self.radius = (kernel_size - 1) / 2 if radius is None else float(radius)
+        self.disk = disk
         self.nodes = kernel_grid(kernel_size)
         self.set_normalisation(self.nodes)
 
@@ -165,10 +209,10 @@ class BicubicBasis:
         self._norm = self._raw(points.to(torch.float64)).square().sum(0).sqrt().clamp(min=_TINY)
 
     def mask(self, points: torch.Tensor) -> torch.Tensor:
-        """Radial disk mask ``(...,)``: 1 for ``|p| <= radius``, Gaussian roll-off outside (as the Fourier basis)."""
-        r = points.square().sum(-1).clamp(min=max(self.radius**2, _TINY)).sqrt()
-        excess = r - max(self.radius, math.sqrt(_TINY))
-        return torch.exp(-0.5 * (excess / MASK_SOFTNESS) ** 2)
+        """Radial disk mask ``(...,)`` as the Fourier basis (1 without ``disk``)."""
+        if not self.disk:
+            return torch.ones(points.shape[:-1], dtype=points.dtype, device=points.device)
+        return _disk_mask(points, self.radius)
 
     def _raw(self, points: torch.Tensor) -> torch.Tensor:
         d = points[..., None, :] - self.nodes.to(points)  # (..., n, 2)
@@ -180,12 +224,13 @@ class BicubicBasis:
         return self._raw(points) / self._norm.to(points)
 
 
-def make_basis(name: str, kernel_size: int, band: float | None = None) -> FourierBasis | BicubicBasis:
-    """The basis named ``name`` (one of :data:`BASES`); ``band`` applies to the Fourier basis only."""
+def make_basis(
+    name: str, kernel_size: int, band: float | None = None, *, disk: bool = True
+) -> FourierBasis | BicubicBasis:
+    """The basis named ``name`` (one of :data:`BASES`); ``band`` applies to the Fourier basis only; ``disk``: the
+    radial mask at the evaluated points (``False`` for the authors' tap mask, applied by the layer)."""
     if name == "fourier":
-        return FourierBasis(kernel_size, band=band)
+        return FourierBasis(kernel_size, band=band, disk=disk)
     if name == "bicubic":
-        return BicubicBasis(kernel_size)
-    from symmetry.errors import UsageError
-
+        return BicubicBasis(kernel_size, disk=disk)
     raise UsageError(f"unknown basis {name!r}; choose one of {', '.join(BASES)}")

@@ -22,20 +22,27 @@ are ``einsum(weights, basis)``.
   sub-pixel convolution plus pixel shuffle whose sub-pixel arrangement rotates with the
   filter, so the upsampler is equivariant too.
 
-Deformations (theory.md, section 3): ``D = R(theta0) diag(cx, cy)`` is handled in the
-coordinates ``(theta0, log cx, log cy)``. A layer built with ``learn_deformation=True`` (the
-TL network) owns the parameters ``theta0`` and ``log_scale`` (initialised at ``(0, 1, 1)``);
-``forward(x, offset)`` takes optional per-sample ``(B, 3)`` offsets in the same coordinates,
-ADDED to the layer's own values (the SA rule), or used as the deformation itself by a layer
-without its own. The filter for ``A`` is ``phi(A^-1 D^-1 delta)``.
+Deformations (theory.md, section 3): ``D = R(theta0) diag(cx, cy)``; the filter for ``A`` is
+``phi(A^-1 D^-1 delta)``. Two parametrisations (:data:`PARAMETRISATIONS`):
+
+- ``"authors"`` (their ``GetBasis``): the coordinates ``(theta0, Cx, Cy)`` of ``D^-1 = diag(Cx, Cy) R(-theta0)``,
+  i.e. ``cx = 1 / Cx``, ``cy = 1 / Cy``; the mesh is rotated by ``theta0``, its axes scaled by ``Cx, Cy``, then
+  rotated by the group element. Offsets are added to ``(theta0, Cx, Cy)`` directly and are unbounded.
+- ``"log"`` (this project's earlier, "bounded" design): the coordinates ``(theta0, log cx, log cy)``.
+
+A layer built with ``learn_deformation=True`` (the TL network) owns ``theta0`` and ``log_scale`` (``"log"``)
+or ``theta0`` and ``inv_scale`` = ``(Cx, Cy)`` (``"authors"``), at the identity ``D = I``;
+``forward(x, offset)`` takes optional offsets ``(B, 3)`` (per sample) or ``(3,)`` (shared) in the layer's
+coordinates, ADDED to the layer's own values (the SA rule), or used as the deformation itself by a layer
+without its own (a network-level, tied ``D``).
 
 With no deformation the layers are exactly equivariant on the grid to the grid-exact
 elements of ``G`` (quarter turns, axis and diagonal flips: the rotated or reflected basis
 is an exact permutation of taps), and approximately to the others (e.g. the 45-degree
 rotations of ``rot8``). With a deformation ``D`` they are equivariant to ``D A D^-1``
-instead (exactly on the grid where that matrix is grid-exact, see
-:func:`analysis.models.conjugate_element`). Biases are one number per field, shared
-across the group axis.
+instead, but only when every layer has the same ``D`` (exactly on the grid where that matrix is grid-exact,
+see :func:`analysis.models.conjugate_element`); with a different ``D`` per layer (the authors' TL) or per
+sample (SA) no such symmetry holds. Biases are one number per field, shared across the group axis.
 
 In eval mode filters are built once and cached (computed without autograd, like
 e2cnn): gradients still flow to the input, not to the weights. The cache is dropped
@@ -51,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.basis import kernel_grid, make_basis, subpixel_grid
+from analysis.basis import MASKS, authors_tap_mask, kernel_grid, make_basis, subpixel_grid
 from symmetry.errors import UsageError
 from symmetry.groups import Group, UnknownGroupError, get_group
 from symmetry.transforms import inverse_deformation_matrix
@@ -62,6 +69,11 @@ as PyTorch's default ``nn.Conv2d`` init, so ``plain`` and ``equivariant`` start 
 
 
 LAYER_GROUPS_HELP = "rotN, dihN, flip or flipud (e.g. rot8, dih4)"
+PARAMETRISATIONS = ("authors", "log")
+"""Coordinates of a layer's deformation: the authors' ``(theta0, Cx, Cy)`` of ``D^-1``, or ``(theta0, log cx,
+log cy)`` of ``D`` (module docstring)."""
+IDENTITY_PARAMETERS = {"authors": (0.0, 1.0, 1.0), "log": (0.0, 0.0, 0.0)}
+"""The coordinates of ``D = I`` in each parametrisation."""
 
 
 def layer_group(group: str | Group) -> Group:
@@ -98,6 +110,47 @@ def deformation_inverse(params: torch.Tensor) -> torch.Tensor:
     )
 
 
+def authors_deformation_inverse(params: torch.Tensor) -> torch.Tensor:
+    """``D^-1 = diag(Cx, Cy) R(-theta0)`` for the authors' ``params`` = ``(theta0, Cx, Cy)`` ``(..., 3)``.
+
+    In the authors' image coordinates (``y`` down) their ``GetBasis`` samples the weight grid at
+    ``R(theta_A) diag(Cx, Cy) R(theta0) delta``; in ours (``y`` up) every rotation changes sense, which gives
+    ``A^-1 diag(Cx, Cy) R(-theta0) delta`` with ``A = R(theta_A)``: ``cx = 1 / Cx``, ``cy = 1 / Cy``, the same
+    ``theta0``. ``Cx <= 0`` is allowed (the authors do not bound it): a reflection or a collapsed mesh.
+    """
+    theta0, big_cx, big_cy = params.unbind(-1)
+    c, s = torch.cos(theta0), torch.sin(theta0)
+    return torch.stack([torch.stack([c * big_cx, s * big_cx], -1), torch.stack([-s * big_cy, c * big_cy], -1)], -2)
+
+
+def parameters_inverse(params: torch.Tensor, parametrisation: str) -> torch.Tensor:
+    """``D^-1`` ``(..., 2, 2)`` of deformation coordinates ``params`` ``(..., 3)`` in ``parametrisation``."""
+    if parametrisation == "authors":
+        return authors_deformation_inverse(params)
+    return deformation_inverse(params)
+
+
+def parameters_to_transform(params: torch.Tensor, parametrisation: str) -> torch.Tensor:
+    """``(theta0, cx, cy)`` of ``D = R(theta0) diag(cx, cy)`` from coordinates ``params`` ``(..., 3)``."""
+    if parametrisation == "authors":
+        return torch.cat([params[..., :1], 1.0 / params[..., 1:]], dim=-1)
+    return torch.cat([params[..., :1], params[..., 1:].exp()], dim=-1)
+
+
+def transform_to_parameters(transform: torch.Tensor, parametrisation: str) -> torch.Tensor:
+    """Coordinates in ``parametrisation`` of ``(theta0, cx, cy)`` ``(..., 3)``; non-positive scales raise UsageError."""
+    if not bool((transform[..., 1:] > 0).all()):
+        raise UsageError("deformation scales cx, cy must be positive")
+    if parametrisation == "authors":
+        return torch.cat([transform[..., :1], 1.0 / transform[..., 1:]], dim=-1)
+    return torch.cat([transform[..., :1], torch.log(transform[..., 1:])], dim=-1)
+
+
+def rotation_count(group: Group) -> int:
+    """Number of rotations (determinant +1) in ``group``: 8 for rot8 and dih8, 4 for rot4 and dih4."""
+    return int((torch.linalg.det(group.matrices(torch.float64)) > 0).sum())
+
+
 def deformed_points(points: torch.Tensor, inv_mats: torch.Tensor, deform_inv: torch.Tensor | None) -> torch.Tensor:
     """Mesh points ``A^-1 D^-1 delta``: ``(G, P, 2)``; ``(..., G, P, 2)`` for ``deform_inv`` ``(..., 2, 2)``.
 
@@ -132,10 +185,12 @@ class BasisConv(nn.Module):
     Buffers (not saved in the state dict; rebuilt from the group and kernel size):
     ``points`` ``(P, 2)`` the unrotated mesh, ``inv_mats`` ``(G, 2, 2)`` the matrices
     ``A^-1``, and ``basis`` ``(G, P, n_basis)`` the basis on every transformed mesh.
-    ``basis_name`` is ``"fourier"`` (F-Conv) or ``"bicubic"`` (B-Conv), see :mod:`analysis.basis`.
-    With ``learn_deformation`` the layer owns ``theta0`` (0) and ``log_scale`` ``(2,)`` (0, 0):
-    its own deformation ``D = R(theta0) diag(exp(log_scale))`` (the TL network).
-    Subclasses define ``weight`` and :meth:`expand`.
+    ``basis_name`` is ``"fourier"`` (a Fourier series, not F-Conv's PCA basis) or ``"bicubic"`` (B-Conv), see
+    :mod:`analysis.basis`; ``mask`` is ``"disk"`` (at the deformed points) or ``"authors"`` (the buffer
+    ``tap_mask`` ``(P,)``, :func:`analysis.basis.authors_tap_mask`, on the undeformed taps; ``scale == 1`` only).
+    With ``learn_deformation`` the layer owns its deformation (the TL network) in ``parametrisation``
+    (:data:`PARAMETRISATIONS`): ``theta0`` and ``inv_scale`` = ``(Cx, Cy)`` at ``(0, 1, 1)`` (``"authors"``), or
+    ``theta0`` and ``log_scale`` at ``(0, 0, 0)`` (``"log"``). Subclasses define ``weight`` and :meth:`expand`.
     """
 
     def __init__(
@@ -147,10 +202,19 @@ class BasisConv(nn.Module):
         band: float | None = None,
         basis: str = "fourier",
         learn_deformation: bool = False,
+        mask: str = "disk",
+        parametrisation: str = "log",
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise UsageError(f"kernel_size must be odd (symmetric padding), got {kernel_size}")
+        if mask not in MASKS:
+            raise UsageError(f"unknown mask {mask!r}; choose one of {', '.join(MASKS)}")
+        if parametrisation not in PARAMETRISATIONS:
+            choices = ", ".join(PARAMETRISATIONS)
+            raise UsageError(f"unknown parametrisation {parametrisation!r}; choose one of {choices}")
+        if mask == "authors" and scale != 1:
+            raise UsageError("the authors' tap mask is defined on a kernel's taps, not on a sub-pixel mesh")
         self.group = layer_group(group)
         self.order = self.group.order
         self.kernel_size = kernel_size
@@ -158,14 +222,21 @@ class BasisConv(nn.Module):
         self.padding = kernel_size // 2
         points = self._mesh(torch.float64)
         self.basis_name = basis
-        self.phi = make_basis(basis, kernel_size, band=band)
+        self.mask = mask
+        self.parametrisation = parametrisation
+        self.phi = make_basis(basis, kernel_size, band=band, disk=mask == "disk")
         self.phi.set_normalisation(points)
         self.n_basis = self.phi.size
+        self.theta0 = self.log_scale = self.inv_scale = None
         if learn_deformation:
             self.theta0 = nn.Parameter(torch.zeros(()))
-            self.log_scale = nn.Parameter(torch.zeros(2))
-        else:
-            self.theta0 = self.log_scale = None
+            if parametrisation == "authors":
+                self.inv_scale = nn.Parameter(torch.ones(2))
+            else:
+                self.log_scale = nn.Parameter(torch.zeros(2))
+        tap_mask = authors_tap_mask(kernel_size, rotation_count(self.group)) if mask == "authors" else None
+        self.register_buffer("tap_mask", None if tap_mask is None else tap_mask.float(), persistent=False)
+        self._tap_mask64 = tap_mask
         self.register_buffer("rel", relative_index(self.group), persistent=False)
         self.register_buffer("points", points.float(), persistent=False)
         self.register_buffer("inv_mats", torch.zeros(self.order, 2, 2), persistent=False)
@@ -186,7 +257,9 @@ class BasisConv(nn.Module):
         dtype, device = self.basis.dtype, self.basis.device
         points = self._mesh(torch.float64, device)
         inv = self.group.matrices(torch.float64, device).transpose(-1, -2)  # orthogonal: A^-1 = A^T
-        basis = self.phi(deformed_points(points, inv, None))
+        basis = self._masked(self.phi(deformed_points(points, inv, None)), self._tap_mask64)
+        if self._tap_mask64 is not None:
+            self.tap_mask = self._tap_mask64.to(dtype=dtype, device=device)
         self.points = points.to(dtype)
         self.inv_mats = inv.to(dtype)
         self.basis = basis.to(dtype)
@@ -198,25 +271,37 @@ class BasisConv(nn.Module):
             self._rebuild_basis()  # keep float64-accurate rotated bases after .double()/.to(device)
         return out
 
+    @staticmethod
+    def _masked(basis: torch.Tensor, tap_mask: torch.Tensor | None) -> torch.Tensor:
+        """``basis`` ``(..., P, n)`` times the tap mask ``(P,)`` (the authors' mask), or unchanged without one."""
+        return basis if tap_mask is None else basis * tap_mask.to(basis)[:, None]
+
     def evaluate_basis(self, deform_inv: torch.Tensor | None = None) -> torch.Tensor:
-        """``phi(A^-1 D^-1 delta)``: the buffer, ``(G, P, n)`` for one ``(2, 2)`` ``D^-1``, or ``(B, G, P, n)``."""
+        """``phi(A^-1 D^-1 delta)``: the buffer, ``(G, P, n)`` for one ``(2, 2)`` ``D^-1``, or ``(B, G, P, n)``.
+
+        With ``mask="authors"`` every tap's row is multiplied by its :attr:`tap_mask` weight.
+        """
         if deform_inv is None:
             return self.basis
-        return self.phi(deformed_points(self.points, self.inv_mats, deform_inv.to(self.basis.dtype)))
+        points = deformed_points(self.points, self.inv_mats, deform_inv.to(self.basis.dtype))
+        return self._masked(self.phi(points), self.tap_mask)
 
     def deformation_parameters(self) -> torch.Tensor | None:
-        """The layer's own ``(theta0, log cx, log cy)`` ``(3,)``, or ``None`` without ``learn_deformation``."""
+        """The layer's own coordinates ``(3,)`` in its parametrisation, or ``None`` without ``learn_deformation``.
+
+        ``(theta0, Cx, Cy)`` (``"authors"``) or ``(theta0, log cx, log cy)`` (``"log"``).
+        """
         if self.theta0 is None:
             return None
-        return torch.cat([self.theta0[None], self.log_scale])
+        return torch.cat([self.theta0[None], self.inv_scale if self.log_scale is None else self.log_scale])
 
     def deformation_inverse(self, offset: torch.Tensor | None = None) -> torch.Tensor | None:
-        """``D^-1`` of own parameters plus ``offset`` ``(B, 3)``: ``None``, ``(2, 2)`` (shared) or ``(B, 2, 2)``."""
+        """``D^-1`` of own coordinates plus ``offset`` ``(B, 3)`` or ``(3,)``: ``None``, ``(2, 2)`` or ``(B, 2, 2)``."""
         own = self.deformation_parameters()
         if own is None and offset is None:
             return None
         params = own if offset is None else (offset if own is None else own.to(offset) + offset)
-        return deformation_inverse(params.to(self.basis.dtype))
+        return parameters_inverse(params.to(self.basis.dtype), self.parametrisation)
 
     # --- filters --------------------------------------------------------------------
     def expand(self, basis: torch.Tensor) -> torch.Tensor:
@@ -259,17 +344,18 @@ class BasisConv(nn.Module):
         nn.init.normal_(weight, 0.0, std)
 
     def extra_repr(self) -> str:
-        tl = ", learn_deformation=True" if self.theta0 is not None else ""
+        tl = f", learn_deformation=True, parametrisation={self.parametrisation}" if self.theta0 is not None else ""
         return (
             f"group={self.group.name}, kernel_size={self.kernel_size}, basis={self.basis_name}, "
-            f"n_basis={self.n_basis}{tl}"
+            f"mask={self.mask}, n_basis={self.n_basis}{tl}"
         )
 
 
 class LiftConv(BasisConv):
     """Lifting layer: ``in_channels`` image channels -> ``out_fields`` regular fields (one filter per element).
 
-    ``options`` (here and in the other layers): ``basis``, ``learn_deformation`` of :class:`BasisConv`.
+    ``options`` (here and in the other layers): ``basis``, ``learn_deformation``, ``mask``, ``parametrisation``
+    of :class:`BasisConv`.
     """
 
     def __init__(self, in_channels: int, out_fields: int, group: str | Group, kernel_size: int, **options) -> None:

@@ -7,17 +7,24 @@ basis=..., tail=..., match=...)`` with ``kind`` in :data:`MODEL_KINDS`:
   :func:`matched_plain_width` so the parameter count matches ``equivariant``;
   ``match="channels"`` uses ``width * |G|`` channels, the equivariant network's tensor
   channels (the authors' baselines). ``plain_width=`` overrides both.
-- ``equivariant``: group-equivariant convolutions with basis-expanded filters
-  (:mod:`analysis.layers`; ``basis="fourier"`` F-Conv or ``"bicubic"`` B-Conv) for
-  ``rotN``, ``dihN``, ``flip``, ``flipud``; exact on the grid for quarter turns and flips.
+- ``equivariant``: group-equivariant convolutions with basis-expanded filters (:mod:`analysis.layers`;
+  ``basis="fourier"`` a Fourier series (not F-Conv: no PCA step) or ``"bicubic"`` B-Conv) for ``rotN``,
+  ``dihN``, ``flip``, ``flipud``; exact on the grid for quarter turns and flips. ``mask="authors"`` takes the
+  authors' tap mask instead of the disk mask.
 - ``tl``: the authors' transformation-learned network: every basis layer owns a learnable
-  deformation ``D = R(theta0) diag(cx, cy)`` initialised at ``(0, 1, 1)``; filters
-  ``phi(A^-1 D^-1 delta)``. At initialisation it is ``equivariant``.
-- ``sa``: the authors' SA-Conv: ``tl`` plus a hypernetwork that predicts per-sample offsets
-  ``(dtheta0, dlog cx, dlog cy)`` ADDED to every layer's own values; its last layer is zero,
-  so ``sa`` starts exactly as ``tl``; :func:`init_sa_from_tl` starts it from a trained ``tl``.
+  deformation ``D = R(theta0) diag(cx, cy)`` at the identity; filters ``phi(A^-1 D^-1 delta)``. At
+  initialisation it computes what ``equivariant`` with the same weights and mask computes. ``variant``:
+  ``"authors"`` (default: their ``(theta0, Cx, Cy)`` coordinates of ``D^-1`` and tap mask) or ``"bounded"``;
+  ``tie_transform=True`` shares one ``D`` across layers (the only ``tl`` with a conjugate symmetry
+  ``D A D^-1``, :func:`conjugate_equivariance_error`; otherwise see :func:`transform_spread`).
+- ``sa``: SA-Conv: ``tl`` plus a hypernetwork that predicts per-sample offsets ADDED to every layer's own
+  values; its last layer is zero, so ``sa`` starts exactly as ``tl``; :func:`init_sa_from_tl` starts it from
+  a trained ``tl``. ``variant="authors"`` (default): their hypernetwork (:class:`AuthorsHyperNet`), unbounded
+  offsets ``(dtheta0, dCx, dCy)``, their mask; ``"bounded"``: the earlier :class:`TransformHyperNet`, tanh-bounded
+  offsets in ``(theta0, log cx, log cy)``, the disk mask. What still differs from the authors' code:
+  docs/models.md.
 - ``sa-global``: the earlier design kept for comparison: no per-layer deformation, one
-  per-sample ``(theta0, cx, cy)`` from the hypernetwork shared by all layers.
+  per-sample ``(theta0, cx, cy)`` from the bounded hypernetwork shared by all layers.
 - ``e2cnn``: the same backbone built from e2cnn's ``R2Conv`` (:mod:`analysis.e2cnn_ref`),
   an external cross-check.
 
@@ -41,12 +48,26 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.basis import BASES
-from analysis.layers import GroupConv, GroupUpsample, LiftConv, ProjectConv, deformation_inverse, layer_group
+from analysis.basis import BASES, MASKS
+from analysis.equivariance import equivariance_error
+from analysis.layers import (
+    IDENTITY_PARAMETERS,
+    BasisConv,
+    GroupConv,
+    GroupUpsample,
+    LiftConv,
+    ProjectConv,
+    deformation_inverse,
+    layer_group,
+    parameters_inverse,
+    parameters_to_transform,
+    transform_to_parameters,
+)
 from analysis.model_registry import MODELS, register_model
 from symmetry.errors import UsageError
 from symmetry.groups import Group, GroupElement, get_group
@@ -78,7 +99,22 @@ HYPER_LAYERS = 3
 TAIL_INIT_SCALE = 0.1
 """Factor on the tail conv's initial weights: the initial residual is small for every flavour."""
 MAX_LOG_SCALE = math.log(2.0)
-"""Bound on ``|log cx|``, ``|log cy|``: the predicted axis scales lie in (1/2, 2)."""
+"""Bound on ``|log cx|``, ``|log cy|`` of the bounded hypernetwork: its predicted axis scales lie in (1/2, 2)."""
+VARIANTS = ("authors", "bounded")
+"""``variant=`` of ``tl`` and ``sa``: the authors' design (default) or this project's earlier, bounded one."""
+AUTHORS_HYPER_FEATURES = 32
+"""Channels of the authors' hypernetwork's feature maps (their ``out_channels``; ``hyper_width`` overrides)."""
+AUTHORS_HYPER_FIRST = 16
+"""Channels of the authors' hypernetwork's first convolution."""
+AUTHORS_HYPER_HIDDEN = 16
+"""Width of the first hidden layer of the authors' hypernetwork's MLP (the second has half of it)."""
+AUTHORS_RGB_RANGE = 255.0
+"""The authors' pixel range (``--rgb_range 255``): the hypernetwork reads intensities in 0-255."""
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+"""Rec. 601 luma weights the authors' hypernetwork turns an RGB input into gray with."""
+AUTHORS_HYPER_MIN_SIZE = 30
+"""Smallest input side the authors' unpadded hypernetwork reads with a 2x2 final feature map (BatchNorm in training
+needs more than one value per channel); smaller inputs are edge-padded to it (the authors' patches are >= 48)."""
 
 
 def upsample_stages(scale: int) -> list[int]:
@@ -275,14 +311,16 @@ def plain_parameter_count(
 
 
 class EquivariantNet(Backbone):
-    """Group-equivariant backbone (F-Conv / B-Conv style, theory.md section 3 with ``D_w = I``).
+    """Group-equivariant backbone (basis-expanded filters as in F-Conv / B-Conv, theory.md section 3, ``D_w = I``).
 
     ``width`` regular fields of ``group`` (rotN, dihN, flip, flipud): features have
     ``width * |G|`` channels. With ``tail="equivariant"`` it is exactly equivariant on the
     grid to the grid-exact elements of ``group`` (quarter turns, flips) and approximately
     to the others; ``tail="plain"`` (the authors' SR layout) ends in an ordinary
     upsampler and conv and is not equivariant as a whole. ``learn_deformation`` gives
-    every basis layer its own deformation (the ``tl`` network, :class:`TLNet`).
+    every basis layer its own deformation in ``parametrisation`` (the ``tl`` network, :class:`TLNet`).
+    ``mask``: ``"disk"`` or ``"authors"`` (:mod:`analysis.basis`; the equivariant upsampler keeps the disk mask:
+    the authors' tap mask is not defined on its sub-pixel mesh).
     """
 
     def __init__(
@@ -297,6 +335,8 @@ class EquivariantNet(Backbone):
         basis: str = "fourier",
         tail: str = "equivariant",
         learn_deformation: bool = False,
+        mask: str = "disk",
+        parametrisation: str = "log",
         layout: str = "residual",
         res_scale: float | None = None,
     ) -> None:
@@ -307,9 +347,10 @@ class EquivariantNet(Backbone):
         rs = default_res_scale(layout) if res_scale is None else res_scale
         k = kernel_size
         k_last = AUTHORS_LAST_KERNEL_SIZE if authors else k
-        opt = dict(basis=basis, learn_deformation=learn_deformation)
+        opt = dict(basis=basis, learn_deformation=learn_deformation, mask=mask, parametrisation=parametrisation)
         if tail == "equivariant":
-            upsampler = [GroupUpsample(width, s, g, UPSAMPLE_KERNEL_SIZE, **opt) for s in upsample_stages(scale)]
+            up_opt = {**opt, "mask": "disk"}
+            upsampler = [GroupUpsample(width, s, g, UPSAMPLE_KERNEL_SIZE, **up_opt) for s in upsample_stages(scale)]
             last = ProjectConv(width, in_channels, g, k_last, **opt)
         else:
             channels = width * g.order
@@ -329,18 +370,20 @@ class EquivariantNet(Backbone):
         self.width = width
         self.basis = basis
         self.tail_layout = tail
+        self.mask = mask
+        self.parametrisation = parametrisation
 
 
 # --- transformation-learned and sample-adaptive ------------------------------------------
 
 
 class TransformHyperNet(nn.Module):
-    """Predicts per-sample ``(theta0, cx, cy)`` from the input image (theory.md, section 3).
+    """The bounded hypernetwork (``variant="bounded"``, this project's earlier design; not the authors').
 
     A few stride-2 convolutions, global average pooling and two linear layers; the last
     linear layer starts at zero, and the parametrisation maps zero to the identity:
-    ``theta0 = (pi / N) tanh(z0)`` (an offset within one group step), ``cx = exp(L tanh(z1))``,
-    ``cy = exp(L tanh(z2))`` with ``L = MAX_LOG_SCALE``.
+    ``theta0 = (pi / N) tanh(z0)`` (an offset within one group step), ``log cx = L tanh(z1)``,
+    ``log cy = L tanh(z2)`` with ``L = MAX_LOG_SCALE``.
     """
 
     def __init__(self, in_channels: int, group_order: int, hidden: int = HYPER_WIDTH) -> None:
@@ -368,16 +411,85 @@ class TransformHyperNet(nn.Module):
         return torch.cat([o[:, :1], torch.exp(o[:, 1:])], dim=1)
 
 
+def _conv_out(size: int, stride: int) -> int:
+    return (size - 3) // stride + 1
+
+
+class AuthorsHyperNet(nn.Module):
+    """The authors' SA-Conv hypernetwork (their ``HyperNet.py``, SR and denoising), rewritten here.
+
+    Gray input (Rec. 601 weights :data:`GRAY_WEIGHTS` for RGB, the image itself for one channel) at the
+    authors' range 0-255 (:data:`AUTHORS_RGB_RANGE`); five unpadded 3x3 convolutions (strides 1, 2, 2, 1, 1;
+    ``first``, then ``features`` channels), each followed by BatchNorm and ReLU; the feature map ``F``
+    ``(features, h, w)`` is pooled against the gray image averaged down to ``h x w`` (``x_down``):
+    ``w1 = F x_down / (h w)`` ``(features,)``; a three-layer MLP (``features -> hidden -> hidden / 2 -> 3``,
+    ReLU between) gives the offsets ``(dtheta0, dCx, dCy)``, unbounded, ADDED to every layer's own
+    ``(theta0, Cx, Cy)`` (:func:`analysis.layers.authors_deformation_inverse`). The last linear layer (``out``)
+    starts at zero, so SA starts as TL. Inputs smaller than :data:`AUTHORS_HYPER_MIN_SIZE` are edge-padded to it
+    (the only departure; the authors train on 48-pixel or larger inputs, which it leaves alone).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        features: int = AUTHORS_HYPER_FEATURES,
+        first: int = AUTHORS_HYPER_FIRST,
+        hidden: int = AUTHORS_HYPER_HIDDEN,
+    ) -> None:
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise UsageError(f"the authors' hypernetwork reads 1 or 3 channels, got {in_channels}")
+        self.in_channels = in_channels
+        self.register_buffer("gray_weights", torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1), persistent=False)
+        layers: list[nn.Module] = []
+        self.strides = (1, 2, 2, 1, 1)
+        c = 1
+        for i, stride in enumerate(self.strides):
+            out = first if i == 0 else features
+            layers += [nn.Conv2d(c, out, 3, stride=stride), nn.BatchNorm2d(out), nn.ReLU()]
+            c = out
+        self.features = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU())
+        self.out = nn.Linear(hidden // 2, 3)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def gray(self, x: torch.Tensor) -> torch.Tensor:
+        """The gray image at the authors' range, ``(B, 1, H, W)``, edge-padded to the minimum size if smaller."""
+        g = x if self.in_channels == 1 else (x * self.gray_weights.to(x)).sum(1, keepdim=True)
+        g = g * AUTHORS_RGB_RANGE
+        h, w = g.shape[-2:]
+        ph, pw = max(AUTHORS_HYPER_MIN_SIZE - h, 0), max(AUTHORS_HYPER_MIN_SIZE - w, 0)
+        if ph or pw:
+            g = F.pad(g, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        return g
+
+    def offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3)``: ``(dtheta0, dCx, dCy)``, added to every layer's ``(theta0, Cx, Cy)``."""
+        g = self.gray(x)
+        feat = self.features(g)
+        h, w = feat.shape[-2:]
+        down = F.adaptive_avg_pool2d(g, (h, w))
+        pooled = torch.einsum("bnp,bp->bn", feat.flatten(2), down.flatten(1)) / (h * w)
+        return self.out(self.mlp(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.offsets(x)
+
+
 def transform_to_offset(transform: torch.Tensor) -> torch.Tensor:
     """``(theta0, cx, cy)`` -> ``(theta0, log cx, log cy)`` ``(..., 3)``; non-positive scales raise UsageError."""
-    if not bool((transform[..., 1:] > 0).all()):
-        raise UsageError("deformation scales cx, cy must be positive")
-    return torch.cat([transform[..., :1], torch.log(transform[..., 1:])], dim=-1)
+    return transform_to_parameters(transform, "log")
 
 
 def inverse_deformation(params: torch.Tensor) -> torch.Tensor:
     """``D_w^-1`` for ``D_w = R(theta0) diag(cx, cy)``: ``diag(1/cx, 1/cy) R(-theta0)``, ``(..., 2, 2)``."""
     return deformation_inverse(transform_to_offset(params))
+
+
+def basis_layers(model: nn.Module) -> list[BasisConv]:
+    """The basis-expanded convolutions of ``model`` in module order (those a deformation reaches)."""
+    return [m for m in model.modules() if isinstance(m, BasisConv)]
 
 
 class _TransformOverride:
@@ -386,22 +498,34 @@ class _TransformOverride:
     def forward(self, x: torch.Tensor, transform: torch.Tensor | None = None) -> torch.Tensor:
         """Restore ``x``; ``transform`` ``(B, 3)`` or ``(3,)``, ``(theta0, cx, cy)``, replaces the prediction.
 
-        For ``sa-global`` it is the deformation of every layer; for ``tl`` and ``sa`` it is added, as
-        ``(theta0, log cx, log cy)``, to every layer's own values (so with a ``tl`` at its initialisation it is
-        the deformation of every layer). The hypernetwork, if any, is then not evaluated and gets no gradient.
+        It is converted to an offset (its coordinates minus those of ``D = I``, :func:`transform_offset`) and
+        added to every layer's own values (``tl``, ``sa``) or to the network's tied ``D`` (``tie_transform``), so
+        with the deformations at their initialisation it is the deformation of every layer; for ``sa-global`` it
+        is the deformation itself. The hypernetwork, if any, is then not evaluated and gets no gradient.
         """
         x = self._checked(x)
         if transform is None:
             return self._forward(x, self.deformation(x))
         transform = torch.as_tensor(transform, dtype=x.dtype, device=x.device).expand(x.shape[0], 3)
-        return self._forward(x, transform_to_offset(transform))
+        return self._forward(x, self._with_tied(self.transform_offset(transform)))
+
+    def transform_offset(self, transform: torch.Tensor) -> torch.Tensor:
+        """The offset ``(..., 3)`` in this network's coordinates that deforms a layer at ``D = I`` by ``transform``."""
+        identity = torch.tensor(IDENTITY_PARAMETERS[self.parametrisation], dtype=transform.dtype)
+        return transform_to_parameters(transform, self.parametrisation) - identity.to(transform.device)
+
+    def _with_tied(self, offset: torch.Tensor | None) -> torch.Tensor | None:
+        """``offset`` plus the tied ``D``'s coordinates (absolute coordinates for the layers), if tied."""
+        tied = getattr(self, "tied_deformation", None)
+        if tied is None:
+            return offset
+        return tied if offset is None else tied + offset
 
 
 class _Hypernetwork:
-    """Adds ``hyper`` (:class:`TransformHyperNet`): the per-sample transform of ``sa`` and ``sa-global``.
+    """Adds ``hyper`` (:class:`TransformHyperNet`): the per-sample transform of ``sa-global``.
 
-    For ``sa`` its output is an offset ``(dtheta0, cx factor, cy factor)`` on every layer's own values; for
-    ``sa-global`` it is the deformation itself. ``(0, 1, 1)`` means none.
+    Its output is the deformation itself; ``(0, 1, 1)`` means none.
     """
 
     def __init__(self, *, hyper_width: int = HYPER_WIDTH, **kwargs) -> None:
@@ -409,8 +533,12 @@ class _Hypernetwork:
         self.hyper = TransformHyperNet(self.in_channels, self.group.order, hyper_width)
 
     def predict_transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample ``(theta0, cx, cy)`` (``sa``: offsets), ``(B, 3)``."""
+        """Per-sample ``(theta0, cx, cy)``, ``(B, 3)``."""
         return self.hyper(x)
+
+    def predict_offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample coordinates ``(theta0, log cx, log cy)``, ``(B, 3)``."""
+        return self.hyper.offsets(x)
 
     def deformation(self, x: torch.Tensor) -> torch.Tensor:
         return self.hyper.offsets(x)
@@ -419,36 +547,106 @@ class _Hypernetwork:
 class TLNet(_TransformOverride, EquivariantNet):
     """Transformation-learned network (the authors' TL, theory.md section 3).
 
-    :class:`EquivariantNet` whose every basis layer owns ``theta0`` and ``log_scale``
-    (``D = R(theta0) diag(cx, cy)`` at ``(0, 1, 1)``): a global, per-layer deformation shared
-    by all samples. With a deformation ``D`` a layer is equivariant to ``D A D^-1`` instead of
-    ``A`` (see :func:`conjugate_element`); ``A = rot180`` commutes with every ``D``, so a
-    ``tl`` network stays exactly equivariant to the half turn whatever it learns.
+    :class:`EquivariantNet` whose every basis layer owns its deformation ``D = R(theta0) diag(cx, cy)``, at
+    ``D = I`` initially: a global, per-layer deformation shared by all samples. ``variant`` (:data:`VARIANTS`):
+    ``"authors"`` owns ``(theta0, Cx, Cy)`` of ``D^-1`` (offsets added directly, their ``GetBasis``) with the
+    authors' tap mask; ``"bounded"`` owns ``(theta0, log cx, log cy)`` with the disk mask.
+
+    ``tie_transform=True``: ONE deformation for all layers (``tied_deformation``, the layers own none). Only
+    then is the network equivariant to ``D A D^-1`` (exactly on the grid where that is a signed permutation,
+    :func:`conjugate_element`, measured by :func:`conjugate_equivariance_error`). With a ``D`` per layer (the
+    authors' TL) it is equivariant to no conjugate group in general: see :func:`transform_spread`. The half turn
+    commutes with every ``D``, so any ``tl`` stays exactly equivariant to ``rot180`` (when its group has it).
     """
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(learn_deformation=True, **kwargs)
+    def __init__(self, *, variant: str = "authors", tie_transform: bool = False, **kwargs) -> None:
+        if variant not in VARIANTS:
+            raise UsageError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        parametrisation = "authors" if variant == "authors" else "log"
+        mask = "authors" if variant == "authors" else "disk"
+        super().__init__(learn_deformation=not tie_transform, mask=mask, parametrisation=parametrisation, **kwargs)
+        self.variant = variant
+        self.tie_transform = tie_transform
+        with torch.no_grad():  # Backbone scaled the tail's parameters, its deformation too: back to D = I
+            for layer in basis_layers(self):
+                if layer.inv_scale is not None:
+                    layer.inv_scale.fill_(1.0)
+        tied = nn.Parameter(torch.tensor(IDENTITY_PARAMETERS[parametrisation])) if tie_transform else None
+        self.register_parameter("tied_deformation", tied)
+
+    def deformation(self, x: torch.Tensor) -> torch.Tensor | None:
+        return self._with_tied(None)
+
+    def layer_parameters(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Every basis layer's deformation coordinates ``(N, L, 3)`` (``N = 1`` without per-sample offsets).
+
+        Own values (or the tied ``D``) plus, for ``sa``, the hypernetwork's offsets for each image of ``x``.
+        """
+        params = self.own_parameters()
+        offsets = self.sample_offsets(x)
+        if offsets is None:
+            return params[None]
+        return params[None].to(offsets) + offsets[:, None, :]
+
+    def own_parameters(self) -> torch.Tensor:
+        """Every basis layer's own coordinates ``(L, 3)`` in module order (the tied ``D`` repeated), detached."""
+        layers = basis_layers(self)
+        if self.tied_deformation is not None:
+            return self.tied_deformation.detach()[None].expand(len(layers), 3)
+        return torch.stack([m.deformation_parameters().detach() for m in layers])
+
+    def sample_offsets(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-sample offsets ``(N, 3)`` for images ``x`` (``None`` for ``tl``)."""
+        return None
 
     def layer_transforms(self) -> torch.Tensor:
-        """Every basis layer's own ``(theta0, cx, cy)``, ``(L, 3)``, in module order."""
-        rows = [m.deformation_parameters() for m in self.modules() if hasattr(m, "deformation_parameters")]
-        params = torch.stack([r for r in rows if r is not None]).detach()
-        return torch.cat([params[:, :1], params[:, 1:].exp()], dim=1)
+        """Every basis layer's own ``(theta0, cx, cy)``, ``(L, 3)``, in module order (the tied ``D`` repeated)."""
+        return parameters_to_transform(self.own_parameters(), self.parametrisation)
 
 
-class SampleAdaptiveNet(_Hypernetwork, TLNet):
-    """SA-Conv as the authors built it (theory.md section 3).
+class SampleAdaptiveNet(TLNet):
+    """SA-Conv (theory.md section 3): :class:`TLNet` plus a hypernetwork ``hyper`` predicting per-sample offsets.
 
-    :class:`TLNet` plus ``hyper`` (:class:`TransformHyperNet`) predicting per-sample offsets
-    ``(dtheta0, dlog cx, dlog cy)`` ADDED to every layer's own values. The hypernetwork's last
-    layer starts at zero, so a fresh ``sa`` computes exactly what the ``tl`` with the same
-    weights computes; :func:`init_sa_from_tl` loads a trained ``tl``. Per-sample filters make
-    each layer one grouped convolution over the batch.
+    ``variant="authors"`` (default): :class:`AuthorsHyperNet` (their hypernetwork; ``hyper_width`` = its feature
+    channels, default 32), offsets ``(dtheta0, dCx, dCy)`` unbounded and added to every layer's own
+    ``(theta0, Cx, Cy)``, the authors' tap mask. ``variant="bounded"``: :class:`TransformHyperNet`, tanh-bounded
+    offsets in ``(theta0, log cx, log cy)``, the disk mask. The remaining differences from the authors' code are
+    listed in ``docs/models.md``. The hypernetwork's last layer starts at zero, so a fresh ``sa`` computes exactly
+    what the ``tl`` with the same weights computes; :func:`init_sa_from_tl` loads a trained ``tl`` (same
+    variant). Per-sample filters make each layer one grouped convolution over the batch. ``D`` depends on the
+    input, so ``sa`` is equivariant to no fixed group once its hypernetwork has learned.
     """
+
+    def __init__(self, *, hyper_width: int | None = None, variant: str = "authors", **kwargs) -> None:
+        super().__init__(variant=variant, **kwargs)
+        if variant == "authors":
+            self.hyper = AuthorsHyperNet(self.in_channels, hyper_width or AUTHORS_HYPER_FEATURES)
+        else:
+            self.hyper = TransformHyperNet(self.in_channels, self.group.order, hyper_width or HYPER_WIDTH)
+
+    def predict_offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """The hypernetwork's raw per-sample offsets ``(B, 3)`` in the layers' coordinates."""
+        return self.hyper.offsets(x)
+
+    def predict_transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample offsets as a transform ``(theta0, cx, cy)`` ``(B, 3)``: the deformation they give a layer at
+        ``D = I``, so ``model(x, transform=model.predict_transform(x))`` equals ``model(x)``. (For the authors'
+        variant ``cx = 1 / (1 + dCx)``: not positive when ``dCx <= -1``.)"""
+        identity = torch.tensor(IDENTITY_PARAMETERS[self.parametrisation], dtype=x.dtype, device=x.device)
+        return parameters_to_transform(identity + self.hyper.offsets(x), self.parametrisation)
+
+    def deformation(self, x: torch.Tensor) -> torch.Tensor:
+        return self._with_tied(self.hyper.offsets(x))
+
+    def sample_offsets(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            raise UsageError("an sa model's deformation depends on the input: pass images")
+        with torch.no_grad():
+            return self.hyper.offsets(x.to(next(self.parameters())))
 
 
 class GlobalSampleAdaptiveNet(_Hypernetwork, _TransformOverride, EquivariantNet):
-    """``sa-global``: one per-sample ``D_w`` from the hypernetwork shared by all layers (the earlier design).
+    """``sa-global``: one per-sample ``D_w`` from the (bounded) hypernetwork shared by all layers (an earlier design).
 
     Same layers and state-dict keys as :class:`EquivariantNet` plus ``hyper.*``; the layers
     own no deformation, so the hypernetwork's transform is the deformation itself. With zero
@@ -462,6 +660,14 @@ class GlobalSampleAdaptiveNet(_Hypernetwork, _TransformOverride, EquivariantNet)
         """
         return _load_except_hyper(self, state_dict, "equivariant")
 
+    def layer_parameters(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Every basis layer's coordinates ``(theta0, log cx, log cy)`` for each image of ``x``: ``(N, L, 3)``."""
+        if x is None:
+            raise UsageError("an sa-global model's deformation depends on the input: pass images")
+        with torch.no_grad():
+            offsets = self.hyper.offsets(x.to(next(self.parameters())))
+        return offsets[:, None, :].expand(-1, len(basis_layers(self)), 3)
+
 
 def _load_except_hyper(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> list[str]:
     try:
@@ -471,8 +677,14 @@ def _load_except_hyper(model: nn.Module, state_dict: dict[str, torch.Tensor], wh
         raise UsageError(f"not a {what} checkpoint for this architecture: {first}") from None
     bad_missing = [k for k in result.missing_keys if not k.startswith("hyper.")]
     if bad_missing or result.unexpected_keys:
+        keys = bad_missing + list(result.unexpected_keys)
+        hint = ""
+        if any(k.endswith(("log_scale", "inv_scale")) for k in keys):
+            hint = " (another variant: 'authors' layers own inv_scale, 'bounded' ones log_scale)"
+        elif any(k == "tied_deformation" for k in keys):
+            hint = " (tie_transform differs)"
         raise UsageError(
-            f"not a {what} checkpoint for this architecture: missing {bad_missing[:4]}, "
+            f"not a {what} checkpoint for this architecture{hint}: missing {bad_missing[:4]}, "
             f"unexpected {list(result.unexpected_keys)[:4]}"
         )
     return list(result.missing_keys)
@@ -485,8 +697,9 @@ def init_sa_from_tl(
 
     ``kind``, ``group``, ``basis`` are the source run's settings; another kind, group or basis
     is a one-line :class:`UsageError`, and every non-hypernetwork key must match in name and
-    shape (strict). The hypernetwork keeps its zero last layer, so the result computes
-    exactly what the ``tl`` network computes. Returns the hypernetwork keys left at their init.
+    shape (strict; another variant or ``tie_transform`` has other keys). The hypernetwork keeps its zero last
+    layer, so the result computes exactly what the ``tl`` network computes. Returns the hypernetwork keys left
+    at their init.
     """
     if not isinstance(model, SampleAdaptiveNet):
         raise UsageError(f"--init-from initialises an 'sa' model, not {type(model).__name__}")
@@ -497,6 +710,135 @@ def init_sa_from_tl(
     if basis != model.basis:
         raise UsageError(f"--init-from run has basis {basis!r}, this model {model.basis!r}; use the same basis")
     return _load_except_hyper(model, state_dict, "tl")
+
+
+SPREAD_QUANTITIES = ("theta0_deg", "log_cx", "log_cy")
+"""The deformation coordinates :func:`transform_spread` reports (``D = R(theta0) diag(cx, cy)``)."""
+
+
+def transform_spread(model: nn.Module, images: torch.Tensor | None = None) -> pd.DataFrame:
+    """How far a deformable model is from ONE shared ``D``: the spread of its learned ``(theta0, cx, cy)``.
+
+    For every basis layer (and, for ``sa``/``sa-global``, every image of ``images`` ``(N, C, H, W)``) the
+    deformation ``D = R(theta0) diag(cx, cy)`` is read as ``theta0`` (degrees), ``log cx``, ``log cy``. One row
+    per quantity of :data:`SPREAD_QUANTITIES`: ``mean``; ``sd_across_layers`` (population sd over layers,
+    averaged over images) and ``range_across_layers``; ``sd_across_images`` (sd over images, averaged over
+    layers; 0 for ``tl``) and ``range_across_images``; ``tied``, ``n_layers``, ``n_images``. A conjugate
+    symmetry ``D A D^-1`` exists only when both spreads are 0 (and, for ``sa``, for a fixed ``transform=``).
+    For the authors' variant a non-positive ``Cx`` (a reflection, no ``log cx``) reads NaN.
+    """
+    if not isinstance(model, (TLNet, GlobalSampleAdaptiveNet)):
+        raise UsageError(f"only tl, sa and sa-global models carry a deformation D, not {type(model).__name__}")
+    params = model.layer_parameters(images).double()  # (N, L, 3)
+    transform = parameters_to_transform(params, model.parametrisation)
+    with torch.no_grad():
+        values = torch.stack(
+            [torch.rad2deg(transform[..., 0]), transform[..., 1].log(), transform[..., 2].log()], dim=-1
+        )
+    n, layers = values.shape[:2]
+    rows = []
+    for q, name in enumerate(SPREAD_QUANTITIES):
+        v = values[..., q]
+        rows.append(
+            {
+                "quantity": name,
+                "mean": float(v.mean()),
+                "sd_across_layers": float(v.std(dim=1, unbiased=False).mean()),
+                "range_across_layers": float((v.amax(1) - v.amin(1)).mean()),
+                "sd_across_images": float(v.std(dim=0, unbiased=False).mean()) if n > 1 else 0.0,
+                "range_across_images": float((v.amax(0) - v.amin(0)).mean()),
+                "tied": bool(getattr(model, "tie_transform", False)),
+                "n_layers": layers,
+                "n_images": n if images is not None else 0,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def shared_deformation(model: nn.Module, transform: torch.Tensor | None = None) -> torch.Tensor:
+    """The one ``D`` ``(2, 2)`` every layer of ``model`` uses for every input, or a one-line :class:`UsageError`.
+
+    ``transform`` ``(3,)``: a fixed ``(theta0, cx, cy)`` given to ``model(x, transform=...)`` (required for
+    ``sa``/``sa-global``, whose hypernetwork makes ``D`` depend on the input). ``tl`` qualifies when tied, or
+    when its layers' ``D`` happen to be equal exactly (e.g. at initialisation).
+    """
+    if not isinstance(model, (TLNet, GlobalSampleAdaptiveNet)):
+        raise UsageError(f"only tl, sa and sa-global models carry a deformation D, not {type(model).__name__}")
+    adaptive = isinstance(model, (SampleAdaptiveNet, GlobalSampleAdaptiveNet))
+    if adaptive and transform is None:
+        raise UsageError(
+            "this model's D depends on the input (its hypernetwork): it is equivariant to no fixed group; "
+            "pass a fixed transform= or use transform_spread"
+        )
+    if isinstance(model, GlobalSampleAdaptiveNet):
+        params = model.transform_offset(torch.as_tensor(transform, dtype=torch.float64))[None]
+    else:
+        params = model.own_parameters().double()
+        if transform is not None:
+            params = params + model.transform_offset(torch.as_tensor(transform, dtype=torch.float64))
+        spread = (params - params[0]).abs().max()
+        if spread > 0:
+            raise UsageError(
+                f"the {len(params)} layers learned different D (max coordinate difference {float(spread):.3g}): "
+                "no conjugate symmetry D A D^-1 to measure; use transform_spread, or build with tie_transform=True"
+            )
+    return torch.linalg.inv(parameters_inverse(params[0], model.parametrisation))
+
+
+class _FixedTransform(nn.Module):
+    """``model(x, transform=transform)`` (or ``model(x)``) as a one-argument module with the model's ``skip``."""
+
+    def __init__(self, model: nn.Module, transform: torch.Tensor | None) -> None:
+        super().__init__()
+        self.model = model
+        self.transform = transform
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transform is None:
+            return self.model(x)
+        return self.model(x, transform=torch.as_tensor(self.transform, dtype=x.dtype, device=x.device))
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.skip(x)
+
+
+def conjugate_equivariance_error(
+    model: nn.Module,
+    images: torch.Tensor,
+    group: str | Group,
+    *,
+    transform: torch.Tensor | None = None,
+    **options,
+) -> pd.DataFrame:
+    """Equivariance error of ``model`` to ``D A D^-1`` for every ``A`` of ``group``, where such a symmetry exists.
+
+    ``D`` is :func:`shared_deformation` (a tied ``tl``, a ``tl`` whose layers agree, or any deformable model with
+    a fixed ``transform``); other models raise :class:`UsageError`. For each ``A`` whose conjugate is grid-exact
+    (:func:`conjugate_element`) the error is :func:`analysis.equivariance.equivariance_error` of that conjugate
+    with ``normalisation="learned"`` (``options`` pass through, e.g. ``disk=False``); elements without a
+    grid-exact conjugate get ``conjugate`` None and NaN. Columns: ``element``, ``conjugate``,
+    ``equivariance_error``.
+    """
+    d = shared_deformation(model, transform)
+    g = get_group(group) if isinstance(group, str) else group
+    conjugates = {el.name: conjugate_element(d, el) for el in g}
+    exact = [c for c in conjugates.values() if c is not None]
+    found = {}
+    if exact:
+        unique = tuple({c.name: c for c in exact}.values())
+        frame = equivariance_error(
+            _FixedTransform(model, transform), images, Group("conjugates", unique), normalisation="learned", **options
+        )
+        found = dict(zip(frame["element"], frame["equivariance_error"], strict=True))
+    rows = [
+        {
+            "element": name,
+            "conjugate": None if c is None else c.name,
+            "equivariance_error": math.nan if c is None else found[c.name],
+        }
+        for name, c in conjugates.items()
+    ]
+    return pd.DataFrame(rows)
 
 
 def conjugate_element(deformation: torch.Tensor, element: GroupElement) -> GroupElement | None:
@@ -632,7 +974,9 @@ def build_model(
     parameter match); ``tail`` in :data:`TAILS` (default: ``equivariant`` for the residual layout, the authors'
     ``plain`` for theirs); ``layout`` in :data:`LAYOUTS` with ``res_scale`` (default :func:`default_res_scale`;
     kinds built on :class:`Backbone`'s own flavours only). Options of one kind: ``match`` in :data:`MATCHES` and
-    ``plain_width`` (``plain``, which overrides the match), ``hyper_width`` (``sa``, ``sa-global``).
+    ``plain_width`` (``plain``, which overrides the match), ``hyper_width`` (``sa``, ``sa-global``),
+    ``variant`` in :data:`VARIANTS` and ``tie_transform`` (``tl``, ``sa``), ``mask`` in
+    :data:`analysis.basis.MASKS` (``equivariant``, ``sa-global``; ``tl``/``sa`` take the mask of their variant).
     """
     check_layout(layout)
     if tail is None:
@@ -671,21 +1015,30 @@ def _plain(shared: dict, *, match: str = "parameters", plain_width: int | None =
     return PlainNet(width=plain_width, **shared)
 
 
+def _checked(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise UsageError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    return value
+
+
 @register_model("equivariant")
-def _equivariant(shared: dict) -> EquivariantNet:
-    return EquivariantNet(**shared)
+def _equivariant(shared: dict, *, mask: str = "disk") -> EquivariantNet:
+    return EquivariantNet(mask=_checked("mask", mask, MASKS), **shared)
 
 
 @register_model("tl")
-def _tl(shared: dict) -> TLNet:
-    return TLNet(**shared)
+def _tl(shared: dict, *, variant: str = "authors", tie_transform: bool = False) -> TLNet:
+    return TLNet(variant=_checked("variant", variant, VARIANTS), tie_transform=bool(tie_transform), **shared)
 
 
 @register_model("sa")
-def _sa(shared: dict, *, hyper_width: int = HYPER_WIDTH) -> SampleAdaptiveNet:
-    return SampleAdaptiveNet(hyper_width=hyper_width, **shared)
+def _sa(
+    shared: dict, *, hyper_width: int | None = None, variant: str = "authors", tie_transform: bool = False
+) -> SampleAdaptiveNet:
+    variant = _checked("variant", variant, VARIANTS)
+    return SampleAdaptiveNet(hyper_width=hyper_width, variant=variant, tie_transform=bool(tie_transform), **shared)
 
 
 @register_model("sa-global")
-def _sa_global(shared: dict, *, hyper_width: int = HYPER_WIDTH) -> GlobalSampleAdaptiveNet:
-    return GlobalSampleAdaptiveNet(hyper_width=hyper_width, **shared)
+def _sa_global(shared: dict, *, hyper_width: int = HYPER_WIDTH, mask: str = "disk") -> GlobalSampleAdaptiveNet:
+    return GlobalSampleAdaptiveNet(hyper_width=hyper_width, mask=_checked("mask", mask, MASKS), **shared)

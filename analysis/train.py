@@ -15,6 +15,11 @@ floating-point summation order.
 
 from __future__ import annotations
 
+from symmetry import interrupt
+
+interrupt.install(__name__)  # first, before the imports below (seconds): a Ctrl-C while they run ends quietly
+# ruff: noqa: E402 - the imports follow the Ctrl-C handler on purpose
+
 import argparse
 import math
 import random
@@ -427,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="refuse to start when the run's estimated memory exceeds SIZE, e.g. 16G (default: what the machine has "
+        "available: MemAvailable, a cgroup limit or ulimit -v, whichever is least; on CUDA the GPU's free memory)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="no messages")
     return p
@@ -477,6 +488,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
+    from analysis.budget import check_train  # before anything is read or written (issue 23)
+
+    check_train(cfg.resolved(), resume=getattr(args, "resume", False), max_memory=getattr(args, "max_memory", None))
     train(
         cfg,
         resume=getattr(args, "resume", False),
@@ -488,4 +502,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interrupt.run(main))

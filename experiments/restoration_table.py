@@ -231,7 +231,8 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
     if len(equi) and len(plain):
         parts.append(
             f"quarter-turn error of the learned part: equivariant ({main_group}) <= {equi.max():.1e}, "
-            f"plain >= {plain.min():.1e} (tl/sa learn a deformation D and are D A D^-1-equivariant instead)"
+            f"plain >= {plain.min():.1e} (tl and sa are not compared: with a D per layer, and per image for sa, "
+            "they keep no exact symmetry but the half turn)"
         )
     return "; ".join(parts)
 

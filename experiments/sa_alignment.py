@@ -1,16 +1,19 @@
 """``sa_alignment``: does SA-Conv's hypernetwork predict the transformation that aligns each image with G?
 
 theory.md, section 3: SA-Conv evaluates its filters on the mesh deformed by a per-sample ``D_w = R(theta0)
-diag(cx, cy)`` predicted by a hypernetwork, so the network is equivariant to ``D_w G D_w^-1``: it should pick the
-``D_w`` that makes the aligned image ``pi_D^-1 x`` G-symmetric. Section 4 (last point) defines that per-sample
-target: each image's best-aligning transformation (:func:`symmetry.alignment.best_alignment`).
+diag(cx, cy)`` predicted by a hypernetwork. With ONE such ``D_w`` in every layer a network is equivariant to
+``D_w G D_w^-1``, so the hope is a ``D_w`` that makes the aligned image ``pi_D^-1 x`` G-symmetric; the authors'
+SA adds the per-sample offsets to a ``D`` of its own in every layer, so it has no such exact symmetry, and what
+is measured here is only whether its per-image offsets follow the per-image transforms. Section 4 (last point)
+defines that per-sample target: each image's best-aligning transformation
+(:func:`symmetry.alignment.best_alignment`).
 
 Data: (1) ``synthetic:deformed`` (:mod:`symmetry.synthetic`): rot4-symmetric motif fields seen through a known
 per-image ``D_n = R(theta_n) diag(cx_n, cy_n)``, so the truth is known; (2) Rain100L's clean photographs (no
-truth; skipped when absent). One cell per (dataset, seed): train ``sa`` (``analysis.models.build_model``) to
-denoise (Gaussian noise ``sigma`` in 0-255 units) briefly at tiny width on random crops, then, per held-out image,
-compare the hypernetwork's ``(theta0, cx, cy)`` (``model.predict_transform`` on the noisy image) with the truth and
-with the image's best alignment (covariance distance; the per-image kernel MMD on a few images as well).
+truth; skipped when absent). One cell per (dataset, seed): train the models below to denoise (Gaussian noise
+``sigma`` in 0-255 units) at tiny width on random crops, then, per held-out image, compare the hypernetworks'
+outputs with the truth and with the image's best alignment (covariance distance; the per-image kernel MMD on a
+few images as well).
 
 What is comparable. Only the stretch ``D D^T`` up to scale is identifiable (``symmetry.alignment``): the angle of
 the stretch axes modulo ``2 pi / N = pi / 2`` (rot4), with ``log(cx / cy)`` changing sign per quarter turn, and
@@ -19,24 +22,28 @@ log-ratios by Pearson's r after moving each estimate to the representative neare
 (:func:`symmetry.alignment.match_to`). A near-constant prediction makes a circular correlation meaningless, so the
 spread (circular standard deviation) of the predicted angles is reported beside it.
 
-Models (issue 9; theory.md section 3 as corrected: the authors train TL, then fine-tune SA from it). Every model
-gets the same number of optimisation steps, ``steps + sa_steps``, on the same crops and noise (one seed):
+Models (theory.md section 3: the authors train TL, then fine-tune SA from it). ``tl`` and ``sa`` are the authors'
+variant (``analysis.models``: their hypernetwork, mask and ``(theta0, Cx, Cy)`` offsets; the remaining
+differences are in docs/models.md):
 
-- ``equivariant``: ``D = I`` in every layer;
-- ``tl``: every layer learns its own global ``(theta0, cx, cy)``; trained ``steps``, then continued ``sa_steps``
-  (a fresh Adam and cosine schedule, as the fine-tuning gets);
-- ``sa``: the same ``tl`` after ``steps``, fine-tuned ``sa_steps`` with the hypernetwork's per-sample offsets
-  added to every layer's values (zero last layer: it starts exactly as ``tl``), the authors' recipe. ``sa`` vs
-  ``tl`` is a paired comparison: same start, data and steps, only the per-sample offsets differ;
-- ``sa-global``: the earlier design, one per-sample ``D_w`` shared by all layers from the hypernetwork alone; its
-  predictions are the ``pred_*`` columns compared with the truth and the alignment above;
-- fixed-transform controls (the ``sa-global`` network with ``model(x, transform=...)``): ``truth`` (each image's
-  known ``D_n``), ``truth_scaled`` (``D_n`` times the isotropic scale ``sqrt(cx cy)`` ``sa-global`` learned on
-  average) and ``learned_mean`` (``sa-global``'s mean prediction, the same for every image).
+- ``tl``: every layer learns its own global ``(theta0, Cx, Cy)``; trained ``steps`` (cosine schedule), then
+  continued ``S`` steps at the constant rate ``sa_lr`` on the batches ``sa`` sees;
+- ``sa``: the same ``tl`` after ``steps``, fine-tuned with the hypernetwork's per-sample offsets added to every
+  layer's values (zero last layer: it starts exactly as ``tl``) until the offsets stop changing
+  (:func:`fine_tune_sa`: the rule and ``S``, reported per cell). ``sa`` vs ``tl`` is paired: same start, data,
+  steps and rate, only the per-sample offsets differ;
+- ``equivariant``: ``D = I`` in every layer, ``steps + S`` steps (cosine);
+- ``sa-global``: the earlier design, one per-sample ``D_w`` shared by all layers from the bounded hypernetwork
+  alone, ``steps + S`` steps; its predictions are the ``pred_*`` columns compared with the truth and the alignment;
+- fixed-transform controls (the ``sa-global`` network with ``model(x, transform=...)``, ``steps + S`` steps):
+  ``truth`` (each image's known ``D_n``), ``truth_scaled`` (``D_n`` times the isotropic scale ``sqrt(cx cy)``
+  ``sa-global`` learned on average) and ``learned_mean`` (``sa-global``'s mean prediction, the same for every
+  image).
 
 Whether per-sample adaptation adds anything beyond TL is read from the per-seed paired differences ``sa - tl`` of
-the mean test PSNR (:func:`paired_differences`: mean and a t-interval over seeds), and the size of what ``sa``'s
-hypernetwork adds (``sa_dtheta0``, ``sa_dlog_ratio`` per image).
+the mean test PSNR (:func:`paired_differences`: mean and a t-interval over seeds), and from how much ``sa``'s
+per-image offsets (``sa_dtheta0``, ``sa_dcx``, ``sa_dcy``, ``sa_dlog_ratio``) vary between images against the
+per-image transforms (:func:`offset_spreads`).
 """
 
 from __future__ import annotations
@@ -45,12 +52,41 @@ import math
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
+from scipy import stats
 
+from analysis.fit import fit, loss_fn
+from analysis.metrics import psnr as psnr_db
+from analysis.models import build_model, init_sa_from_tl
 from experiments.runner import Context, SkipCell
+from experiments.style import PALETTE, subplots
+from symmetry.alignment import (
+    AlignmentSettings,
+    best_alignment,
+    canonical,
+    circular_correlation,
+    deformation,
+    make_aligner,
+    match_to,
+)
+from symmetry.data import ImageSource, load_dataset
 from symmetry.errors import UsageError
+from symmetry.groups import get_group
+from symmetry.streams import rng, seed_of, torch_generator
+from symmetry.synthetic import load_synthetic
 
 DATASETS = ("synthetic", "rain100l")
+CONVERGENCE_KEYS = (
+    "sa_lr",
+    "sa_check_every",
+    "sa_patience",
+    "sa_tol_deg",
+    "sa_tol_scale",
+    "sa_max_steps",
+    "probe_images",
+)
+"""The rule that ends ``sa``'s fine-tuning (:func:`fine_tune_sa`)."""
 MODEL_KEYS = (
     "group",
     "sigma",
@@ -58,11 +94,12 @@ MODEL_KEYS = (
     "depth",
     "kernel_size",
     "hyper_width",
+    "global_hyper_width",
     "steps",
-    "sa_steps",
     "batch_size",
     "patch",
     "lr",
+    *CONVERGENCE_KEYS,
 )
 ALIGN_KEYS = ("radius", "max_log_ratio", "angles", "scales", "refine", "mmd_images", "mmd_windows")
 LEARNED_R = 0.5
@@ -101,9 +138,6 @@ def _synthetic(cell: dict):
     Values below ``1e-30`` (far from every atom) are set to 0: as float32 subnormals they slow CPU convolutions
     several fold.
     """
-    from symmetry.data import ImageSource
-    from symmetry.synthetic import load_synthetic
-
     fields = {split: list(load_synthetic(cell["spec"], split=split)) for split in ("train", "test")}
     rasters = {}
     for split, count in (("train", cell["train_images"]), ("test", cell["test_images"])):
@@ -118,8 +152,6 @@ def _synthetic(cell: dict):
 
 def _rain100l(cell: dict, ctx: Context):
     """Gray clean Rain100L images: whole training images, centre crops of the test images, and the test sources."""
-    from symmetry.data import ImageSource, load_dataset
-
     if not ctx.data_available("rain100l"):
         raise SkipCell(f"rain100l not found under {ctx.data_root}; pass --data-root")
     train = list(load_dataset("rain100l", data_root=ctx.data_root, split="train", channels="gray"))
@@ -148,23 +180,25 @@ def train_model(
     transforms: torch.Tensor | None = None,
     start: dict[str, torch.Tensor] | None = None,
     first_step: int = 0,
+    schedule: str = "cosine",
+    lr: float | None = None,
+    callback=None,
 ):
-    """A short Adam run (:func:`analysis.fit.fit`, cosine learning rate) of a ``kind`` network on random ``patch``
-    crops of clean images with fresh noise; returns the network (eval mode) and the per-step losses.
+    """An Adam run (:func:`analysis.fit.fit`) of a ``kind`` network on random ``patch`` crops of clean images with
+    fresh noise; returns the network (eval mode) and the per-step losses.
 
-    ``steps`` defaults to ``steps + sa_steps`` of the cell. ``transforms`` ``(len(images), 3)``: a fixed
-    ``(theta0, cx, cy)`` per image replacing the hypernetwork. ``start``: a ``tl`` state dict to start from
-    (:func:`analysis.models.init_sa_from_tl` for ``sa``, a plain load for ``tl``); the batches then continue at
-    ``first_step``. Initialisation, crops and noise come from the named streams ``init``, ``batches`` and
-    ``noise`` of the seed (step ``k`` from ``(seed, stream, k)``).
+    ``steps`` defaults to ``steps`` of the cell; ``schedule`` and ``lr`` (default the cell's) are fit's.
+    ``transforms`` ``(len(images), 3)``: a fixed ``(theta0, cx, cy)`` per image replacing the hypernetwork.
+    ``start``: a ``tl`` state dict to start from (:func:`analysis.models.init_sa_from_tl` for ``sa``, a plain load
+    for ``tl``); the batches then continue at ``first_step``. ``callback``: fit's per-step callback (True stops).
+    Initialisation, crops and noise come from the named streams ``init``, ``batches`` and ``noise`` of the seed
+    (step ``k`` from ``(seed, stream, k)``). ``tl`` and ``sa`` are the authors' variant (``build_model``'s default);
+    ``sa-global`` is the earlier design with the bounded hypernetwork.
     """
-    from analysis.fit import fit, loss_fn
-    from analysis.models import build_model, init_sa_from_tl
-    from symmetry.streams import rng, seed_of, torch_generator
-
     seed = cell["seed"]
     torch.manual_seed(seed_of(seed, "init"))
-    options = {"hyper_width": cell["hyper_width"]} if kind in ("sa", "sa-global") else {}
+    options = {"sa": {"hyper_width": cell["hyper_width"]}, "sa-global": {"hyper_width": cell["global_hyper_width"]}}
+    options = options.get(kind, {})
     net = build_model(
         kind,
         group=cell["group"],
@@ -203,27 +237,122 @@ def train_model(
         out = model(noisy) if transforms is None else model(noisy, transform=transforms[index.to(device)])
         return loss_fn("l2", out, clean)
 
-    total = cell["steps"] + cell["sa_steps"] if steps is None else steps
-    result = fit(net, step, batches, steps=total, lr=cell["lr"], schedule="cosine", device=device)
+    total = cell["steps"] if steps is None else steps
+    result = fit(
+        net,
+        step,
+        batches,
+        steps=total,
+        lr=cell["lr"] if lr is None else lr,
+        schedule=schedule,
+        device=device,
+        callback=callback,
+    )
     net.eval()
     return net, result.losses
 
 
-def train_models(cell: dict, images: list[torch.Tensor], device: torch.device) -> dict:
-    """The four learned models of a cell (:data:`MODELS`), each after ``steps + sa_steps`` steps.
+def probe_batch(cell: dict, images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The fixed noisy crops the convergence rule watches: the centre ``patch`` crop of the first
+    ``probe_images`` training images with noise from the seed's ``evaluation`` stream, ``(n, 1, patch, patch)``."""
+    p = cell["patch"]
+    crops = []
+    for x in images[: cell["probe_images"]]:
+        top, left = (x.shape[-2] - p) // 2, (x.shape[-1] - p) // 2
+        crops.append(x[:, top : top + p, left : left + p])
+    clean = torch.stack(crops).to(device, torch.float32)
+    noise = torch.randn(
+        clean.shape, generator=torch_generator(cell["seed"], "evaluation", device=device), device=device
+    )
+    return clean + cell["sigma"] / 255.0 * noise
 
-    ``tl`` trains ``steps``; from that state ``tl`` continues and ``sa`` is fine-tuned (the authors' recipe), each
-    ``sa_steps`` more on the same batches. Returns ``{name: (net, losses)}``.
+
+def offset_change(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float]:
+    """The largest change over probe images of the offsets ``(dtheta0, dCx, dCy)``: ``(degrees, scale units)``."""
+    d = (after - before).abs()
+    return float(torch.rad2deg(d[:, 0]).max()), float(d[:, 1:].max())
+
+
+def fine_tune_sa(cell: dict, images: list[torch.Tensor], device: torch.device, start: dict) -> tuple:
+    """Fine-tune ``sa`` from the ``tl`` state ``start`` until its hypernetwork's offsets stop changing.
+
+    The rule (:data:`CONVERGENCE_KEYS`): a constant learning rate ``sa_lr`` (so no schedule forces a stop);
+    every ``sa_check_every`` steps the hypernetwork (eval mode) predicts the offsets ``(dtheta0, dCx, dCy)`` of
+    the fixed :func:`probe_batch`; converged when, at ``sa_patience`` consecutive checks, no probe image's offsets
+    moved by ``sa_tol_deg`` degrees (``dtheta0``) or ``sa_tol_scale`` (``dCx``, ``dCy``) or more since the previous
+    check; ``sa_max_steps`` caps the run. Returns ``(net, losses, trace)``: ``trace`` has one row per check
+    (``step``, ``change_deg``, ``change_scale``, ``calm``) and the attributes ``converged`` and ``steps``.
+    """
+    probe = probe_batch(cell, images, device)
+    rows: list[dict] = []
+    state = {"last": None, "calm": 0}
+
+    def check(info) -> bool:
+        if info.step % cell["sa_check_every"]:
+            return False
+        model = info.model
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            offsets = model.predict_offsets(probe).double()
+        model.train(was)
+        if state["last"] is None:
+            state["last"] = offsets
+            return False
+        deg, scale = offset_change(state["last"], offsets)
+        state["last"] = offsets
+        calm = deg < cell["sa_tol_deg"] and scale < cell["sa_tol_scale"]
+        state["calm"] = state["calm"] + 1 if calm else 0
+        rows.append({"step": info.step, "change_deg": deg, "change_scale": scale, "calm": state["calm"]})
+        return state["calm"] >= cell["sa_patience"]
+
+    net, losses = train_model(
+        cell,
+        images,
+        device,
+        kind="sa",
+        steps=cell["sa_max_steps"],
+        start=start,
+        first_step=cell["steps"],
+        schedule="constant",
+        lr=cell["sa_lr"],
+        callback=check,
+    )
+    trace = pd.DataFrame(rows, columns=["step", "change_deg", "change_scale", "calm"])
+    trace.attrs["converged"] = bool(len(trace) and trace["calm"].iloc[-1] >= cell["sa_patience"])
+    trace.attrs["steps"] = len(losses)
+    return net, losses, trace
+
+
+def train_models(cell: dict, images: list[torch.Tensor], device: torch.device) -> tuple[dict, pd.DataFrame]:
+    """The four learned models of a cell (:data:`MODELS`) and ``sa``'s convergence trace.
+
+    ``tl`` trains ``steps`` (cosine); from that state ``sa`` is fine-tuned until its offsets stop changing
+    (:func:`fine_tune_sa`, ``S`` steps), and ``tl`` continues ``S`` steps on the same batches at the same constant
+    learning rate: ``sa - tl`` is paired. ``equivariant`` and ``sa_global`` train ``steps + S`` (cosine).
+    Returns ``({name: (net, losses)}, trace)``.
     """
     tl, _ = train_model(cell, images, device, kind="tl", steps=cell["steps"])
     state = {k: v.detach().clone() for k, v in tl.state_dict().items()}
-    more = dict(steps=cell["sa_steps"], start=state, first_step=cell["steps"])
-    return {
-        "equivariant": train_model(cell, images, device, kind="equivariant"),
-        "tl": train_model(cell, images, device, kind="tl", **more),
-        "sa": train_model(cell, images, device, kind="sa", **more),
-        "sa_global": train_model(cell, images, device, kind="sa-global"),
+    sa, sa_losses, trace = fine_tune_sa(cell, images, device, state)
+    more = trace.attrs["steps"]
+    models = {
+        "equivariant": train_model(cell, images, device, kind="equivariant", steps=cell["steps"] + more),
+        "tl": train_model(
+            cell,
+            images,
+            device,
+            kind="tl",
+            steps=more,
+            start=state,
+            first_step=cell["steps"],
+            schedule="constant",
+            lr=cell["sa_lr"],
+        ),
+        "sa": (sa, sa_losses),
+        "sa_global": train_model(cell, images, device, kind="sa-global", steps=cell["steps"] + more),
     }
+    return models, trace
 
 
 def control_transforms(control: str, pred: np.ndarray, train_truths: list[dict], test_truths: list[dict]):
@@ -247,22 +376,34 @@ def control_transforms(control: str, pred: np.ndarray, train_truths: list[dict],
 
 
 def _psnr(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    mse = (x - y).double().square().flatten(1).mean(1)
-    return (10 * torch.log10(1.0 / mse)).cpu().numpy()
+    """Per-image PSNR (dB, peak 1) of a batch: :func:`analysis.metrics.psnr`."""
+    return psnr_db(x, y).cpu().numpy()
+
+
+def sa_offsets(model, noisy: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per image: the hypernetwork's raw offsets ``dtheta0`` (rad), ``dCx``, ``dCy`` and ``dlog_ratio``, the change
+    of ``log(cx / cy)`` they make, averaged over layers (``cx / cy = Cy / Cx``; NaN where a scale is not positive)."""
+    with torch.no_grad():
+        offsets = model.predict_offsets(noisy).double().cpu()
+        own = model.own_parameters().double().cpu()  # (L, 3): theta0, Cx, Cy
+    eff = own[None] + offsets[:, None, :]
+    ratio = (eff[..., 2] / eff[..., 1]).log() - (own[:, 2] / own[:, 1]).log()
+    return {
+        "dtheta0": offsets[:, 0].numpy(),
+        "dcx": offsets[:, 1].numpy(),
+        "dcy": offsets[:, 2].numpy(),
+        "dlog_ratio": ratio.mean(1).numpy(),
+    }
 
 
 def run_cell(cell: dict, ctx: Context) -> list[dict]:
     """Train the models, predict each test image's transform, align each test image; one row per image."""
-    from symmetry.alignment import AlignmentSettings, best_alignment, deformation, make_aligner
-    from symmetry.groups import get_group
-    from symmetry.streams import torch_generator
-
     if cell["dataset"] == "synthetic":
         train, test, sources, truths, train_truths = _synthetic(cell)
     else:
         train, test, sources, truths, train_truths = _rain100l(cell, ctx)
     device = ctx.device
-    models = train_models(cell, train, device)
+    models, trace = train_models(cell, train, device)
     net, losses = models["sa_global"]
     gen = torch_generator(cell["seed"], "noise", device=device)  # test noise: the stream without a step key
     clean = test.to(device, torch.float32)
@@ -270,7 +411,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
     psnr = {}
     with torch.no_grad():
         pred = net.predict_transform(noisy).double().cpu().numpy()
-        offsets = models["sa"][0].predict_transform(noisy).double().cpu().numpy()
+        offsets = sa_offsets(models["sa"][0], noisy)
         for name, (model, _) in models.items():
             psnr[name] = _psnr(model(noisy), clean)
     psnr_in = _psnr(noisy, clean)
@@ -278,7 +419,8 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
         fixed = control_transforms(control, pred, train_truths, truths)
         if fixed is None:
             continue
-        control_net, _ = train_model(cell, train, device, transforms=torch.as_tensor(fixed[0]))
+        steps = cell["steps"] + trace.attrs["steps"]
+        control_net, _ = train_model(cell, train, device, steps=steps, transforms=torch.as_tensor(fixed[0]))
         with torch.no_grad():
             psnr[control] = _psnr(control_net(noisy, transform=torch.as_tensor(fixed[1])), clean)
 
@@ -318,8 +460,15 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
             "truth_theta0": math.nan,
             "truth_log_ratio": math.nan,
             "truth_error": math.nan,
-            "sa_dtheta0": offsets[i, 0],
-            "sa_dlog_ratio": math.log(offsets[i, 1] / offsets[i, 2]),
+            "sa_dtheta0": offsets["dtheta0"][i],
+            "sa_dcx": offsets["dcx"][i],
+            "sa_dcy": offsets["dcy"][i],
+            "sa_dlog_ratio": offsets["dlog_ratio"][i],
+            "sa_steps_run": trace.attrs["steps"],
+            "sa_converged": trace.attrs["converged"],
+            "sa_last_change_deg": trace["change_deg"].iloc[-1] if len(trace) else math.nan,
+            "sa_last_change_scale": trace["change_scale"].iloc[-1] if len(trace) else math.nan,
+            "sa_trace": " ".join(f"{r.step}:{r.change_deg:.4g}:{r.change_scale:.4g}" for r in trace.itertuples()),
             "psnr_input": psnr_in[i],
             "final_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
             **{f"psnr_{c}": psnr[c][i] if c in psnr else math.nan for c in MODELS + CONTROLS},
@@ -346,8 +495,6 @@ def _circular_std_deg(theta: np.ndarray, period: float = PERIOD) -> float:
 
 def compare(frame: pd.DataFrame, estimate: str, reference: str, period: float = PERIOD) -> dict:
     """Agreement of ``{estimate}_theta0/log_ratio`` with ``{reference}_...`` over the rows where both exist."""
-    from symmetry.alignment import circular_correlation, match_to
-
     cols = [f"{estimate}_theta0", f"{estimate}_log_ratio", f"{reference}_theta0", f"{reference}_log_ratio"]
     sub = frame.dropna(subset=cols)
     if len(sub) < 3:
@@ -397,8 +544,6 @@ COMPARISONS = (
 
 def _t_interval(values: np.ndarray, coverage: float = INTERVAL) -> tuple[float, float]:
     """Student-t interval of the mean of ``values`` (NaN for fewer than two values)."""
-    from scipy import stats
-
     values = np.asarray(values, float)
     if len(values) < 2:
         return math.nan, math.nan
@@ -485,8 +630,6 @@ _LABELS = {"truth": "truth", "align": "best alignment", "mmd": "alignment (MMD)"
 
 def _panel(ax, frame, estimate, reference, what, color, label):
     """Reference (its representative with theta0 in [0, 90) deg) against the estimate's nearest representative."""
-    from symmetry.alignment import canonical, match_to
-
     cols = [f"{estimate}_theta0", f"{estimate}_log_ratio", f"{reference}_theta0", f"{reference}_log_ratio"]
     sub = frame.dropna(subset=cols)
     if sub.empty:
@@ -499,8 +642,6 @@ def _panel(ax, frame, estimate, reference, what, color, label):
 
 def figures(frame: pd.DataFrame, config: dict) -> dict:
     """Scatter plots of angles (``angles``) and log axis ratios (``scales``) for the three comparisons."""
-    from experiments.style import PALETTE, subplots
-
     panels = [
         ("align", "truth", "alignment estimator vs truth"),
         ("pred", "truth", "hypernetwork vs truth"),
@@ -552,10 +693,6 @@ _CONTROL_LABELS = {
 def _controls_figure(frame: pd.DataFrame):
     """Left: test PSNR gain over the noisy input of every model and control, per seed (dots) and mean (bars).
     Right: the paired per-seed differences of :func:`paired_differences` with their t-intervals over seeds."""
-    import seaborn as sns
-
-    from experiments.style import PALETTE, subplots
-
     variants = [c for c in MODELS + CONTROLS if f"psnr_{c}" in frame and frame[f"psnr_{c}"].notna().any()]
     per_seed = frame.groupby(["dataset", "seed"], sort=False)[["psnr_input"] + [f"psnr_{v}" for v in variants]].mean()
     gains = pd.DataFrame(
@@ -605,8 +742,14 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
     """Whether the alignment estimator recovers the known transforms, and whether the hypernetwork learned them."""
     t = summary(frame)
     get = {(r.dataset, r.estimate, r.reference): r._asdict() for r in t.itertuples(index=False)}
-    steps = int(frame["steps"].iloc[0]) + int(frame["sa_steps"].iloc[0]) if "sa_steps" in frame else 0
+    conv = convergence(frame)
+    steps = f"{int(frame['steps'].iloc[0])} + S steps" if conv else f"{int(frame['steps'].iloc[0])} steps"
     parts = []
+    if conv:
+        parts.append(convergence_sentence(conv, config))
+    spreads = offset_spreads(frame)
+    for r in spreads.to_dict("records"):
+        parts.append(spread_sentence(r))
     if ("synthetic", "align", "truth") in get:
         parts.append(f"estimator vs truth (synthetic): {_fmt(get[('synthetic', 'align', 'truth')])}")
     if ("synthetic", "mmd", "truth") in get:
@@ -634,14 +777,6 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
     diffs = paired_differences(frame)
     for row in diffs.to_dict("records"):
         parts.append(difference_sentence(row))
-    for dataset in [d for d in DATASETS if d in set(frame["dataset"])]:
-        sub = frame[frame["dataset"] == dataset]
-        if "sa_dtheta0" in sub and sub["sa_dtheta0"].notna().any():
-            parts.append(
-                f"sa's per-sample offsets ({dataset}): |dtheta0| mean {np.degrees(sub['sa_dtheta0'].abs().mean()):.2f} "
-                f"deg, sd over images within a seed {offset_spread_deg(sub)[dataset]:.2f} deg, |dlog(cx/cy)| mean "
-                f"{sub['sa_dlog_ratio'].abs().mean():.3f}"
-            )
     head = adaptation_verdict(diffs, frame) + "; " + head
     truth = diffs[(diffs["a"] == "truth") & (diffs["b"] == "equivariant")] if not diffs.empty else diffs
     if len(truth):
@@ -657,6 +792,95 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
             f"interval over seeds [{r['lo_db']:+.2f}, {r['hi_db']:+.2f}])"
         )
     return head + ". " + "; ".join(parts)
+
+
+def convergence(frame: pd.DataFrame) -> dict:
+    """Whether ``sa``'s fine-tuning met the rule (:func:`fine_tune_sa`) in every cell: counts, the steps ``S`` it
+    took and the largest last-window change (empty for results without the rule's columns)."""
+    if "sa_converged" not in frame:
+        return {}
+    cells = frame.drop_duplicates(["dataset", "seed"])
+    return {
+        "cells": len(cells),
+        "converged": int(cells["sa_converged"].astype(bool).sum()),
+        "steps_min": int(cells["sa_steps_run"].min()),
+        "steps_max": int(cells["sa_steps_run"].max()),
+        "last_deg": float(cells["sa_last_change_deg"].max()),
+        "last_scale": float(cells["sa_last_change_scale"].max()),
+    }
+
+
+def convergence_sentence(conv: dict, config: dict) -> str:
+    rule = (
+        f"no probe image's offsets moving by {config['sa_tol_deg']:g} deg / {config['sa_tol_scale']:g} or more "
+        f"between checks {config['sa_check_every']} steps apart, {config['sa_patience']} checks in a row, at the "
+        f"constant rate {config['sa_lr']:g} (cap {config['sa_max_steps']})"
+    )
+    return (
+        f"sa's fine-tuning met the convergence rule ({rule}) in {conv['converged']}/{conv['cells']} cells after "
+        f"S = {conv['steps_min']}-{conv['steps_max']} steps (largest change in the last window "
+        f"{conv['last_deg']:.3f} deg, {conv['last_scale']:.4f})"
+    )
+
+
+def _pooled_sd(values: pd.Series, seeds: pd.Series) -> tuple[float, list[float]]:
+    """The sd over images within each seed (population), pooled as a root mean square over seeds, and per seed."""
+    per_seed = values.groupby(seeds).std(ddof=0)
+    return float(np.sqrt((per_seed**2).mean())), [float(v) for v in per_seed]
+
+
+def _circular_sd_per_seed(theta: pd.Series, seeds: pd.Series) -> tuple[float, list[float]]:
+    per_seed = [_circular_std_deg(theta[seeds == s].to_numpy(float)) for s in sorted(set(seeds))]
+    return float(np.sqrt(np.mean(np.square(per_seed)))), per_seed
+
+
+def offset_spreads(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: how much ``sa``'s per-image offsets vary between images against how much the per-image
+    transforms they should follow vary (the known truth on ``synthetic``, the best alignment elsewhere).
+
+    Angles: the sd of ``dtheta0`` (degrees) against the circular sd of the reference angle modulo 90 deg
+    (:func:`_circular_std_deg`); axis ratios: the sd of ``sa_dlog_ratio`` against the sd of the reference
+    ``log(cx / cy)``. Each is the sd over the test images within a seed, pooled over seeds (per-seed values in
+    the ``*_seeds`` columns).
+    """
+    rows = []
+    if "sa_dtheta0" not in frame:
+        return pd.DataFrame(rows)
+    for dataset in [d for d in DATASETS if d in set(frame["dataset"])]:
+        sub = frame[frame["dataset"] == dataset]
+        ref = "truth" if sub["truth_theta0"].notna().all() else "align"
+        sub = sub.dropna(subset=["sa_dtheta0", "sa_dlog_ratio", f"{ref}_theta0", f"{ref}_log_ratio"])
+        if len(sub) < 2:
+            continue
+        sa_theta, sa_theta_seeds = _pooled_sd(np.degrees(sub["sa_dtheta0"]), sub["seed"])
+        sa_ratio, sa_ratio_seeds = _pooled_sd(sub["sa_dlog_ratio"], sub["seed"])
+        ref_theta, _ = _circular_sd_per_seed(sub[f"{ref}_theta0"], sub["seed"])
+        ref_ratio, _ = _pooled_sd(sub[f"{ref}_log_ratio"], sub["seed"])
+        rows.append(
+            {
+                "dataset": dataset,
+                "reference": ref,
+                "sa_theta_sd_deg": sa_theta,
+                "sa_theta_sd_deg_seeds": " ".join(f"{v:.2f}" for v in sa_theta_seeds),
+                "ref_theta_sd_deg": ref_theta,
+                "sa_log_ratio_sd": sa_ratio,
+                "sa_log_ratio_sd_seeds": " ".join(f"{v:.3f}" for v in sa_ratio_seeds),
+                "ref_log_ratio_sd": ref_ratio,
+                "sa_dcx_sd": _pooled_sd(sub["sa_dcx"], sub["seed"])[0] if "sa_dcx" in sub else math.nan,
+                "sa_dcy_sd": _pooled_sd(sub["sa_dcy"], sub["seed"])[0] if "sa_dcy" in sub else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def spread_sentence(row: dict) -> str:
+    what = "true per-image transforms" if row["reference"] == "truth" else "best alignments"
+    return (
+        f"spread over test images ({row['dataset']}): sa's angle offsets sd {row['sa_theta_sd_deg']:.2f} deg "
+        f"(per seed {row['sa_theta_sd_deg_seeds']}) against {row['ref_theta_sd_deg']:.1f} deg for the {what}; "
+        f"its log(cx/cy) changes sd {row['sa_log_ratio_sd']:.3f} (per seed {row['sa_log_ratio_sd_seeds']}) against "
+        f"{row['ref_log_ratio_sd']:.3f}"
+    )
 
 
 def offset_spread_deg(frame: pd.DataFrame) -> dict[str, float]:

@@ -14,6 +14,7 @@ from dataclasses import fields
 
 import torch
 
+from symmetry import budget
 from symmetry import settings as defaults
 from symmetry.errors import SymmetryError, UsageError
 from symmetry.groups import GROUP_NAMES_HELP, get_group
@@ -130,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--alpha", type=float, help=f"level of the verdicts, Holm-adjusted {_default('alpha')}")
     m.add_argument("--seed", type=int, help=f"seed for windows, features, null and bootstrap {_default('seed')}")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    m.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="refuse to start when the run's estimated memory exceeds SIZE, e.g. 16G or 512M (default: what the "
+        "machine has available: MemAvailable, a cgroup limit or ulimit -v, whichever is least; a GPU's share is "
+        "compared with its free memory)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
     o.add_argument("--csv", default=None, metavar="PATH", help="write the tidy table as CSV")
@@ -198,6 +206,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> int:
             for option in ("json", "csv", "plot"):
                 if getattr(args, option):
                     check_writable(getattr(args, option), f"--{option}")
+            budget.check_measure(args, processes=budget.local_processes())  # before any work: issue 23
         except UsageError as err:
             verdict = err
     verdict = broadcast_object(verdict, info)

@@ -10,15 +10,19 @@ import warnings
 import pytest
 import torch
 
-from analysis.basis import FourierBasis, kernel_grid, subpixel_grid
+from analysis.basis import BicubicBasis, FourierBasis, cubic_kernel, kernel_grid, subpixel_grid
+from analysis.equivariance import equivariance_error
+from analysis.layers import IDENTITY_PARAMETERS
 from analysis.models import (
     MODEL_KINDS,
     build_model,
     conjugate_element,
+    conjugate_equivariance_error,
     count_parameters,
     init_sa_from_tl,
     matched_plain_width,
     plain_parameter_count,
+    transform_spread,
     upsample_stages,
 )
 from symmetry.errors import UsageError
@@ -299,8 +303,6 @@ TINY = dict(width=2, depth=1)
 
 def grid_exact_errors(model: torch.nn.Module, x: torch.Tensor, group: str) -> dict[str, float]:
     """Squared relative equivariance error of every grid-exact element, normalised by the learned part."""
-    from analysis.equivariance import equivariance_error
-
     g = get_group(group)
     exact = Group(f"{g.name} (grid-exact)", tuple(el for el in g if el.is_grid_exact))
     df = equivariance_error(model, x, exact, disk=False, normalisation="learned")
@@ -309,7 +311,7 @@ def grid_exact_errors(model: torch.nn.Module, x: torch.Tensor, group: str) -> di
 
 def freeze_deformation(model: torch.nn.Module) -> None:
     for name, p in model.named_parameters():
-        if name.endswith(("theta0", "log_scale")) or name.startswith("hyper."):
+        if name.endswith(("theta0", "log_scale", "inv_scale", "tied_deformation")) or name.startswith("hyper."):
             p.requires_grad_(False)
 
 
@@ -319,8 +321,9 @@ def freeze_deformation(model: torch.nn.Module) -> None:
 def test_grid_exact_equivariance_in_float32(kind, group, basis):
     """Quarter turns (and flips for dih4) at initialisation and after optimiser steps on random data.
 
-    ``tl``/``sa`` train with their deformation (and hypernetwork) frozen here: a learned ``D`` makes
-    them equivariant to ``D A D^-1`` instead of ``A`` (test_fixed_deformation_conjugates_the_symmetry).
+    ``tl``/``sa`` train with their deformation (and hypernetwork) frozen here: a learned ``D`` per layer
+    breaks every element but the half turn (one shared ``D`` would give ``D A D^-1`` instead of ``A``:
+    test_tied_tl_is_equivariant_to_the_conjugates_and_a_per_layer_spread_is_not).
     Whatever ``tl`` learns, the half turn commutes with every ``D`` and stays exact; ``sa``'s
     per-sample ``D`` depends on the input, so it keeps no exact symmetry once its hypernetwork learns.
     """
@@ -502,3 +505,230 @@ def test_skip_is_the_map_the_residual_is_added_to(scale):
                 p.zero_()
             assert torch.equal(model(x), model.skip(x))
     assert torch.equal(model.skip(x), x) if scale == 1 else model.skip(x).shape == (2, 3, 16, 16)
+
+
+# --- the authors' SA-Conv pieces (variant="authors") against their code's shapes and formulas -------------------
+
+
+def authors_hypernetwork_parameters(first: int = 16, features: int = 32, hidden: int = 16) -> int:
+    """Trainable parameters of the authors' ``HyperNetwork()`` from the layer shapes in their ``HyperNet.py``.
+
+    Conv2d(1, 16, 3), Conv2d(16, 32, 3, stride 2), Conv2d(32, 32, 3, stride 2), Conv2d(32, 32, 3) twice, each with a
+    bias and a BatchNorm2d (weight and bias per channel); Linear(32, 16), Linear(16, 8), Linear(8, 3).
+    """
+    convs = [(1, first), (first, features), (features, features), (features, features), (features, features)]
+    n = sum(i * o * 9 + o + 2 * o for i, o in convs)
+    linears = [(features, hidden), (hidden, hidden // 2), (hidden // 2, 3)]
+    return n + sum(i * o + o for i, o in linears)
+
+
+def test_authors_hypernetwork_has_their_parameter_count_and_layers():
+    assert authors_hypernetwork_parameters() == 33523
+    for in_channels in (1, 3):
+        sa = build_model("sa", group="rot8", in_channels=in_channels, **SMALL)
+        assert sa.variant == "authors"
+        assert count_parameters(sa.hyper) == 33523
+        tl = build_model("tl", group="rot8", in_channels=in_channels, **SMALL)
+        assert count_parameters(sa) == count_parameters(tl) + 33523  # the hypernetwork is all sa adds
+    convs = [m for m in sa.hyper.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride[0] for c in convs] == [1, 2, 2, 1, 1] and all(c.padding == (0, 0) for c in convs)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in sa.hyper.modules()) == 5
+    assert sum(isinstance(m, torch.nn.Linear) for m in sa.hyper.modules()) == 3
+    # negative control: the bounded (earlier) hypernetwork is another network
+    bounded = build_model("sa", group="rot8", variant="bounded", **SMALL)
+    assert count_parameters(bounded.hyper) != 33523
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in bounded.hyper.modules())
+    with pytest.raises(UsageError, match="variant"):
+        build_model("sa", variant="theirs")
+    with pytest.raises(UsageError, match="unexpected options"):
+        build_model("equivariant", variant="authors")
+
+
+def test_authors_hypernetwork_pools_features_against_the_gray_image():
+    """Gray at 0-255 (Rec. 601), features pooled against the image averaged down to their size, offsets unbounded."""
+    torch.manual_seed(11)
+    sa = build_model("sa", group="rot8", in_channels=3, **SMALL).double().eval()
+    hyper = sa.hyper
+    x = torch.rand(2, 3, 40, 36, dtype=torch.float64)
+    gray = 255 * (0.2989 * x[:, 0] + 0.5870 * x[:, 1] + 0.1140 * x[:, 2])[:, None]
+    feat = hyper.features(gray)
+    down = torch.nn.functional.adaptive_avg_pool2d(gray, feat.shape[-2:])
+    pooled = (feat * down).sum((-2, -1)) / feat.shape[-2:].numel()
+    with torch.no_grad():
+        hyper.out.weight.normal_(0, 1.0)
+        hyper.out.bias.copy_(torch.tensor([0.5, 3.0, -2.0]))
+        expected = hyper.out(hyper.mlp(pooled))
+        assert torch.allclose(hyper.offsets(x), expected, rtol=1e-6, atol=1e-9)  # float32 Rec. 601 weights
+        assert hyper.offsets(x).abs().max() > 1.5  # no tanh bound
+        # negative control: pooling against the unscaled image gives other offsets
+        wrong = hyper.out(hyper.mlp((feat * down / 255).sum((-2, -1)) / feat.shape[-2:].numel()))
+        assert (wrong - expected).abs().max() > 1e-3
+    small = torch.rand(1, 3, 12, 12)  # smaller than the unpadded network reads: edge-padded, works in training too
+    sa_small = build_model("sa", group="rot4", in_channels=3, width=2, depth=1)
+    assert sa_small(small).shape == small.shape
+
+
+def test_authors_offsets_are_added_to_every_layers_theta0_cx_cy():
+    torch.manual_seed(12)
+    x = torch.rand(2, 1, 32, 32, dtype=torch.float64)
+    sa = build_model("sa", group="rot8", in_channels=1, basis="bicubic", **SMALL).double().eval()
+    with torch.no_grad():
+        for layer in sa.modules():
+            if getattr(layer, "inv_scale", None) is not None:
+                layer.theta0.uniform_(-0.2, 0.2)
+                layer.inv_scale.uniform_(0.8, 1.2)
+        own = sa.own_parameters().clone()
+        bias = torch.tensor([0.1, 0.25, -0.15], dtype=torch.float64)
+        sa.hyper.out.bias.copy_(bias)
+        assert torch.allclose(sa.layer_parameters(x), own[None] + bias, rtol=0, atol=1e-15)
+        # the same network as a tl whose layers hold own + offset
+        tl = build_model("tl", group="rot8", in_channels=1, basis="bicubic", **SMALL).double().eval()
+        tl.load_state_dict({k: v for k, v in sa.state_dict().items() if not k.startswith("hyper.")})
+        for layer in tl.modules():
+            if getattr(layer, "inv_scale", None) is not None:
+                layer.theta0.add_(bias[0])
+                layer.inv_scale.add_(bias[1:])
+        assert (sa(x) - tl(x)).abs().max() < 1e-12
+        # negative control: the bounded variant maps the same last-layer output through tanh, in log coordinates
+        bounded = build_model("sa", group="rot8", in_channels=1, variant="bounded", **SMALL).double()
+        bounded.hyper.out.bias.copy_(bias)
+        assert not torch.allclose(bounded.predict_offsets(x)[0], bias)
+
+
+def test_authors_mask_values_at_the_undeformed_taps():
+    """rot8 5x5: corner exp(-5) = 0.0067, tap (2, 1) from the centre exp(-1.25) = 0.2865; no mask for rot4."""
+    corner = math.exp(-max((1.0**2 + 1.0**2) - 1, 0) / 0.2)  # their MaskC, taps at x/p in {-1, -0.5, 0, 0.5, 1}
+    tap21 = math.exp(-max((1.0**2 + 0.5**2) - 1, 0) / 0.2)
+    assert abs(corner - 0.0067) < 5e-5 and abs(tap21 - 0.2865) < 5e-5
+    model = build_model("tl", group="rot8", kernel_size=5, basis="bicubic", **SMALL)
+    head = model.head
+    mask = head.tap_mask.reshape(5, 5).double()  # rows top to bottom, columns left to right
+    assert abs(mask[0, 0] - corner) < 1e-6 and abs(mask[4, 4] - corner) < 1e-6
+    assert abs(mask[1, 4] - tap21) < 1e-6 and abs(mask[2 - 1, 2 + 2] - tap21) < 1e-6  # (dx, dy) = (2, 1)
+    assert abs(mask[0, 1] - tap21) < 1e-6 and mask[2, 2] == 1 and mask[1, 1] == 1
+    # the mask sits on the undeformed taps: with a deformation the corner row is still 0.0067 x the unmasked basis
+    with torch.no_grad():
+        head.theta0.fill_(0.3)
+        head.inv_scale.copy_(torch.tensor([1.3, 0.8]))
+        deformed = head.evaluate_basis(head.deformation_inverse()).double()
+        points = torch.einsum(
+            "gij,...jk,pk->gpi", head.inv_mats.double(), head.deformation_inverse().double(), head.points.double()
+        )
+        unmasked = BicubicBasis(5, disk=False)(points)
+    assert torch.allclose(deformed, unmasked * mask.reshape(25)[None, :, None], rtol=0, atol=1e-6)
+    # negative controls: no mask for rot4; the bounded variant's disk mask is evaluated at the deformed points
+    rot4 = build_model("tl", group="rot4", kernel_size=5, **SMALL).head
+    assert torch.equal(rot4.tap_mask, torch.ones(25))
+    bounded = build_model("tl", group="rot8", kernel_size=5, variant="bounded", **SMALL).head
+    assert bounded.tap_mask is None
+    assert abs(float(bounded.phi.mask(torch.tensor([[2.0, 2.0]], dtype=torch.float64))) - corner) > 0.1
+
+
+def authors_basis(theta0: float, big_cx: float, big_cy: float, order: int, size: int = 5) -> torch.Tensor:
+    """Their GetBasis written from its formula, in their coordinates (X along columns, Y down rows).
+
+    Tap ``(i, j)`` sits at ``(X, Y) = (j - c, i - c)``; it is rotated by ``theta0``, scaled by ``(Cx, Cy)``, rotated
+    by ``2 pi o / order``, and the weight grid node ``(k, l)`` (at ``X = k``, ``Y = l``) weighs
+    ``K(X' - k) K(Y' - l)``; times their mask at the tap. Returns ``(order, i, j, k, l)``.
+    """
+    c = (size - 1) / 2
+    idx = torch.arange(size, dtype=torch.float64)
+    y0, x0 = torch.meshgrid(idx - c, idx - c, indexing="ij")
+    x1 = math.cos(theta0) * x0 - math.sin(theta0) * y0
+    y1 = math.cos(theta0) * y0 + math.sin(theta0) * x0
+    x1, y1 = x1 * big_cx, y1 * big_cy
+    out = torch.zeros(order, size, size, size, size, dtype=torch.float64)
+    r2 = (x0 / c) ** 2 + (y0 / c) ** 2
+    mask = torch.ones_like(r2) if order in (1, 2, 4) else torch.exp(-(r2 - 1).clamp(min=0) / 0.2)
+    for o in range(order):
+        t = 2 * math.pi * o / order
+        xs = math.cos(t) * x1 - math.sin(t) * y1
+        ys = math.cos(t) * y1 + math.sin(t) * x1
+        kx = cubic_kernel(xs[..., None] - (idx - c))  # (i, j, k)
+        ky = cubic_kernel(ys[..., None] - (idx - c))  # (i, j, l)
+        out[o] = kx[..., :, None] * ky[..., None, :] * mask[..., None, None]
+    return out
+
+
+@pytest.mark.parametrize("params", [(0.0, 1.0, 1.0), (0.3, 1.3, 0.8), (-0.7, 0.9, 1.15)])
+def test_authors_parametrisation_matches_their_getbasis(params):
+    """Our (theta0, Cx, Cy) layer evaluates exactly their GetBasis (rot8, 5x5, bicubic, their mask)."""
+    layer = build_model("tl", group="rot8", kernel_size=5, basis="bicubic", **SMALL).double().head
+    with torch.no_grad():
+        layer.theta0.fill_(params[0])
+        layer.inv_scale.copy_(torch.tensor(params[1:], dtype=torch.float64))
+        ours = layer.evaluate_basis(layer.deformation_inverse()).reshape(8, 5, 5, 5, 5)  # (g, i, j, row, col)
+    theirs = authors_basis(*params, order=8)  # (o, i, j, k, l): node k along columns, l down rows
+    assert (ours - theirs.transpose(-1, -2)).abs().max() < 1e-12
+    # negative control: reading their Cx as our cx (D instead of D^-1) gives another basis
+    if params[1] != 1.0:
+        wrong = authors_basis(params[0], 1 / params[1], 1 / params[2], order=8)
+        assert (ours - wrong.transpose(-1, -2)).abs().max() > 1e-2
+
+
+# --- conjugate equivariance only where one D is shared ------------------------------------------------------------
+
+
+def test_tied_tl_is_equivariant_to_the_conjugates_and_a_per_layer_spread_is_not():
+    """A dih4 tl with ONE D reads ~0 on D A D^-1; per-layer D (the authors' TL) has no such symmetry."""
+    torch.manual_seed(13)
+    x = torch.randn(1, 1, 12, 12, dtype=torch.float64)
+    d = (math.pi / 4, 1.3, 1 / 1.3)  # keeps the diagonal reflections and the half turn (see conjugate_element)
+    expected = {"e": "e", "rot180": "rot180", "flip": "rot90*flip", "flipud": "rot270*flip"}
+    for variant in ("authors", "bounded"):
+        tied = build_model("tl", group="dih4", in_channels=1, variant=variant, tie_transform=True, **TINY).double()
+        with torch.no_grad():
+            offset = tied.transform_offset(torch.tensor(d, dtype=torch.float64))
+            tied.tied_deformation.copy_(offset + tied_identity(tied))
+        assert torch.allclose(tied.layer_transforms(), torch.tensor(d, dtype=torch.float64).expand(5, 3))
+        frame = conjugate_equivariance_error(tied, x, "dih4", disk=False)
+        found = frame.dropna()
+        assert dict(zip(found["element"], found["conjugate"], strict=True)) == expected
+        assert found["equivariance_error"].max() < 1e-20
+        spread = transform_spread(tied)
+        assert (spread["sd_across_layers"] == 0).all() and spread["tied"].all()
+        # negative control: the same D per layer with a small spread (0.05 rad, 0.03 in log scale) breaks it
+        free = build_model("tl", group="dih4", in_channels=1, variant=variant, **TINY).double()
+        free.load_state_dict({k: v for k, v in tied.state_dict().items() if k != "tied_deformation"}, strict=False)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for layer in free.modules():
+                if getattr(layer, "theta0", None) is not None and layer.deformation_parameters() is not None:
+                    jitter = torch.randn(3, generator=gen, dtype=torch.float64) * torch.tensor([0.05, 0.03, 0.03])
+                    t = torch.tensor(d, dtype=torch.float64)
+                    t = torch.stack([t[0] + jitter[0], t[1] * jitter[1].exp(), t[2] * jitter[2].exp()])
+                    coords = free.transform_offset(t) + tied_identity(free)
+                    layer.theta0.copy_(coords[0])
+                    (layer.inv_scale if layer.inv_scale is not None else layer.log_scale).copy_(coords[1:])
+        assert transform_spread(free).set_index("quantity").loc["theta0_deg", "sd_across_layers"] > 1.0
+        with pytest.raises(UsageError, match="different D"):
+            conjugate_equivariance_error(free, x, "dih4", disk=False)
+        conj = Group("conjugates", tuple(get_group("dih4").element(c) for c in ("flip", "rot90*flip")))
+        errors = equivariance_error(free, x, conj, disk=False, normalisation="learned")
+        assert errors.set_index("element").loc["rot90*flip", "equivariance_error"] > 1e-4
+
+
+def tied_identity(model) -> torch.Tensor:
+    return torch.tensor(IDENTITY_PARAMETERS[model.parametrisation], dtype=torch.float64)
+
+
+def test_sa_has_no_fixed_symmetry_and_its_offsets_spread_across_images():
+    torch.manual_seed(14)
+    x = torch.rand(4, 1, 32, 32, dtype=torch.float64)
+    sa = build_model("sa", group="dih4", in_channels=1, **TINY).double().eval()
+    spread = transform_spread(sa, x).set_index("quantity")
+    assert (spread["sd_across_images"] == 0).all()  # zero last layer: every image gets the tl's D
+    with torch.no_grad():
+        sa.hyper.out.weight.normal_(0, 0.05)
+    spread = transform_spread(sa, x).set_index("quantity")
+    assert spread.loc["theta0_deg", "sd_across_images"] > 1e-3 and spread["n_images"].eq(4).all()
+    with pytest.raises(UsageError, match="depends on the input"):
+        conjugate_equivariance_error(sa, x, "dih4")
+    with pytest.raises(UsageError, match="pass images"):
+        transform_spread(sa)
+    # with a fixed transform the hypernetwork is bypassed: one D, and its conjugates hold
+    frame = conjugate_equivariance_error(sa, x[:1], "dih4", transform=torch.tensor([0.0, 1.3, 0.8]), disk=False)
+    found = frame.dropna()
+    assert set(found["conjugate"]) == {"e", "rot180", "flip", "flipud"} and found["equivariance_error"].max() < 1e-20
+    with pytest.raises(UsageError, match="carry a deformation"):
+        transform_spread(build_model("equivariant", **TINY))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from experiments import sa_alignment
 from experiments.runner import load_config, run_experiment
@@ -30,7 +31,12 @@ COLUMNS = [
     "mmd_theta0",
     "mmd_log_ratio",
     "sa_dtheta0",
+    "sa_dcx",
+    "sa_dcy",
     "sa_dlog_ratio",
+    "sa_steps_run",
+    "sa_last_change_deg",
+    "sa_last_change_scale",
     "psnr_input",
     "psnr_equivariant",
     "psnr_tl",
@@ -46,9 +52,13 @@ def small_config(**datasets) -> dict:
     cfg = load_config("sa_alignment", "quick")
     cfg.update(
         steps=8,
-        sa_steps=4,
+        sa_max_steps=6,
+        sa_check_every=2,
+        sa_patience=1,
+        probe_images=2,
+        hyper_width=8,
         seeds=[0, 1],
-        patch=24,
+        patch=32,
         mmd_images=2,
         mmd_windows=16,
         angles=4,
@@ -93,39 +103,57 @@ def test_figures_and_verdict(tiny):
     figs = sa_alignment.figures(frame, cfg)
     assert set(figs) == {"angles", "scales", "controls"}
     text = sa_alignment.verdict(frame, cfg)
-    assert "estimator vs truth (synthetic)" in text and f"{cfg['steps'] + cfg['sa_steps']} steps" in text
+    assert "estimator vs truth (synthetic)" in text and f"{cfg['steps']} + S steps" in text
+    assert "convergence rule" in text and "spread over test images (synthetic)" in text
     assert "true D_n vs D = I" in text and "sa (fine-tuned from tl) vs tl (synthetic)" in text
-    assert text.startswith("per-sample adaptation (sa from tl)")
+    assert text.startswith(("per-sample adaptation (sa from tl)", "sa from tl beats tl"))  # adaptation_verdict
     table = sa_alignment.control_table(frame)
     assert list(table.columns) == ["input", *sa_alignment.MODELS, *sa_alignment.CONTROLS]
 
 
-def test_sa_starts_as_the_tl_it_is_fine_tuned_from(tmp_path):
-    """The authors' recipe inside the experiment: zero fine-tuning steps leave sa computing tl's output."""
-    import torch
-
+def test_sa_starts_as_the_tl_it_is_fine_tuned_from():
+    """The authors' recipe inside the experiment: ``train_model(kind="sa", start=tl_state)`` at learning rate 0
+    computes exactly the trained ``tl`` (its zero last layer adds nothing), and so does ``kind="tl"`` continued
+    from it; a fresh network from the same seed does not (the ``tl`` moved in training), so ignoring ``start``
+    fails here. One real step then moves the hypernetwork's zero last layer."""
     cfg = sa_alignment.cells(small_config())[0]
-    images = [torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    tl, _ = sa_alignment.train_model(cfg, images, torch.device("cpu"), kind="tl", steps=3)
+    images = [torch.rand(1, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    cpu = torch.device("cpu")
+    tl, _ = sa_alignment.train_model(cfg, images, cpu, kind="tl", steps=3)
     state = {k: v.clone() for k, v in tl.state_dict().items()}
-    sa = sa_alignment.train_model(cfg, images, torch.device("cpu"), kind="sa", steps=1, start=state)[0]
-    x = torch.rand(2, 1, 24, 24)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(9))
+    frozen = dict(steps=1, lr=0.0, schedule="constant", start=state, first_step=3)
+    sa = sa_alignment.train_model(cfg, images, cpu, kind="sa", **frozen)[0]
+    continued = sa_alignment.train_model(cfg, images, cpu, kind="tl", **frozen)[0]
+    fresh = sa_alignment.train_model(cfg, images, cpu, kind="tl", steps=1, lr=0.0, schedule="constant")[0]
     with torch.no_grad():
-        # one step moves the weights, so compare against a zero-step copy built the same way
-        from analysis.models import build_model, init_sa_from_tl
+        reference = tl(x)
+        assert (sa(x) - reference).abs().max() < 1e-6
+        assert (continued(x) - reference).abs().max() < 1e-6
+        assert torch.equal(sa.layer_transforms(), tl.layer_transforms())
+        assert (fresh(x) - reference).abs().max() > 1e-4  # what an ignored start would give
+    moved = sa_alignment.train_model(cfg, images, cpu, kind="sa", steps=1, start=state, first_step=3)[0]
+    assert moved.hyper.out.weight.abs().sum() > 0
 
-        fresh = build_model(
-            "sa",
-            group="rot4",
-            in_channels=1,
-            width=cfg["width"],
-            depth=cfg["depth"],
-            kernel_size=cfg["kernel_size"],
-            hyper_width=cfg["hyper_width"],
-        )
-        init_sa_from_tl(fresh, state, kind="tl", group="rot4", basis="fourier")
-        assert torch.allclose(fresh.eval()(x), tl(x), atol=1e-6, rtol=0)
-    assert sa.hyper.out.weight.abs().sum() > 0  # the fine-tuning step moved the zero last layer
+
+def test_fine_tuning_stops_when_the_offsets_stop_changing():
+    """The rule of fine_tune_sa: a tolerance no change can meet runs to the cap; a loose one stops at the first
+    checks that pass; changes are measured on the fixed probe crops."""
+    cfg = sa_alignment.cells(small_config())[0]
+    images = [torch.rand(1, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    cpu = torch.device("cpu")
+    tl, _ = sa_alignment.train_model(cfg, images, cpu, kind="tl", steps=2)
+    state = tl.state_dict()
+    strict = dict(cfg, sa_tol_deg=0.0, sa_tol_scale=0.0, sa_max_steps=6, sa_check_every=2, sa_patience=1)
+    _, losses, trace = sa_alignment.fine_tune_sa(strict, images, cpu, state)
+    assert len(losses) == 6 and not trace.attrs["converged"] and trace.attrs["steps"] == 6
+    assert list(trace["step"]) == [4, 6] and (trace["change_deg"] > 0).all()
+    loose = dict(strict, sa_tol_deg=1e9, sa_tol_scale=1e9, sa_patience=2, sa_max_steps=40)
+    _, losses, trace = sa_alignment.fine_tune_sa(loose, images, cpu, state)
+    assert trace.attrs["converged"] and trace.attrs["steps"] == 6 == len(losses)  # checks at 4 and 6 pass
+    before = torch.zeros(2, 3, dtype=torch.float64)
+    after = torch.tensor([[math.radians(0.3), 0.0, 0.02], [0.0, -0.01, 0.0]], dtype=torch.float64)
+    assert sa_alignment.offset_change(before, after) == (pytest.approx(0.3), pytest.approx(0.02))
 
 
 def test_paired_differences_and_sentences():
