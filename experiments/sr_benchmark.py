@@ -80,10 +80,13 @@ def _architecture(model: str, config: dict) -> dict:
     if channels % order:
         raise ValueError(f"channels {channels} is not a multiple of |{group}| = {order}")
     kind = {"rot4": "equivariant", "rot8": "equivariant", "flip": "equivariant", "tl-cont": "tl"}.get(model, model)
-    return {"kind": kind, "group": group, "width": channels // order, "kernel_size": k, "basis": config["basis"]}
+    arch = {"kind": kind, "group": group, "width": channels // order, "kernel_size": k, "basis": config["basis"]}
+    if kind in ("tl", "sa"):
+        arch["variant"] = config["variant"]  # analysis.models: the authors' TL/SA-Conv ("authors") or "bounded"
+    return arch
 
 
-ARCH_KEYS = ("kind", "group", "width", "plain_width", "kernel_size", "basis")
+ARCH_KEYS = ("kind", "group", "width", "plain_width", "kernel_size", "basis", "variant")
 
 
 def build(arch: dict, cell: dict) -> torch.nn.Module:
@@ -270,22 +273,59 @@ def flops(model: torch.nn.Module, size: int, device: torch.device) -> int:
     return int(counter.get_total_flops())
 
 
-def equivariance(model: torch.nn.Module, images: list[torch.Tensor], device) -> dict[str, float]:
-    """Learned-part equivariance error (``analysis.equivariance``) over ``rot8`` and ``flip``.
+EQ_COLUMNS = ("eq_rot8", "eq_rot8_mean", "eq_quarter", "eq_flip", "eq_res_rot8", "eq_res_quarter", "eq_res_flip")
 
-    ``eq_rot8``: worst over the non-identity rotations by multiples of 45 degrees; ``eq_rot8_mean`` their mean;
-    ``eq_quarter``: worst over the grid-exact ones (90, 180, 270 degrees); ``eq_flip``: the left-right flip.
+
+class Bicubic(torch.nn.Module):
+    """MATLAB bicubic upsampling by ``scale`` as a module (the ``bicubic`` row's map)."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from symmetry.transforms import imresize
+
+        return imresize(x, self.scale)
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(self(x))
+
+
+def equivariance(model: torch.nn.Module, images: list[torch.Tensor], scale: int, device) -> dict[str, float]:
+    """Equivariance error (``analysis.equivariance``, learned-part normalisation) over ``rot8`` and ``flip``.
+
+    ``eq_*``: of the whole output (the authors' layout has no skip, so its learned part is the output);
+    ``eq_res_*``: of ``f(x) - bicubic(x)``, the detail the network adds to bicubic upsampling (``skip=`` the
+    bicubic map; it is itself exact for quarter turns and flips). ``rot8``: worst over the non-identity
+    rotations by multiples of 45 degrees (``_mean`` their mean); ``quarter``: worst over the grid-exact ones
+    (90, 180, 270 degrees); ``flip``: the left-right mirror.
     """
     from analysis.equivariance import equivariance_error, summarize
 
-    rot = summarize(equivariance_error(model, images, "rot8", normalisation="learned", device=device), "learned")
-    flip = summarize(equivariance_error(model, images, "flip", normalisation="learned", device=device), "learned")
-    return {
-        "eq_rot8": rot["worst"],
-        "eq_rot8_mean": rot["mean"],
-        "eq_quarter": rot["grid_exact_worst"],
-        "eq_flip": flip["worst"],
-    }
+    bicubic = Bicubic(scale)
+    out = {}
+    for prefix, skip in (("eq", None), ("eq_res", bicubic)):
+        if skip is not None and isinstance(model, Bicubic):
+            out.update({f"{prefix}_rot8": math.nan, f"{prefix}_quarter": math.nan, f"{prefix}_flip": math.nan})
+            continue
+        kw = dict(normalisation="learned", device=device, skip=skip)
+        rot = summarize(equivariance_error(model, images, "rot8", **kw), "learned")
+        flip = summarize(equivariance_error(model, images, "flip", **kw), "learned")
+        out.update({f"{prefix}_rot8": rot["worst"], f"{prefix}_quarter": rot["grid_exact_worst"]})
+        out[f"{prefix}_flip"] = flip["worst"]
+        if prefix == "eq":
+            out["eq_rot8_mean"] = rot["mean"]
+    return out
+
+
+def trained_model(cell: dict, ctx: Context) -> torch.nn.Module:
+    """The stored weights of a trained cell (its final checkpoint), for scores added after it ran."""
+    from analysis.rundir import CHECKPOINT_FILE, read_checkpoint
+
+    model = build(cell, cell).to(ctx.device)
+    model.load_state_dict(read_checkpoint(ctx.workdir / cell_key(cell) / CHECKPOINT_FILE, ctx.device)["model"])
+    return model
 
 
 def _eq_images(cell: dict, roots: list[tuple[str, str]]) -> list[torch.Tensor]:
@@ -369,6 +409,16 @@ def data_eps_rows(cell: dict, ctx: Context) -> list[dict]:
     return rows
 
 
+def _add_equivariance(cell: dict, ctx: Context, rows: list[dict]) -> list[dict]:
+    roots = _testset_roots(cell, ctx)
+    scale = int(cell["scale"])
+    model = Bicubic(scale) if cell["model"] == "bicubic" else trained_model(cell, ctx)
+    eq = equivariance(model, _eq_images(cell, roots), scale, ctx.device)
+    rows = [r | eq for r in rows]
+    atomic_write_text(_cache_path(cell, ctx), json.dumps({"cell": cell, "rows": rows}))
+    return rows
+
+
 def _cache_path(cell: dict, ctx: Context) -> Path:
     return ctx.workdir / CELL_CACHE / f"{cell_key(cell)}.json"
 
@@ -377,15 +427,19 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
     """The rows of one cell: from the cell cache if a worker already computed it, else computed and cached."""
     cache = _cache_path(cell, ctx)
     if cache.exists():
-        return json.loads(cache.read_text())["rows"]
+        rows = json.loads(cache.read_text())["rows"]
+        if cell["model"] == "data-eps" or all(k in rows[0] for k in EQ_COLUMNS):
+            return rows
+        return _add_equivariance(cell, ctx, rows)  # cached before a column was added: compute it from the weights
     if cell["model"] == "data-eps":
         rows = data_eps_rows(cell, ctx)
     else:
         roots = _testset_roots(cell, ctx)
         if cell["model"] == "bicubic":
             rows = score_model(None, cell, roots, ctx.device)
+            eq = equivariance(Bicubic(int(cell["scale"])), _eq_images(cell, roots), int(cell["scale"]), ctx.device)
             for r in rows:
-                r.update({"params": 0, "flops": math.nan, "steps": 0, "train_seconds": 0.0})
+                r.update({"params": 0, "flops": math.nan, "steps": 0, "train_seconds": 0.0, **eq})
         else:
             if not ctx.data_available(cell["data"]):
                 raise SkipCell(f"{cell['data']} not found under {ctx.data_root}; pass --data-root")
@@ -397,7 +451,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
                 "params": count_parameters(model),
                 "flops": flops(model, int(cell["flops_size"]), ctx.device),
                 **trained,
-                **equivariance(model, _eq_images(cell, roots), ctx.device),
+                **equivariance(model, _eq_images(cell, roots), int(cell["scale"]), ctx.device),
             }
             rows = [r | common for r in score_model(model, cell, roots, ctx.device)]
             for r in rows:

@@ -214,7 +214,7 @@ def test_pipeline_on_stand_ins_reproduces(stand_in, tmp_path):
     # one row per (model, seed, test set, rotation): 3 sets unrotated, the rotated_testsets (Set5, Set14) rotated
     assert len(models) == (1 + 8) * (3 + 2)
     assert not models.duplicated(["model", "seed", "testset", "rotation"]).any()
-    for col in ("psnr", "ssim", "params", "flops", "steps", "train_seconds", "eq_rot8"):
+    for col in ("psnr", "ssim", "params", "flops", "steps", "train_seconds", *sr_benchmark.EQ_COLUMNS):
         assert col in models
     for name in ("sa", "tl-cont"):
         assert models[models["model"] == name].iloc[0]["steps"] == 3 + 2  # tl's steps plus the fine-tuning
@@ -302,3 +302,15 @@ def test_cells_put_sa_after_tl_and_cache_rows(stand_in, tmp_path):
     assert (
         sr_benchmark.run_cell(cells[1], Context(device=torch.device("cpu"), data_root=None, workdir=tmp_path)) == cached
     )
+
+
+def test_bicubic_row_is_exact_for_quarter_turns_not_45_degrees():
+    """The equivariance columns can say no: bicubic upsampling is exact for 90-degree turns and flips only."""
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 24, 24, generator=g)]
+    eq = sr_benchmark.equivariance(sr_benchmark.Bicubic(2), images, 2, torch.device("cpu"))
+    assert eq["eq_quarter"] < 1e-10 and eq["eq_flip"] < 1e-10
+    assert eq["eq_rot8"] > 1e-4  # 45 degrees: interpolation, not a permutation
+    net = build_model("plain", plain_width=4, depth=1, kernel_size=3, scale=2, layout="authors")
+    eq_net = sr_benchmark.equivariance(net, images, 2, torch.device("cpu"))
+    assert eq_net["eq_res_quarter"] > 1e-4  # an untrained plain net is not equivariant, in detail or in whole
