@@ -123,10 +123,34 @@ def differences(frame: pd.DataFrame, comparisons=COMPARISONS, metric: str = "psn
             if d is None:
                 continue
             ci = paired_interval(d)
+            given = paired_interval(d.mean(0, keepdims=True))  # these trained networks: images only
             rows.append(
                 {"a": a, "b": b, "claim": label, "testset": testset, "rotation": rotation}
                 | {"n_seeds": d.shape[0], "n_images": d.shape[1], **ci}
+                | {"images_low": given["low"], "images_high": given["high"]}
             )
+    return pd.DataFrame(rows)
+
+
+def rotation_change(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model and rotated test set: PSNR of the rotated copy minus the unrotated image, with a 95% interval.
+
+    Image ``i`` of the rotated set is image ``i`` turned (``name@element``), so the pairs are by base name and
+    seed; a model whose restoration does not depend on the image's orientation reads 0.
+    """
+    images = per_image(frame)
+    images["base"] = images["image"].str.split("@").str[0]
+    rows = []
+    for (model, testset), sub in images.groupby(["model", "testset"], sort=False):
+        turned = sub[sub["rotation"] != "none"]
+        if turned.empty:
+            continue
+        upright = sub[sub["rotation"] == "none"].pivot(index="seed", columns="base", values="psnr")
+        turned = turned.pivot(index="seed", columns="base", values="psnr")
+        cols = sorted(set(upright.columns) & set(turned.columns))
+        d = turned.loc[upright.index, cols].values - upright[cols].values
+        rows.append({"model": model, "testset": testset, "n_seeds": d.shape[0], "n_images": d.shape[1]}
+                    | paired_interval(d))  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -143,7 +167,8 @@ def table(frame: pd.DataFrame) -> pd.DataFrame:
             r[f"{t} PSNR"] = plain["psnr"].mean()
             r[f"{t} SSIM"] = plain["ssim"].mean()
             r[f"{t} rot PSNR"] = rot["psnr"].mean() if len(rot) else math.nan
-        for col in ("params", "flops", "steps", "train_seconds", "eq_rot8", "eq_quarter", "eq_flip"):
+        for col in ("params", "flops", "steps", "train_seconds", "eq_rot8", "eq_quarter", "eq_flip", "eq_res_rot8",
+                    "eq_res_quarter", "eq_res_flip"):  # fmt: skip
             r[col] = sub[col].mean() if col in sub else math.nan
         out.append(r)
     return pd.DataFrame(out)
@@ -158,20 +183,33 @@ def markdown_table(frame: pd.DataFrame) -> str:
     t = table(frame)
     head = "| model | " + " | ".join(f"{s} PSNR / SSIM" for s in TESTSETS)
     head += " | " + " | ".join(f"{s} rot. PSNR" for s in TESTSETS)
-    head += " | params | GFLOPs (64x64 LR) | steps | equiv. err. rot8 / 90° / flip |"
-    lines = [head, "|---|" + "---:|" * (2 * len(TESTSETS) + 4)]
+    head += " | params | GFLOPs (64x64 LR) | steps | equiv. err. rot8 / 90° / flip | same, of f - bicubic |"
+    lines = [head, "|---|" + "---:|" * (2 * len(TESTSETS) + 5)]
     for r in t.to_dict("records"):
         cells = [f"{_fmt(r[f'{s} PSNR'], '.2f')} / {_fmt(r[f'{s} SSIM'], '.4f')}" for s in TESTSETS]
         cells += [_fmt(r[f"{s} rot PSNR"], ".2f") for s in TESTSETS]
         cells += [f"{int(r['params']):,}", _fmt(r["flops"] / 1e9, ".2f"), f"{int(r['steps'])}"]
-        cells += [" / ".join(_fmt(r[c], ".2e") for c in ("eq_rot8", "eq_quarter", "eq_flip"))]
+        cells += [" / ".join(_fmt(r[c], ".1e") for c in ("eq_rot8", "eq_quarter", "eq_flip"))]
+        cells += [" / ".join(_fmt(r[c], ".2f") for c in ("eq_res_rot8", "eq_res_quarter", "eq_res_flip"))]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def markdown_differences(frame: pd.DataFrame) -> str:
     """Paired PSNR differences (dB) with 95% intervals, one row per comparison, columns per test set/rotation."""
-    d = differences(frame)
+    return markdown_differences_metric(frame, "psnr")
+
+
+def markdown_differences_metric(frame: pd.DataFrame, metric: str, images_only: bool = False) -> str:
+    """Paired ``metric`` differences with 95% intervals, one row per comparison, columns per test set/rotation.
+
+    ``images_only``: the interval over images of the seed-averaged difference (these trained networks, seeds
+    held fixed) instead of the one over seeds and images.
+    """
+    d = differences(frame, metric=metric)
+    if images_only:
+        d["low"], d["high"] = d["images_low"], d["images_high"]
+    digits = 3 if metric == "psnr" else 4
     if d.empty:
         return ""
     d["col"] = d["testset"] + d["rotation"].map(lambda r: "" if r == "none" else " rot.")
@@ -180,10 +218,26 @@ def markdown_differences(frame: pd.DataFrame) -> str:
     for label, sub in d.groupby("claim", sort=False):
         by = sub.set_index("col")
         cells = [
-            f"{by.loc[c, 'mean']:+.3f} [{by.loc[c, 'low']:+.3f}, {by.loc[c, 'high']:+.3f}]" if c in by.index else "-"
+            f"{by.loc[c, 'mean']:+.{digits}f} [{by.loc[c, 'low']:+.{digits}f}, {by.loc[c, 'high']:+.{digits}f}]"
+            if c in by.index
+            else "-"
             for c in cols
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_rotation(frame: pd.DataFrame) -> str:
+    """Rotated minus upright PSNR per model (dB, 95% intervals)."""
+    d = rotation_change(frame)
+    if d.empty:
+        return ""
+    sets = list(dict.fromkeys(d["testset"]))
+    lines = ["| model | " + " | ".join(f"{t}: rotated - upright" for t in sets) + " |", "|---|" + "---:|" * len(sets)]
+    for model in [m for m in ORDER if m in set(d["model"])]:
+        by = d[d["model"] == model].set_index("testset")
+        cells = [f"{by.loc[t, 'mean']:+.3f} [{by.loc[t, 'low']:+.3f}, {by.loc[t, 'high']:+.3f}]" for t in sets]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -245,3 +299,31 @@ def gain_figure(frame: pd.DataFrame, reference: str = "plain"):
     ax.set_title("x2 SR: per-image gains on Set5, Set14, B100")
     fig.tight_layout()
     return fig
+
+
+def main(argv=None) -> int:
+    """``python -m experiments.sr_benchmark_stats [RESULTS_CSV]``: print the report's tables (markdown)."""
+    import sys
+
+    from experiments.runner import read_results
+
+    args = sys.argv[1:] if argv is None else argv
+    frame = pd.read_csv(args[0]) if args else read_results("sr_benchmark", "quick")
+    for title, text in (
+        ("Table", markdown_table(frame)),
+        ("Paired PSNR differences (dB, 95% intervals over seeds and images)", markdown_differences(frame)),
+        (
+            "Paired PSNR differences, these networks (seeds fixed, images only)",
+            markdown_differences_metric(frame, "psnr", images_only=True),
+        ),
+        ("Paired SSIM differences", markdown_differences_metric(frame, "ssim")),
+        ("Rotated minus upright", markdown_rotation(frame)),
+        ("Training photos' eps", markdown_eps(frame)),
+        ("Verdict", verdict_text(frame)),
+    ):
+        print(f"### {title}\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -227,6 +227,15 @@ def test_pipeline_on_stand_ins_reproduces(stand_in, tmp_path):
     a = models.sort_values(key)["psnr_per_image"].tolist()
     b = second[second["model"] != "data-eps"].sort_values(key)["psnr_per_image"].tolist()
     assert a == b  # same seeds, same numbers
+    # a cached cell without the equivariance columns gets them from its stored weights, equal to a fresh run's
+    ctx = Context(device=torch.device("cpu"), data_root=stand_in, workdir=tmp_path / "a" / "sr_benchmark" / "work")
+    rot8 = next(c for c in sr_benchmark.cells(cfg) if c["model"] == "rot8")
+    cache = sr_benchmark._cache_path(rot8, ctx)
+    stored = json.loads(cache.read_text())
+    stripped = [{k: v for k, v in r.items() if not k.startswith("eq_")} for r in stored["rows"]]
+    cache.write_text(json.dumps({"cell": rot8, "rows": stripped}))
+    again = sr_benchmark.run_cell(rot8, ctx)
+    assert [r["eq_res_rot8"] for r in again] == [r["eq_res_rot8"] for r in stored["rows"]]
     # negative control: another seed gives other numbers
     cfg3 = dict(cfg, seeds=[1], models=["plain"])
     third = run_experiment("sr_benchmark", "quick", out=tmp_path / "c", config=cfg3, data_root=stand_in,
