@@ -403,7 +403,7 @@ def data_eps_rows(cell: dict, ctx: Context) -> list[dict]:
                 "eps_null_q95": float(r["null_q95"]),
                 "eps_p_adjusted": float(r["p_adjusted"]),
                 "eps_mesh": float(r["mesh"]),
-                "eps_n_images": len(report.per_image) or None,
+                "eps_n_images": len({r["image"] for r in report.per_image}) or None,
             }
         )
     return rows
