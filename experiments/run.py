@@ -5,9 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments.runner import DEFAULT_RESULTS, EXPERIMENTS, experiment_module, load_config, run_experiment
+from experiments.runner import (
+    DEFAULT_RESULTS,
+    EXPERIMENTS,
+    experiment_module,
+    load_config,
+    reading_results,
+    results_path,
+    run_experiment,
+)
 from symmetry.errors import UsageError
-from symmetry.runtime import CliParser, cli_entry
+from symmetry.runtime import CliParser, cli_entry, set_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--force", action="store_true", help="recompute cells already stored")
     p.add_argument("--max-cells", type=int, help="stop after this many new cells (resume later)")
+    p.add_argument("--threads", type=int, help="CPU threads of this process (default: $OMP_NUM_THREADS, else 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -30,9 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     if args.max_cells is not None and args.max_cells < 0:
         raise UsageError(f"--max-cells must be >= 0, got {args.max_cells}")
-    names = list(EXPERIMENTS) if "all" in args.names else args.names
+    for name in args.names:  # every name is checked, "all" included: `all nonesuch` is a typo, not "all"
+        if name != "all":
+            experiment_module(name)
+    names = list(EXPERIMENTS) if "all" in args.names else list(dict.fromkeys(args.names))
     modules = {name: experiment_module(name) for name in names}  # fail on a bad name before any work
     for name, module in modules.items():
         config = load_config(name, args.scale, args.config)
@@ -48,7 +61,9 @@ def main(argv=None) -> int:
             max_cells=args.max_cells,
         )
         if hasattr(module, "verdict") and len(frame):
-            print(f"{name}: {module.verdict(frame, config)}")
+            with reading_results(results_path(name, args.scale, args.results)):
+                text = module.verdict(frame, config)
+            print(f"{name}: {text}")
     return 0
 
 
