@@ -8,6 +8,7 @@ import sys
 from experiments.runner import (
     DEFAULT_RESULTS,
     EXPERIMENTS,
+    cell_key,
     experiment_module,
     load_config,
     reading_results,
@@ -63,7 +64,10 @@ def main(argv=None) -> int:
         if hasattr(module, "verdict") and len(frame):
             with reading_results(results_path(name, args.scale, args.results)):
                 text = module.verdict(frame, config)
-            print(f"{name}: {text}")
+            total = len({cell_key(c) for c in module.cells(config)})
+            have = frame["cell"].nunique()
+            partial = f" [from {have} of {total} cells: the others are not computed]" if have < total else ""
+            print(f"{name}: {text}{partial}")
     return 0
 
 

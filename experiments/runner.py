@@ -250,6 +250,12 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame.drop(columns=[DIGEST_COLUMN], errors="ignore")
 
 
+def has_digests(path: Path) -> bool:
+    """Whether a results file carries :data:`DIGEST_COLUMN` (files written before it existed do not)."""
+    with open(path, newline="") as fh:
+        return DIGEST_COLUMN in next(csv.reader(fh), [])
+
+
 def check_cell_columns(path: Path, frame: pd.DataFrame, cells: list[dict[str, Any]]) -> None:
     """Every parameter of the current cells is a column of the stored table (a dropped or renamed one is refused)."""
     if frame.empty:
@@ -337,6 +343,10 @@ def run_experiment(
     with results_lock(path):  # the whole read-compute-write: a second run on this folder fails at once
         table = _read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
         check_cell_columns(path, table, cells)
+        if len(table) and not has_digests(path):  # written before the row digests: add them once, as read
+            table[ROWS_COLUMN] = table.groupby("cell")["cell"].transform("size")
+            _write(path, table)
+            log(f"{name}: added row digests to {path} (later edits of it are refused)")
         done = set() if force else set(table["cell"])
         pending = [(k, c) for k, c in zip(keys, cells) if k not in done]
         left = len(pending) - max_cells if max_cells is not None and len(pending) > max_cells else 0
