@@ -30,8 +30,10 @@ $(BIN)/.notebooks: $(BIN)/.installed
 	$(BIN)/pip install --quiet -e ".[notebooks]" --config-settings editable_mode=compat
 	touch $@
 
-notebooks: $(BIN)/.notebooks  # Jupyter Lab on the executed notebooks (Ctrl-C stops it); JUPYTER_ARGS=--no-browser ...
-	$(BIN)/jupyter lab notebooks/ $(JUPYTER_ARGS)
+# Jupyter Lab on the executed notebooks (Ctrl-C stops it); e.g. JUPYTER_ARGS=--no-browser on a remote machine.
+# Jupyter refuses to run as root unless told: a root shell (a container) gets --allow-root.
+notebooks: $(BIN)/.notebooks
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
 
 experiments: setup  # every experiment at the quick scale (resumes; stored cells are not recomputed)
 	$(BIN)/python -m experiments.run all --quick

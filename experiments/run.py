@@ -1,4 +1,6 @@
-"""``python -m experiments.run NAME|all [--quick]``: compute (or resume) experiments into ``results/NAME/``."""
+"""``python -m experiments.run NAME|all [--quick|--full]``: compute (or resume) experiments into ``results/NAME/``.
+
+The quick scale is the default (as in ``experiments.figures``); ``--full`` is the paper scale."""
 
 from __future__ import annotations
 
@@ -23,9 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = CliParser(prog="python -m experiments.run", description=__doc__)
     p.add_argument("names", nargs="+", metavar="NAME", help=f"experiment(s): {', '.join(EXPERIMENTS)} or all")
     scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--quick", dest="scale", action="store_const", const="quick", help="minutes on a laptop CPU")
-    scale.add_argument("--full", dest="scale", action="store_const", const="full", help="paper scale (default)")
-    p.set_defaults(scale="full")
+    scale.add_argument(
+        "--quick", dest="scale", action="store_const", const="quick", help="minutes on a laptop CPU (default)"
+    )
+    scale.add_argument(
+        "--full", dest="scale", action="store_const", const="full", help="paper scale (GPU hours; see configs/)"
+    )
+    p.set_defaults(scale="quick")  # as experiments.figures: a bare command never starts hours of work
     p.add_argument("--config", help="a TOML file with [quick]/[full] tables replacing experiments/configs/NAME.toml")
     p.add_argument("--results", default=str(DEFAULT_RESULTS), help="results folder (default: results)")
     p.add_argument("--data-root", help="folder with rain100l/ or DIV2K (default: $SYMMETRY_DATA, else ../shared/data)")
