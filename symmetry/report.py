@@ -301,6 +301,12 @@ def _fmt(value: float, bold: bool = False) -> str:
     return f"[bold]{text}[/bold]" if bold else text
 
 
+def _e3(value: float) -> str:
+    """``value`` in running text: ``1.234e-3`` style, or plain scientific when tiny (never ``1.6e-05e-3``)."""
+    text = _fmt(value)
+    return text if text == "-" else f"{value:.2g}" if "e" in text else f"{text}e-3"
+
+
 def _p(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3g}"
 
@@ -510,7 +516,7 @@ def _verdict(report: SymmetryReport, group: str, images: int | None = None) -> d
     if symmetric:
         text = (
             f"{group}: no asymmetry detected (smallest adjusted p = {p:.3g}); this run could detect eps above "
-            f"{_fmt(detectable)}e-3 at h={finest['mesh']:g} (null q95 of the worst element)"
+            f"{_e3(detectable)} at h={finest['mesh']:g} (null q95 of the worst element)"
         )
         top = max(rows, key=lambda r: r["symmetry_error"])
         if images and top["symmetry_error"] > 0 and top["null_q95"] > 0:
@@ -518,13 +524,13 @@ def _verdict(report: SymmetryReport, group: str, images: int | None = None) -> d
             # (a lower estimate: the Holm adjustment over the run's tests asks for a higher quantile than q95)
             needed = max(images + 1, math.ceil(images * top["null_q95"] / top["symmetry_error"]))
             text += (
-                f"; if the observed {top['statistic']} error ({_fmt(top['symmetry_error'])}e-3 at h={top['mesh']:g}) "
+                f"; if the observed {top['statistic']} error ({_e3(top['symmetry_error'])} at h={top['mesh']:g}) "
                 f"is real, at least about {needed} images would be needed to detect it"
             )
     else:
         text = (
             f"{group}: NOT symmetric (adjusted p = {p:.3g} for {best['statistic']} at h={best['mesh']:g}, "
-            f"eps = {_fmt(best['symmetry_error'])}e-3 against a detectable {_fmt(best['null_q95'])}e-3)"
+            f"eps = {_e3(best['symmetry_error'])} against a detectable {_e3(best['null_q95'])})"
         )
     return {
         "group": group,
