@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.linear_denoisers import arm
+from symmetry.groups import UnknownGroupError, get_group, is_subgroup
 from theory.bias_variance import effective_rows, holm, ols_risk, paired_difference
 
 LADDER = ["plain", "rot2", "rot4", "rot8", "rot16"]
@@ -19,7 +20,6 @@ LADDER = ["plain", "rot2", "rot4", "rot8", "rot16"]
 plain model) and ``sa``."""
 
 
-SYMMETRY_ORDERS = {"none": 1, "rot2": 2, "rot4": 4, "rot8": 8, "rot16": 16, "so2": math.inf}
 
 
 LEVEL = 0.95
@@ -51,23 +51,33 @@ def pick_group(verdicts: dict[str, bool | None], ladder=LADDER) -> str:
 def matched_model(symmetry: str, models) -> str | None:
     """The ladder model whose group is the largest one inside the data's symmetry group (None when it is unknown).
 
-    ``rotK`` lies inside ``rotN`` when K divides N, and inside ``so2`` always; ``plain`` lies inside everything.
+    ``symmetry`` is a group name (:func:`symmetry.groups.get_group`), ``so2`` (every rotation: every ladder group lies
+    inside), ``none`` (only ``plain``) or anything else (unknown). Inclusion is :func:`symmetry.groups.is_subgroup`.
     """
-    order = SYMMETRY_ORDERS.get(symmetry)
-    if order is None:
-        return None
+    if symmetry not in ("so2", "none"):
+        try:
+            get_group(symmetry)
+        except UnknownGroupError:
+            return None
     present = set(models)
 
     def inside(model: str) -> bool:
-        k = 1 if model == "plain" else int(model[3:])
-        return math.isinf(order) or order % k == 0
+        if model == "plain" or symmetry == "so2":
+            return True
+        return symmetry != "none" and is_subgroup(model, symmetry)
 
     candidates = [m for m in LADDER if m in present and inside(m)]
     return candidates[-1] if candidates else None
 
 
 def models_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["family"].isin(["linear", "cnn"])]
+    """The model rows, with ``bias2_corrected = bias2 - variance / (S - 1)`` and ``excess_bias2 =
+    bias2_corrected - noise`` computed from the stored components (:func:`theory.bias_variance.decompose`), so rows
+    stored before the correction existed read the same."""
+    f = frame[frame["family"].isin(["linear", "cnn"])].copy()
+    f["bias2_corrected"] = f["bias2"] - f["variance"] / (f["n_seeds"] - 1)
+    f["excess_bias2"] = f["bias2_corrected"] - f["noise"]
+    return f
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:

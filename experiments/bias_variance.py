@@ -6,6 +6,10 @@ data's symmetry. Here the data's symmetry is known by construction (``symmetry.s
 kfold k=4 = quarter turns only, vonmises = half turns only, since the atoms are symmetric under a half turn) or unknown
 (photographs: scikit-image's and Rain100L's clean images).
 
+This module keeps the cells, ``run_cell``, the figures and the verdict; the method is in :mod:`theory.bias_variance`,
+:mod:`theory.linear_filters`, :mod:`analysis.denoise_windows`, :mod:`analysis.linear_denoisers`,
+:mod:`analysis.matched_networks`, :mod:`analysis.risk_decisions` and :mod:`analysis.risk_report`.
+
 Every dataset is cut into non-overlapping ``window x window`` samples of clean gray images; the training pool and the
 test set come from different images. Seed ``s`` trains on the samples ``[s * block, s * block + n_train)`` of the
 shuffled pool (``block = max(n_train)``), so the training sets of different seeds are disjoint, with their own fixed
@@ -23,10 +27,16 @@ Two families of models:
   Bayes error of these non-Gaussian images is lower), ``oracle_risk`` the test error of the model's own filter fitted
   on the whole pool (its risk with unlimited data, i.e. its approximation bias).
 - ``cnn``: the analysis networks (:func:`analysis.models.build_model`: plain, equivariant rotN, sa) at tiny widths
-  matched in parameter count (FLOPs reported), trained on the same training sets until an explicit convergence rule
-  holds (:func:`train_network`: the full training loss stalls at the final learning rate) or ``max_steps``; seeds
+  matched in parameter count (forward FLOPs counted), trained on the same training sets until an explicit convergence
+  rule holds (:func:`analysis.matched_networks.train_network`: the full training loss stalls at the final learning
+  rate) or ``max_steps``; seeds
   differ in data and initialisation, so their variance includes the optimiser's. Their irreducible error is
   unknown: ``bias2`` includes it.
+
+The eps sweep's phase diagram compares the best linear group with the closed form ``argmin_G sigma_G^2 (1 + p_G /
+(N_eff - p_G - 1))``, ``N_eff`` calibrated on the plain filter (overlapping patches are not independent rows), on the
+cells the seeds resolve after Holm's adjustment; a sweep dataset equal to a main one (``kfold4-kappa16`` is
+``kfold4``) is computed once.
 """
 
 from __future__ import annotations
