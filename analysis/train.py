@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from analysis.budget import check_train
 from analysis.config import DEFAULT_STEPS, CliParser, TrainConfig, diff_configs
 from analysis.fit import fit, loss_fn
 from analysis.rundir import (  # noqa: F401 - re-exported: callers name the run files through analysis.train
@@ -488,12 +489,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    from analysis.budget import check_train  # before anything is read or written (issue 23)
-
-    check_train(cfg.resolved(), resume=getattr(args, "resume", False), max_memory=getattr(args, "max_memory", None))
+    resume = getattr(args, "resume", False)
+    check_train(cfg.resolved(), resume=resume, max_memory=getattr(args, "max_memory", None))  # before any work
     train(
         cfg,
-        resume=getattr(args, "resume", False),
+        resume=resume,
         overwrite=getattr(args, "overwrite", False),
         progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(),
         quiet=getattr(args, "quiet", False),
