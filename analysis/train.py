@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from analysis.budget import check_train
 from analysis.config import DEFAULT_STEPS, PRESETS, CliParser, TrainConfig, diff_configs
 from analysis.fit import fit, loss_fn
 from analysis.rundir import (  # noqa: F401 - re-exported: callers name the run files through analysis.train
@@ -579,14 +580,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     set_threads(getattr(args, "threads", None))
     cfg = config_from_args(args)
-    from analysis.budget import check_train  # before anything is read or written (issue 23)
-
-    check_train(cfg.resolved(), resume=getattr(args, "resume", False), max_memory=getattr(args, "max_memory", None))
+    resume = getattr(args, "resume", False)
+    check_train(cfg.resolved(), resume=resume, max_memory=getattr(args, "max_memory", None))  # before any work
     if getattr(args, "download", False):
         download_data(cfg)
     train(
         cfg,
-        resume=getattr(args, "resume", False),
+        resume=resume,
         overwrite=getattr(args, "overwrite", False),
         progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(),
         quiet=getattr(args, "quiet", False),
