@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         "docs/symmetry.md, 'Power on Rain100L')",
     )
     m.add_argument(
+        "--kernels",
+        choices=list(defaults.KERNELS),
+        help="aggregate (default): one test over several kernels and scales (median-rule Gaussian and linear-kernel "
+        "limit with a contrast channel, radii 8, 16, 32 px) under one threshold; single: one kernel, set by --radius, "
+        "--bandwidth, --contrast, --windows (giving any of these selects single)",
+    )
+    m.add_argument(
         "--mesh",
         type=_meshes,
         default=None,

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from symmetry.estimators import fit_mesh, holm, p_value
+from symmetry.estimators import fit_mesh, holm, min_p_aggregate, p_value
 from symmetry.io import atomic_path, atomic_write_text
 
 
@@ -149,11 +149,14 @@ class SymmetryReport:
         df = self.summary("worst")
         if "radius" not in df:
             df["radius"] = self.settings.get("radius")
+        if "kernel" in df:  # the aggregated test: one curve per group and kernel family (median rule, linear limit)
+            df["group"] = df["group"] + " " + df["kernel"].str.split("-").str[-1]
         bracket = "frechet_distance" in df and df["frechet_distance"].notna().any()
         sns.set_theme(style="whitegrid")
         rows = 2 if bracket else 1
         fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), constrained_layout=True, squeeze=False)
-        palette = dict(zip(self.groups or [self.group], sns.color_palette(n_colors=max(1, len(self.groups)))))
+        curves = list(dict.fromkeys(df["group"]))
+        palette = dict(zip(curves, sns.color_palette(n_colors=max(1, len(curves)))))
         for col, (x, other) in enumerate((("radius", "mesh"), ("mesh", "radius"))):
             # one curve per group: at each x the finest value of the other axis (the profile's matching mesh)
             for grp, sub in df.groupby("group"):
@@ -192,6 +195,8 @@ class SymmetryReport:
 
         console = console or Console()
         m, s = self.meta, self.settings
+        if s.get("kernels") == "aggregate":
+            return self._render_aggregate(console, Table)
         console.print(
             f"[bold]{self.dataset}[/bold]"
             + (f" (preset {m['preset']})" if m.get("preset") else "")
@@ -259,6 +264,56 @@ class SymmetryReport:
         console.print(f"verdicts at alpha={self.alpha:g} (Holm over every element, mesh and group of this run):")
         for v in self.verdicts:
             console.print("  " + v["text"])
+
+
+def _render_aggregate(self, console, table_class) -> None:
+    """:meth:`SymmetryReport.render` for the aggregated test: one row per kernel and scale, then the verdicts."""
+    m, s = self.meta, self.settings
+    kernels = m.get("kernels", [])
+    console.print(
+        f"[bold]{self.dataset}[/bold]: {m.get('images')} images"
+        + (f" ({m.get('skipped')} skipped)" if m.get("skipped") else "")
+        + f", groups [bold]{self.group}[/bold]; the default test: {len(kernels)} kernels and scales (median-rule "
+        f"Gaussian on intensity windows, linear-kernel limit on intensity + local-contrast windows), "
+        f"{s.get('features')} random features each, {s.get('permutations')} null draws shared by all of them "
+        f"(p >= {m.get('p_floor', float('nan')):.2g}); one threshold per group (min-p), Holm over {m.get('tests')} groups"
+    )
+    df = self.to_frame()
+    for grp in self.groups or [self.group]:
+        sub = df[df["group"] == grp]
+        table = table_class(title=f"{grp}: which kernel and scale carries the evidence (eps: squared MMD, x1e-3)")
+        for name, justify in (
+            ("kernel", "left"),
+            ("radius", "right"),
+            ("h", "right"),
+            ("worst element", "left"),
+            ("eps", "right"),
+            ("detectable (null q95)", "right"),
+            ("p alone", "right"),
+            ("adjusted p", "right"),
+        ):
+            table.add_column(name, justify=justify)
+        elements = sub[~sub["statistic"].isin(["worst", "mean", "aggregate"])]
+        for _, worst in sub[sub["statistic"] == "worst"].iterrows():
+            same = elements[(elements["kernel"] == worst["kernel"]) & (elements["mesh"] == worst["mesh"])]
+            top = same.loc[same["symmetry_error"].idxmax()] if len(same) else None
+            table.add_row(
+                str(worst["kernel"]),
+                f"{worst['radius']:g}",
+                f"{worst['mesh']:g}",
+                "-" if top is None else str(top["statistic"]),
+                _fmt(float(worst["symmetry_error"])),
+                _fmt(float(worst["null_q95"])),
+                _p(float(worst["p_value"])),
+                _p(float(worst["p_adjusted"])),
+            )
+        console.print(table)
+    console.print(f"verdicts at alpha={self.alpha:g} (aggregated over kernels and scales, Holm over groups):")
+    for v in self.verdicts:
+        console.print("  " + v["text"])
+
+
+SymmetryReport._render_aggregate = _render_aggregate
 
 
 def _kernel(meta: dict) -> str:
@@ -349,6 +404,7 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
     """The report of a run from its sums: ``mmd[group][mesh]`` statistics, ``moments[mesh]`` over the union."""
     rows, per_image, fits = [], [], []
     element_rows: list[dict] = []
+    draws: dict[str, list] = {}  # group -> [(mesh, element names, eps (G-1,), null (B, G-1))] for combine_kernels
     for grp, idx, per_mesh in zip(groups, indices, mmd):
         names = grp.names
         order = len(grp) - 1
@@ -356,6 +412,7 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
         for h, stats, mom in zip(meshes, per_mesh, moments):
             est = {k: v.numpy() for k, v in stats.estimate().items()}
             eps, null, boot = est["eps"][1:], est["null"][:, 1:], est["boot"][:, 1:]
+            draws.setdefault(grp.name, []).append((h, names[1:], eps, null))
             frechet = mom.distances().numpy()[idx][1:] if mom is not None else None
             upper = mom.upper_bounds().numpy()[idx][1:] if mom is not None else None
             group_rows = []
@@ -441,7 +498,159 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
     )
     images = mmd[0][0].images if mmd and mmd[0] else None
     report.verdicts = [_verdict(report, g.name, images) for g in groups]
+    report.draws = draws  # not serialised: the null draws themselves, which combine_kernels calibrates together
     return report
+
+
+def combine_kernels(reports: list[SymmetryReport], names: list[str]) -> SymmetryReport:
+    """The aggregated test (docs/symmetry.md, "The default test"): reports of several kernels and scales of the same
+    images, groups and seed, as one report whose decision per group is one statistic under one threshold.
+
+    Every component's null draw ``b`` re-transforms image ``n`` by the same group element (stream ``null`` of
+    ``(seed, n)``), so the columns (component, mesh, element) of a group share their draws and
+    :func:`~symmetry.estimators.min_p_aggregate` calibrates the smallest of their p-values exactly. Per group:
+    an ``aggregate`` row (``p_value``: the aggregated p; ``p_adjusted``: Holm over the run's groups, whose draws
+    differ); per element row: its own ``p_value`` and ``p_adjusted`` = the larger of its min-p adjusted p
+    (family-wise within the group) and the group's Holm-adjusted p, so the rows show which kernel and scale
+    carried the evidence. ``worst`` rows take the smallest ``p_adjusted`` of their elements.
+    """
+    first = reports[0]
+    rows, fits, per_image = [], [], []
+    for name, rep in zip(names, reports):
+        radius = float(rep.settings["radius"])
+        rows += [{**row, "kernel": name, "radius": radius} for row in rep.rows]
+        fits += [{**f, "kernel": name, "radius": radius} for f in rep.fits]
+        per_image += [{**p, "kernel": name, "radius": radius} for p in rep.per_image]
+    groups = first.groups or [first.group]
+    aggregated, strongest = {}, {}
+    for grp in groups:
+        columns = []  # (kernel, mesh, element) in the order of the observed and null columns
+        observed, nulls = [], []
+        for name, rep in zip(names, reports):
+            for h, elements, eps, null in getattr(rep, "draws", {}).get(grp, []):
+                columns += [(name, h, el) for el in elements]
+                observed.append(eps)
+                nulls.append(null)
+        if not columns or len({n.shape[0] for n in nulls}) != 1:
+            aggregated[grp] = float("nan")
+            continue
+        p, raw, adjusted = min_p_aggregate(np.concatenate(observed), np.concatenate(nulls, axis=1))
+        aggregated[grp] = p
+        lookup = dict(zip(columns, adjusted))
+        for row in rows:
+            key = (row.get("kernel"), row["mesh"], row["statistic"])
+            if row["group"] == grp and key in lookup:
+                row["p_min_adjusted"] = float(lookup[key])
+        strongest[grp] = columns[int(np.nanargmin(raw))] if np.isfinite(raw).any() else None
+    holm_groups = dict(zip(groups, holm([aggregated[g] for g in groups])))
+    for row in rows:
+        if "p_min_adjusted" in row:
+            row["p_adjusted"] = max(row.pop("p_min_adjusted"), holm_groups[row["group"]])
+        elif row["statistic"] not in ("worst", "mean"):
+            row["p_adjusted"] = float("nan")
+    for row in rows:
+        if row["statistic"] == "worst":
+            ps = [
+                e["p_adjusted"]
+                for e in rows
+                if e["statistic"] not in ("worst", "mean")
+                and (e["group"], e["kernel"], e["mesh"]) == (row["group"], row["kernel"], row["mesh"])
+                and not math.isnan(e["p_adjusted"])
+            ]
+            row["p_adjusted"] = min(ps) if ps else float("nan")
+    for grp in groups:
+        rows.append(
+            {
+                "group": grp,
+                "mesh": float("nan"),
+                "statistic": "aggregate",
+                "angle": float("nan"),
+                "symmetry_error": float("nan"),
+                "null_q95": float("nan"),
+                "p_value": aggregated[grp],
+                "p_adjusted": float(holm_groups[grp]),
+                "ci_low": float("nan"),
+                "ci_high": float("nan"),
+                "kernel": "aggregate",
+                "radius": float("nan"),
+            }
+        )
+    kernels = [
+        {
+            "kernel": name,
+            "radius": float(rep.settings["radius"]),
+            "meshes": list(rep.meshes),
+            "windows": rep.settings.get("windows"),
+            "contrast": bool(rep.settings.get("contrast")),
+            "bandwidth_mode": rep.meta.get("bandwidth_mode"),
+            "bandwidth_std": rep.meta.get("bandwidth_std"),
+            "bandwidth": rep.meta.get("bandwidth"),
+        }
+        for name, rep in zip(names, reports)
+    ]
+    settings = {**first.settings, "kernels": "aggregate"}
+    for key in ("radius", "windows", "bandwidth", "contrast"):
+        settings[key] = [rep.settings.get(key) for rep in reports]
+    report = SymmetryReport(
+        dataset=first.dataset,
+        group=first.group,
+        elements=first.elements,
+        meshes=sorted({float(h) for rep in reports for h in rep.meshes}, reverse=True),
+        rows=rows,
+        fits=fits,
+        per_image=per_image,
+        settings=settings,
+        meta={
+            **{k: v for k, v in first.meta.items() if not k.startswith("bandwidth")},
+            "kernels": kernels,
+            "tests": sum(math.isfinite(p) for p in aggregated.values()),
+            "statistics": sum(1 for r in rows if r["statistic"] not in ("worst", "mean", "aggregate")),
+            "seconds": round(sum(rep.meta.get("seconds", 0.0) for rep in reports), 3),
+        },
+        alpha=first.alpha,
+        groups=first.groups,
+    )
+    report.verdicts = [
+        _aggregate_verdict(report, g, aggregated[g], holm_groups[g], strongest.get(g), len(names)) for g in groups
+    ]
+    return report
+
+
+def _aggregate_verdict(report, group, p, adjusted, strongest, components) -> dict:
+    """One line per group of the aggregated test: the decision, and the kernel and scale that carried the evidence."""
+    if not math.isfinite(adjusted):
+        return {
+            "group": group,
+            "symmetric": None,
+            "p_adjusted": float("nan"),
+            "text": f"{group}: no verdict (no null distribution: trivial group or no permutations)",
+        }
+    elements = [r for r in report.rows if r["group"] == group and r["statistic"] not in ("worst", "mean", "aggregate")]
+    best = min(elements, key=lambda r: (r["p_value"], -r["symmetry_error"]))
+    symmetric = bool(adjusted >= report.alpha)
+    where = f"{best['kernel']} {best['statistic']} at h={best['mesh']:g}"
+    family = f"{components} kernels and scales, one threshold; Holm over {report.meta.get('tests')} groups"
+    if symmetric:
+        text = (
+            f"{group}: no asymmetry detected (aggregated p = {p:.3g}, adjusted {adjusted:.3g}; {family}); "
+            f"the strongest evidence, {where}, has p = {best['p_value']:.3g} alone"
+        )
+    else:
+        text = (
+            f"{group}: NOT symmetric (aggregated p = {p:.3g}, adjusted {adjusted:.3g}; {family}); carried by {where} "
+            f"(p = {best['p_value']:.3g}, eps = {_fmt(best['symmetry_error'])}e-3 against a detectable "
+            f"{_fmt(best['null_q95'])}e-3)"
+        )
+    return {
+        "group": group,
+        "symmetric": symmetric,
+        "p_adjusted": float(adjusted),
+        "p_value": float(p),
+        "element": best["statistic"],
+        "kernel": best["kernel"],
+        "mesh": best["mesh"],
+        "text": text,
+    }
 
 
 def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
