@@ -20,7 +20,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 
 from experiments.runner import Context, SkipCell
 
@@ -69,25 +68,45 @@ def _variants(name: str, config: dict) -> list[tuple[bool, str]]:
     return [(False, f) for f in families] + [(True, f) for f in families if name in config.get("controls", [])]
 
 
-def _photos(ctx: Context, split: str) -> list:
-    """The clean photographs of a Rain100L split as in-memory sources; SkipCell when the data are absent."""
+SOURCES = {  # photo collections under the data root: (what it is, relative path, dataset spec or None for Rain100L)
+    "rain100l:test": ("Rain100L test clean photos (BSD)", "rain100l", None),
+    "rain100l:train": ("Rain100L train clean photos (BSD)", "rain100l", None),
+    "b100": ("B100 HR photos (BSD100)", "sr_benchmarks/B100/HR", "folder"),
+}
+
+
+def photo_sources(ctx: Context, source: str) -> list:
+    """The photographs of ``source`` (a :data:`SOURCES` key; a bare Rain100L split name means ``rain100l:SPLIT``) as
+    in-memory sources, decoded once per process; SkipCell when the data are absent."""
     from symmetry.data import ImageSource, load_dataset
     from symmetry.errors import DataError
 
-    if not ctx.data_available("rain100l"):
+    source = source if source in SOURCES else f"rain100l:{source}"
+    if source not in SOURCES:
+        raise ValueError(f"unknown photo source {source!r}; choose one of {', '.join(SOURCES)}")
+    what, relative, kind = SOURCES[source]
+    if not ctx.data_available(relative):
         raise SkipCell(
-            f"Rain100L is not under the data root ({ctx.data_root}); pass --data-root DIR with DIR/rain100l/ "
-            "(or set $SYMMETRY_DATA) to measure the power on real photographs"
+            f"{what} not under the data root ({ctx.data_root}); pass --data-root DIR with DIR/{relative} "
+            "(or set $SYMMETRY_DATA) to measure on real photographs"
         )
-    key = (str(ctx.data_root), split)
+    key = (str(ctx.data_root), source)
     if key not in _IMAGES:
         try:
-            dataset = load_dataset("rain100l", data_root=ctx.data_root, split=split)
+            if kind == "folder":
+                dataset = load_dataset(f"folder:{ctx.data_root / relative}")
+            else:
+                dataset = load_dataset("rain100l", data_root=ctx.data_root, split=source.split(":")[1])
         except DataError as why:
-            raise SkipCell(f"Rain100L ({split}) not readable under {ctx.data_root}: {why}") from None
+            raise SkipCell(f"{what} not readable under {ctx.data_root}: {why}") from None
         _IMAGES.clear()
         _IMAGES[key] = [ImageSource(src.name, array=src.load()) for src in dataset]
     return _IMAGES[key]
+
+
+def _photos(ctx: Context, split: str) -> list:
+    """The clean photographs of a Rain100L split (:func:`photo_sources`)."""
+    return photo_sources(ctx, f"rain100l:{split}")
 
 
 def subset_indices(total: int, size: int, seed: int, subset: int) -> np.ndarray:
@@ -100,18 +119,19 @@ def subset_indices(total: int, size: int, seed: int, subset: int) -> np.ndarray:
 
 
 def symmetrise(sources: list, seed: int, subset: int) -> list:
-    """Each photograph turned by a random quarter turn and randomly flipped: an exactly dih4-invariant law."""
+    """Each photograph moved by a uniformly random element of dih4 (a random quarter turn, randomly flipped):
+    an exactly dih4-invariant law (:func:`symmetry.transforms.transform_image`, exact pixel permutations)."""
     from symmetry.data import ImageSource
+    from symmetry.groups import get_group
     from symmetry.streams import rng
+    from symmetry.transforms import transform_image
 
-    draws = rng(seed, "split", subset, 1)
-    out = []
-    for src in sources:
-        image = torch.rot90(src.array, int(draws.integers(4)), dims=(-2, -1))
-        if draws.integers(2):
-            image = torch.flip(image, dims=(-1,))
-        out.append(ImageSource(src.name, array=image.contiguous()))
-    return out
+    dih4 = get_group("dih4")
+    draws = rng(seed, "split", subset, 1).integers(len(dih4), size=len(sources))
+    return [
+        ImageSource(src.name, array=transform_image(src.array, dih4[int(k)])[0].contiguous())
+        for src, k in zip(sources, draws)
+    ]
 
 
 def run_cell(cell: dict, ctx: Context) -> list[dict]:

@@ -7,7 +7,7 @@
 Several groups are measured in one pass: the windows and features of the union of their
 elements are computed once per image (:mod:`symmetry.features`) and each group keeps its
 own sums (:mod:`symmetry.estimators`); the report (:mod:`symmetry.report`) adjusts the
-p-values of every element, mesh and group of the run together (Holm).
+p-values of every element and mesh of a group under one threshold (min-p), Holm over the groups.
 
 Several processes (``torchrun --nproc_per_node=K -m symmetry.measure ...``, or the API
 called inside an initialised ``torch.distributed`` process group): image ``i`` is measured
@@ -285,7 +285,7 @@ def _radii(radius) -> list[float | None]:
 
 def _scale_profile(radii, dataset, group, mesh, *, checkpoint=None, **kwargs) -> SymmetryReport:
     """One run per radius ``r`` at meshes ``h * r / PROFILE_RADIUS`` (windows keep their number of points); the
-    reports are combined and their p-values Holm-adjusted together (theory.md: the support D is the receptive
+    reports are combined under one threshold per group (min-p over radii; theory.md: the support D is the receptive
     field, so symmetry is a function of scale)."""
     from symmetry.report import combine
 

@@ -2,11 +2,13 @@
 
 Decisions (documented in docs/symmetry.md):
 
-- **Multiplicity.** Every (group, mesh, element) of one run is one hypothesis; their p-values
-  are Holm-adjusted together (``p_adjusted``). A group is declared *not symmetric* when any of
-  its elements is rejected at ``alpha`` after adjustment (Holm's closed procedure, so the
-  family-wise error over the whole run stays below ``alpha``). A NaN p-value (no null) is never
-  a verdict: ``symmetric`` is then missing.
+- **Multiplicity.** Per group, one test over every (mesh, element) statistic of the run (and, for the
+  aggregated default test and scale profiles, every kernel and radius): the smallest of their
+  randomisation p-values, calibrated by the same null draws (min-p, :func:`_one_threshold`), so
+  perfectly correlated rows (rot90 and rot270) cost nothing. The groups' p-values are Holm-adjusted
+  (their draws differ). A group is declared *not symmetric* when its adjusted p-value is below
+  ``alpha``; element rows' ``p_adjusted`` (their family-wise min-p value, at least the group's) show
+  where the evidence is. A NaN p-value (no null) is never a verdict: ``symmetric`` is then missing.
 - **Minimum detectable eps.** ``null_q95`` is the 95% quantile of the randomisation null: an
   error below it cannot be told from a symmetric dataset by this run.
 - **Intervals.** Per element: the 95% Poisson-bootstrap percentile interval of the unbiased
@@ -37,7 +39,7 @@ class SymmetryReport:
     ``rows`` holds one dict per (group, mesh, statistic): ``statistic`` is an element name, or ``worst``
     (``eps_G = max_A``) or ``mean`` over the non-identity elements. Columns: ``symmetry_error``
     (unbiased squared MMD), ``null_q95`` (95% quantile of the randomisation null: the minimum detectable
-    eps), ``p_value``, ``p_adjusted`` (Holm over every element, mesh and group of the run),
+    eps), ``p_value``, ``p_adjusted`` (one threshold per group, Holm over the groups; module docstring),
     ``ci_low``/``ci_high`` (95% interval), and with ``frechet`` the image-norm bracket on W2^2
     (squared image-norm units): ``frechet_distance`` (Gelbrich lower bound) and ``w2_upper``
     (assignment upper bound). ``meta`` states the kernel: ``bandwidth_mode`` (``median`` or ``fixed``),
@@ -206,8 +208,8 @@ class SymmetryReport:
             f"{_radius(s.get('radius'))} px"
             + (" with a local-contrast channel" if s.get("contrast") else "")
             + f", MMD with {s.get('features')} random features, {_kernel(m)}; "
-            f"{s.get('permutations')} null draws (p >= {m.get('p_floor', float('nan')):.2g}), Holm over "
-            f"{m.get('tests', '?')} tests"
+            f"{s.get('permutations')} null draws (p >= {m.get('p_floor', float('nan')):.2g}), one threshold per "
+            f"group, Holm over {m.get('tests', '?')} groups"
         )
         df = self.to_frame()
         if "radius" not in df:
@@ -232,7 +234,7 @@ class SymmetryReport:
                 table.add_row(f"[bold]{stat}[/bold]", *[_fmt(_cell(sub, c, stat), bold=True) for c in columns])
                 table.add_row("  detectable (null q95)", *[_fmt(_cell(sub, c, stat, "null_q95")) for c in columns])
                 column = "p_adjusted" if stat == "worst" else "p_value"
-                label = "  Holm-adjusted p" if stat == "worst" else "  p-value"
+                label = "  adjusted p" if stat == "worst" else "  p-value"
                 table.add_row(label, *[_p(_cell(sub, c, stat, column)) for c in columns])
                 table.add_row(
                     "  95% interval",
@@ -261,7 +263,7 @@ class SymmetryReport:
                         f"[{_fmt(f['eps0_ci_low'])} .. {_fmt(f['eps0_ci_high'])}] x1e-3, "
                         f"c = {_fmt(f['c'])} x1e-3 per px^2"
                     )
-        console.print(f"verdicts at alpha={self.alpha:g} (Holm over every element, mesh and group of this run):")
+        console.print(f"verdicts at alpha={self.alpha:g} (one threshold per group, Holm over the groups of this run):")
         for v in self.verdicts:
             console.print("  " + v["text"])
 
@@ -276,7 +278,8 @@ def _render_aggregate(self, console, table_class) -> None:
         + f", groups [bold]{self.group}[/bold]; the default test: {len(kernels)} kernels and scales (median-rule "
         f"Gaussian on intensity windows, linear-kernel limit on intensity + local-contrast windows), "
         f"{s.get('features')} random features each, {s.get('permutations')} null draws shared by all of them "
-        f"(p >= {m.get('p_floor', float('nan')):.2g}); one threshold per group (min-p), Holm over {m.get('tests')} groups"
+        f"(p >= {m.get('p_floor', float('nan')):.2g}); one threshold per group (min-p), "
+        f"Holm over {m.get('tests')} groups"
     )
     df = self.to_frame()
     for grp in self.groups or [self.group]:
@@ -476,9 +479,7 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
                         "eps0_ci_high": hi,
                     }
                 )
-    adjusted = holm([r["p_value"] for r in element_rows])
-    for r, p in zip(element_rows, adjusted):
-        r["p_adjusted"] = float(p)
+    group_p = _one_threshold(rows, [(None, draws)], [g.name for g in groups])
     for r in rows:
         if r["statistic"] == "worst":
             ps = [e["p_adjusted"] for e in r.pop("_elements") if not math.isnan(e["p_adjusted"])]
@@ -492,14 +493,52 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
         fits=fits,
         per_image=per_image,
         settings=dict(settings.__dict__),
-        meta={"tests": int(np.isfinite(adjusted).sum())},
+        meta={"tests": sum(math.isfinite(p) for p, _ in group_p.values())},
         alpha=settings.alpha,
         groups=[g.name for g in groups],
     )
     images = mmd[0][0].images if mmd and mmd[0] else None
-    report.verdicts = [_verdict(report, g.name, images) for g in groups]
+    report.verdicts = [{**_verdict(report, g.name, images), "p_value": group_p[g.name][0]} for g in groups]
     report.draws = draws  # not serialised: the null draws themselves, which combine_kernels calibrates together
     return report
+
+
+def _one_threshold(
+    rows: list[dict], parts: list[tuple], groups: list[str], field: str = "kernel"
+) -> dict[str, tuple[float, float]]:
+    """Per group, one test over all its statistics, then Holm over the groups; sets the element rows' p-values.
+
+    ``parts`` pairs a label (the rows' ``field``: kernel name, radius; None for one run) with a report's ``draws``
+    (group -> [(mesh, elements, eps, null)]). Every statistic of a group (kernel, mesh, element) uses the same random
+    group element per image and null draw, so :func:`~symmetry.estimators.min_p_aggregate` calibrates the smallest
+    of their p-values exactly: perfectly correlated rows (rot90 and rot270, one kernel at two meshes) cost nothing,
+    where a union bound (Holm over rows) would pile the adjusted p-values of symmetric data near 1. Groups have
+    different draws (their elements differ), so the groups' p-values are Holm-adjusted. Element rows get
+    ``p_adjusted`` = the larger of their min-p adjusted p-value (family-wise within the group) and the group's
+    Holm-adjusted p-value. Returns ``{group: (p, Holm-adjusted p)}``.
+    """
+    aggregated = {}
+    lookup = {}
+    for grp in groups:
+        columns, observed, nulls = [], [], []
+        for label, draws in parts:
+            for h, elements, eps, null in draws.get(grp, []):
+                columns += [(label, h, el) for el in elements]
+                observed.append(eps)
+                nulls.append(null)
+        if not columns or len({n.shape[0] for n in nulls}) != 1:
+            aggregated[grp] = float("nan")
+            continue
+        p, _, adjusted = min_p_aggregate(np.concatenate(observed), np.concatenate(nulls, axis=1))
+        aggregated[grp] = p
+        lookup.update({(grp, *c): float(a) for c, a in zip(columns, adjusted)})
+    holm_groups = dict(zip(groups, holm([aggregated[g] for g in groups])))
+    for row in rows:
+        if row["statistic"] in ("worst", "mean", "aggregate"):
+            continue
+        key = (row["group"], row.get(field), row["mesh"], row["statistic"])
+        row["p_adjusted"] = max(lookup[key], holm_groups[row["group"]]) if key in lookup else float("nan")
+    return {g: (aggregated[g], float(holm_groups[g])) for g in groups}
 
 
 def combine_kernels(reports: list[SymmetryReport], names: list[str]) -> SymmetryReport:
@@ -522,32 +561,9 @@ def combine_kernels(reports: list[SymmetryReport], names: list[str]) -> Symmetry
         fits += [{**f, "kernel": name, "radius": radius} for f in rep.fits]
         per_image += [{**p, "kernel": name, "radius": radius} for p in rep.per_image]
     groups = first.groups or [first.group]
-    aggregated, strongest = {}, {}
-    for grp in groups:
-        columns = []  # (kernel, mesh, element) in the order of the observed and null columns
-        observed, nulls = [], []
-        for name, rep in zip(names, reports):
-            for h, elements, eps, null in getattr(rep, "draws", {}).get(grp, []):
-                columns += [(name, h, el) for el in elements]
-                observed.append(eps)
-                nulls.append(null)
-        if not columns or len({n.shape[0] for n in nulls}) != 1:
-            aggregated[grp] = float("nan")
-            continue
-        p, raw, adjusted = min_p_aggregate(np.concatenate(observed), np.concatenate(nulls, axis=1))
-        aggregated[grp] = p
-        lookup = dict(zip(columns, adjusted))
-        for row in rows:
-            key = (row.get("kernel"), row["mesh"], row["statistic"])
-            if row["group"] == grp and key in lookup:
-                row["p_min_adjusted"] = float(lookup[key])
-        strongest[grp] = columns[int(np.nanargmin(raw))] if np.isfinite(raw).any() else None
+    group_p = _one_threshold(rows, [(name, getattr(rep, "draws", {})) for name, rep in zip(names, reports)], groups)
+    aggregated = {g: p for g, (p, _) in group_p.items()}
     holm_groups = dict(zip(groups, holm([aggregated[g] for g in groups])))
-    for row in rows:
-        if "p_min_adjusted" in row:
-            row["p_adjusted"] = max(row.pop("p_min_adjusted"), holm_groups[row["group"]])
-        elif row["statistic"] not in ("worst", "mean"):
-            row["p_adjusted"] = float("nan")
     for row in rows:
         if row["statistic"] == "worst":
             ps = [
@@ -610,13 +626,11 @@ def combine_kernels(reports: list[SymmetryReport], names: list[str]) -> Symmetry
         alpha=first.alpha,
         groups=first.groups,
     )
-    report.verdicts = [
-        _aggregate_verdict(report, g, aggregated[g], holm_groups[g], strongest.get(g), len(names)) for g in groups
-    ]
+    report.verdicts = [_aggregate_verdict(report, g, aggregated[g], holm_groups[g], len(names)) for g in groups]
     return report
 
 
-def _aggregate_verdict(report, group, p, adjusted, strongest, components) -> dict:
+def _aggregate_verdict(report, group, p, adjusted, components) -> dict:
     """One line per group of the aggregated test: the decision, and the kernel and scale that carried the evidence."""
     if not math.isfinite(adjusted):
         return {
@@ -654,7 +668,8 @@ def _aggregate_verdict(report, group, p, adjusted, strongest, components) -> dic
 
 
 def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
-    """Reports of several window radii (a scale profile) as one, with p-values Holm-adjusted across all of them."""
+    """Reports of several window radii (a scale profile) as one: one threshold per group over every radius, mesh and
+    element (:func:`_one_threshold`; the radii share their null draws), Holm over the groups."""
     first = reports[0]
     rows, fits, per_image = [], [], []
     for r, rep in zip(radii, reports):
@@ -662,8 +677,9 @@ def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
         fits += [{**f, "radius": float(r)} for f in rep.fits]
         per_image += [{**p, "radius": float(r)} for p in rep.per_image]
     elements = [row for row in rows if row["statistic"] not in ("worst", "mean")]
-    for row, p in zip(elements, holm([row["p_value"] for row in elements])):
-        row["p_adjusted"] = float(p)
+    groups = first.groups or [first.group]
+    parts = [(float(r), getattr(rep, "draws", {})) for r, rep in zip(radii, reports)]
+    group_p = _one_threshold(rows, parts, groups, field="radius")  # one threshold per group over every radius
     for row in rows:
         if row["statistic"] == "worst":
             ps = [
@@ -685,7 +701,7 @@ def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
         settings={**first.settings, "radius": [float(r) for r in radii]},
         meta={
             **first.meta,
-            "tests": int(np.isfinite([e["p_adjusted"] for e in elements]).sum()),
+            "tests": sum(math.isfinite(p) for p, _ in group_p.values()),
             "seconds": sum(rep.meta.get("seconds", 0.0) for rep in reports),
             # the median rule picks one kernel per radius; a fixed kernel has one standardised sigma for all
             "bandwidth_per_radius": [rep.meta.get("bandwidth") for rep in reports],
@@ -694,7 +710,9 @@ def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
         alpha=first.alpha,
         groups=first.groups,
     )
-    report.verdicts = [_verdict(report, g, first.meta.get("images")) for g in first.groups]
+    report.verdicts = [
+        {**_verdict(report, g, first.meta.get("images")), "p_value": group_p[g][0]} for g in first.groups
+    ]
     return report
 
 

@@ -98,7 +98,7 @@ class Settings:
     interpolation: str = "bicubic"
     frechet: bool = False  # also accumulate window moments for the Gaussian (Frechet) distance
     exact: bool = False  # evaluate transformed windows analytically (synthetic fields only): no interpolation
-    alpha: float = 0.05  # level of the verdicts (Holm-adjusted across the run's tests)
+    alpha: float = 0.05  # level of the verdicts (one threshold per group, Holm over the groups)
     contrast: bool = False  # add a local-contrast channel to every window (symmetry.contrast; exact null kept)
     kernels: str = "aggregate"  # "aggregate": the AGGREGATE components under one threshold; "single": one kernel
 

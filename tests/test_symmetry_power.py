@@ -37,14 +37,20 @@ def test_wilson_interval_known_values():
 
 
 def test_symmetrised_subsets_are_d4_images_of_the_photos():
+    """Every photo is moved by one of the eight quarter turns and flips, and all eight occur (a symmetrise that
+    returned its input, or used only rotations, would leave the law as asymmetric as the photos)."""
     from symmetry.data import ImageSource
 
-    images = [ImageSource(f"x{i}", array=torch.rand(1, 6, 8, dtype=torch.float64)) for i in range(6)]
+    images = [ImageSource(f"x{i}", array=torch.rand(1, 6, 8, dtype=torch.float64)) for i in range(64)]
     out = power.symmetrise(images, 5, 0)
+    used = set()
     for src, moved in zip(images, out):
         candidates = [torch.rot90(src.array, k, dims=(-2, -1)) for k in range(4)]
         candidates += [torch.flip(c, dims=(-1,)) for c in candidates]
-        assert any(c.shape == moved.array.shape and torch.equal(c, moved.array) for c in candidates)
+        hits = [k for k, c in enumerate(candidates) if c.shape == moved.array.shape and torch.equal(c, moved.array)]
+        assert len(hits) == 1
+        used.add(hits[0])
+    assert used == set(range(8))
 
 
 def test_skips_with_a_clear_message_without_the_photographs(tmp_path):
