@@ -102,3 +102,23 @@ def test_default_rejects_stretched_texture_and_not_its_symmetrised_copy():
     agg = [r for r in control.rows if r["statistic"] == "aggregate"][0]
     per_kernel = [r["p_value"] for r in control.rows if r["statistic"] not in ("worst", "mean", "aggregate")]
     assert agg["p_value"] >= min(per_kernel)  # the combination's p is calibrated above the smallest single p
+
+
+def test_median_rule_is_invariant_under_moving_single_windows():
+    """The median-rule kernel is the same when each window is replaced by a quarter turn or flip of itself (what
+    the randomisation null does to an image's windows), so the null is exact for the median rule too; the plain
+    median over identity windows changes (the negative control)."""
+    from symmetry.features import invariant_median
+    from symmetry.transforms import disk_offsets, lattice_permutations
+
+    offsets = disk_offsets(4.0, 1.0)
+    gen = torch.Generator().manual_seed(0)
+    stretch = torch.where(offsets[:, 0].abs() > 1, 2.0, 0.2).to(torch.float64)
+    x = torch.randn(40, 2 * len(offsets), generator=gen, dtype=torch.float64) * stretch.repeat(2)
+    perms = lattice_permutations(offsets, symmetry.get_group("dih4").matrices())
+    moved = torch.stack(
+        [row.view(2, -1)[:, perms[int(k)]].reshape(-1) for row, k in zip(x, torch.randint(8, (40,), generator=gen))]
+    )
+    assert invariant_median(moved, offsets) == pytest.approx(invariant_median(x, offsets), rel=1e-12)
+    plain = lambda w: float(torch.cdist(w, w).pow(2)[~torch.eye(len(w), dtype=torch.bool)].median())  # noqa: E731
+    assert abs(plain(moved) - plain(x)) > 1e-3 * plain(x)
