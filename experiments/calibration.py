@@ -53,6 +53,7 @@ def cells(config: dict) -> list[dict]:
                             "alpha": float(config["alpha"]),
                         }
                     )
+    out.sort(key=lambda c: c["subset"])  # subset by subset: a partial run covers every setting, source and size
     return out
 
 

@@ -66,6 +66,8 @@ def cells(config: dict) -> list[dict]:
                             "alpha": float(config["alpha"]),
                         }
                     )
+    # subset by subset (a partial run covers every setting and sample), the slow classifier test last
+    out.sort(key=lambda c: (bool(c["options"].get("classifier")), c["subset"]))
     return out
 
 
