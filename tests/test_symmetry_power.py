@@ -12,8 +12,14 @@ from experiments.runner import Context, SkipCell, cell_key, load_config
 def test_cells_expand_presets_so_their_content_is_in_the_hash():
     config = load_config("symmetry_power", "quick")
     cells = power.cells(config)
-    per_subset = sum(len(power._variants(name, config)) for name in config["settings"])
-    assert len(cells) == per_subset * sum(s["subsets"] for s in config["samples"])
+    plain = [s for s in config["samples"] if s.get("controls", True)]
+    estimators = [n for n, g in config["settings"].items() if not g.get("classifier")]
+    expected = sum(len(power._variants(n, config)) for n in estimators) * sum(s["subsets"] for s in plain)
+    expected += len(estimators) * sum(s["subsets"] for s in config["samples"] if s not in plain)  # no controls
+    classifier = [c for c in cells if c["options"].get("classifier")]
+    assert len(cells) - len(classifier) == expected
+    assert classifier and all(c["images"] == 50 and c["subset"] < 3 and not c["symmetrised"] for c in classifier)
+    assert cells[-len(classifier) :] == classifier  # the slow test runs last
     photos = next(c for c in cells if c["setting"] == "photos")
     assert photos["options"]["contrast"] is True and photos["options"]["mesh"] == [4.0]
     changed = {**config, "settings": {"photos": {"preset": "photos", "windows": 64}}}
