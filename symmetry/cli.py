@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m symmetry.measure",
         description="Estimate a dataset's non-strict symmetry error eps_G(h) per group, element and mesh size "
         "(squared kernel MMD between windows and transformed windows, an exact randomisation null with "
-        "Holm-adjusted p-values, bootstrap intervals and the eps0 + c*h^2 extrapolation).",
+        "one threshold per group over every kernel, scale and element (min-p), Holm over groups, bootstrap "
+        "intervals and the eps0 + c*h^2 extrapolation; by default an aggregated test over six kernels and scales).",
     )
     d = p.add_argument_group("data")
     d.add_argument(
@@ -95,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="recommended settings by name; options given explicitly override them. photos: natural photographs, "
         "to decide a group (radius 16 at mesh 4, a local-contrast channel, the linear-kernel limit; "
         "docs/symmetry.md, 'Power on Rain100L')",
+    )
+    m.add_argument(
+        "--kernels",
+        choices=list(defaults.KERNELS),
+        help="aggregate (default): one test over several kernels and scales (median-rule Gaussian and linear-kernel "
+        "limit with a contrast channel, radii 8, 16, 32 px) under one threshold; single: one kernel, set by --radius, "
+        "--bandwidth, --contrast, --windows (giving any of these selects single)",
     )
     m.add_argument(
         "--mesh",
@@ -134,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="add a local-contrast channel (log |Laplacian|, exactly D4-equivariant) to every window, so the test "
         "sees where texture is; the null stays exact (default: off; on with --preset photos)",
     )
-    m.add_argument("--alpha", type=float, help=f"level of the verdicts, Holm-adjusted {_default('alpha')}")
+    m.add_argument("--alpha", type=float, help=f"verdicts level, Holm over groups {_default('alpha')}")
     m.add_argument("--seed", type=int, help=f"seed for windows, features, null and bootstrap {_default('seed')}")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     m.add_argument(
