@@ -10,4 +10,8 @@ whichever submodule a caller imports first (BasicSR's ``archs/__init__.py``); e2
 loaded only when an ``e2cnn`` network is built.
 """
 
-from analysis import e2cnn_ref, models  # noqa: F401  (fill analysis.model_registry.MODELS)
+from symmetry import interrupt
+
+interrupt.install_for_package()  # `python -m analysis.X`: quiet Ctrl-C while the imports below run (seconds)
+
+from analysis import e2cnn_ref, models  # noqa: E402, F401  (fill analysis.model_registry.MODELS)

@@ -324,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="small sizes and settings for a smoke run")
     p.add_argument("--device", default="cpu", help="device of the batched estimator: cpu, cuda, cuda:N or auto")
-    p.add_argument("--threads", type=_positive, default=None, help="torch/OpenMP/BLAS threads (default: library's)")
+    p.add_argument(
+        "--threads", type=_positive, default=1, help="torch/OpenMP/BLAS threads (1: steady timings on a shared CPU)"
+    )
     p.add_argument("--group", default="rot8", help="transformation group")
     p.add_argument("--mesh", type=_meshes, default=[2.0, 1.0, 0.5], help="mesh sizes, comma-separated")
     p.add_argument("--interpolation", default="bicubic", choices=["bicubic", "bilinear"], help="interpolation (part 1)")

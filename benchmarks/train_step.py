@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smoke run: batch 2x3x32x32, width 8, depth 2, denoising")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
-    add_threads_option(p)
+    add_threads_option(p, default=1)
     p.add_argument("--group", default="rot8", help="rotation group rotN")
     p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--size", type=positive_int, default=48, help="input side in pixels")
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=positive_int, default=4, help="residual blocks")
     p.add_argument("--kernel-size", type=positive_int, default=5)
     p.add_argument("--scales", default="1,2", help="1 (denoise) and/or SR scales, comma-separated")
-    p.add_argument("--repeat", type=positive_int, default=None, help="timed repetitions (default 5, --quick 2)")
+    p.add_argument("--repeat", type=positive_int, default=None, help="timed repetitions (default 5, --quick 3)")
     p.add_argument("--warmup", type=positive_int, default=1, help="untimed repetitions first")
     return p
 
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
         return 2
     if args.quick:
         args.scales, args.batch, args.size, args.width, args.depth = args.scales[:1], 2, 32, 8, 2
-    args.repeat = args.repeat or (2 if args.quick else 5)
+    args.repeat = args.repeat or (3 if args.quick else 5)
     try:
         _report(args, resolve_device(args.device))
     except SymmetryError as err:

@@ -743,7 +743,7 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
     t = summary(frame)
     get = {(r.dataset, r.estimate, r.reference): r._asdict() for r in t.itertuples(index=False)}
     conv = convergence(frame)
-    steps = f"{int(frame['steps'].iloc[0])} + S steps" if conv else f"{int(frame['steps'].iloc[0])} steps"
+    steps = f"{int(frame['steps'].iloc[0])} + S" if conv else f"{int(frame['steps'].iloc[0])}"
     parts = []
     if conv:
         parts.append(convergence_sentence(conv, config))
@@ -921,7 +921,7 @@ def adaptation_verdict(diffs: pd.DataFrame, frame: pd.DataFrame | None = None) -
     if shared:
         parts.append(
             f"sa from tl beats tl on {', '.join(shared)}, but its offsets are nearly the same for every image "
-            f"(dtheta0 sd {', '.join(f'{spread[d]:.1f}' for d in shared)} deg < {LEARNED_SPREAD_DEG:g}): a shared "
+            f"(dtheta0 sd {', '.join(f'{spread[d]:.2f}' for d in shared)} deg < {LEARNED_SPREAD_DEG:g}): a shared "
             "offset learned through the hypernetwork, not per-sample adaptation"
         )
     null = [r["dataset"] for r in rows if r["dataset"] not in better + worse + open_ + shared]
@@ -932,7 +932,7 @@ def adaptation_verdict(diffs: pd.DataFrame, frame: pd.DataFrame | None = None) -
             f"(the {INTERVAL:.0%} interval of sa - tl over seeds contains 0"
             + (
                 f"; sa's offsets barely vary between images there: dtheta0 sd "
-                f"{', '.join(f'{spread[d]:.1f}' for d in flat)} deg)"
+                f"{', '.join(f'{spread[d]:.2f}' for d in flat)} deg)"
                 if flat
                 else ")"
             )

@@ -290,8 +290,10 @@ def measure_budget(
     windows of every mesh ``(R, M, C P_h)`` (``R`` coset representatives, ``P_h`` points at mesh ``h``) with the
     sampling positions and the mean removal of the largest mesh, the random features ``(R M, D)`` (three
     temporaries), and the random-feature projections ``(D, C P_h)`` (computed through ``(D, 16, P_h)`` float64
-    cosines). With ``frechet``: window moments ``(G, C P_h, C P_h)`` per mesh. Not counted: the decoded images
-    (bounded by the loader's pixel limit) and the interpreter.
+    cosines). At a mesh ``h < 1`` with ``1/h`` an integer, the native patches under the windows upsampled to
+    ``S x S`` pixels each, ``S ~ 2 radius / h + 6 / h`` (float64, the resize's output and one temporary). With
+    ``frechet``: window moments ``(G, C P_h, C P_h)`` per mesh. Not counted: the decoded images and their rasters at
+    the other meshes (their size is the images', bounded by the loader's pixel limit) and the interpreter.
     """
     from symmetry.estimators import _PENDING_VALUES
     from symmetry.transforms import disk_offsets
@@ -309,6 +311,7 @@ def measure_budget(
     reps = _cosets([list(map(list, u)) for u in union], s.exact)
     points = [len(disk_offsets(s.radius, h)) for h in meshes]
     per_group_mesh = len(meshes)
+    folds = []  # one fold at a time: its 0/1 matrix (B_perm, K G), indices and the (K, G, G, D) differences
     for grp in groups:
         order = len(grp)
         budget.add(
@@ -330,8 +333,7 @@ def measure_budget(
             draws * per_group_mesh,
             "--permutations",
         )
-        fold = bp * pending * (order + 2) * FLOAT64 + 2 * pending * order * order * d * FLOAT64
-        budget.add("the null draws of images not yet folded in (permutations x images)", fold, "--permutations")
+        folds.append(bp * pending * (order + 2) * FLOAT64 + 2 * pending * order * order * d * FLOAT64)
         budget.add(
             "the report's null and bootstrap draws",
             3 * (bp + bb) * order * FLOAT64 * per_group_mesh,
@@ -340,6 +342,7 @@ def measure_budget(
         if images is not None:
             per_image = images * (PER_IMAGE_ENTRY + order * PYTHON_FLOAT_ENTRY) * per_group_mesh
             budget.add("the per-image values (images x elements x meshes)", per_image, "--max-images")
+    budget.add("the null draws of images not yet folded in (permutations x images)", max(folds), "--permutations")
     windows = [reps * m * channels * p * item for p in points]
     budget.add(
         "the windows of one image (windows x points x elements x meshes)",
@@ -349,7 +352,7 @@ def measure_budget(
     )
     patches = [_patch_side(s.radius, h, s.interpolation) for h in meshes]
     patches = [
-        m * channels * (4 * side**2 + 3 * (side // round(1 / h)) ** 2) * FLOAT64
+        m * channels * (2 * side**2 + 3 * (side // round(1 / h)) ** 2) * FLOAT64
         for h, side in zip(meshes, patches)
         if side
     ]

@@ -37,7 +37,7 @@ import os
 import re
 from pathlib import Path
 
-from symmetry.decoders import CHANNELS, IMAGE_EXTENSIONS, pixel_limit
+from symmetry.decoders import CHANNELS, IMAGE_EXTENSIONS, check_regular, pixel_limit
 from symmetry.download import download_file, extract_folder, sha256_file
 from symmetry.errors import DataError, UsageError
 from symmetry.sources import Dataset, ImageSource
@@ -125,6 +125,8 @@ def _image_files(root: Path) -> list[Path]:
         found += [
             Path(dirpath, f) for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
         ]
+    for path in found:
+        check_regular(path)
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 
 

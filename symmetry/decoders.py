@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import struct
 import warnings
 import zlib
@@ -74,6 +75,10 @@ def _check_pixels(path: Path, width: int, height: int, limit: int, depth: int = 
         )
 
 
+PNG16_MAX_SIDES = 40_000
+"""Width + height above which a 16-bit colour PNG is left to Pillow (8-bit): :func:`_unfilter_png` takes w + h steps."""
+
+
 def _png16_colour(path: Path, limit: int = MAX_IMAGE_PIXELS) -> np.ndarray | None:
     """Decode a non-interlaced 16-bit gray+alpha/RGB/RGBA PNG to big-endian uint16 ``(H, W, C)``; else None.
 
@@ -90,6 +95,9 @@ def _png16_colour(path: Path, limit: int = MAX_IMAGE_PIXELS) -> np.ndarray | Non
     _check_pixels(path, w, h, limit)
     if interlace:
         warnings.warn(f"{path}: interlaced 16-bit colour PNG is read at 8-bit precision", stacklevel=3)
+        return None
+    if w + h > PNG16_MAX_SIDES:  # the row-filter sweep below takes w + h steps: a 1 x 2,000,000 image would hang
+        warnings.warn(f"{path}: 16-bit colour PNG of {w}x{h} is read at 8-bit precision", stacklevel=3)
         return None
     data, pos, idat = path.read_bytes(), 8, []
     while True:
@@ -144,6 +152,14 @@ def _read_tiff(path: Path, limit: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         _check_pixels(path, page.imagewidth, page.imagelength, limit, page.imagedepth)  # tags only, nothing decoded
+        series = tif.series[0] if tif.series else page
+        extra = [f"{a}={n}" for a, n in zip(series.axes, series.shape) if a not in "YXSC" and n > 1]
+        if page.imagedepth > 1 or extra:  # a volume or a stack: which plane is "the image" is not ours to guess
+            axes = ", ".join(extra) or f"Z={page.imagedepth}"
+            raise DataError(
+                f"{path}: a volumetric or multi-page TIFF ({series.axes} {tuple(series.shape)}, {axes}); "
+                "save each 2-D image as its own file"
+            )
         if page.samplesperpixel > 4:
             raise DataError(
                 f"{path}: unsupported channel count ({page.samplesperpixel}); expected 1 gray, 2 gray+alpha, "
@@ -228,6 +244,16 @@ def _to_channels(arr: np.ndarray, channels: str, path: Path) -> torch.Tensor:
     return image
 
 
+def check_regular(path: Path) -> None:
+    """Refuse a pipe, device or socket named like an image (reading a FIFO would wait forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # a missing file or a dangling link: the reader names it
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path} is not a regular file (a pipe, device or socket); move it out of the image folder")
+
+
 def read_image(path: str | os.PathLike, channels: str = "gray", *, max_pixels: int | None = None) -> torch.Tensor:
     """Read one image file by the module's channel rule; any failure is a :class:`DataError` naming ``path``.
 
@@ -238,6 +264,7 @@ def read_image(path: str | os.PathLike, channels: str = "gray", *, max_pixels: i
         raise UsageError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
     limit = pixel_limit(max_pixels)
     path = Path(path)
+    check_regular(path)
     try:
         suffix = path.suffix.lower()
         arr = None

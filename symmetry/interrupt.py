@@ -56,6 +56,14 @@ def install(module_name: str) -> None:
     signal.signal(signal.SIGINT, _handler)
 
 
+def install_for_package() -> None:
+    """From a package's ``__init__``, first: install the handler when the package is being imported because
+    ``python -m package.module`` is starting (Python sets ``sys.argv[0]`` to ``"-m"`` while it locates the
+    module), so a Ctrl-C while the package's own imports run ends quietly too; a library import does nothing."""
+    if sys.argv[:1] == ["-m"]:
+        install("__main__")
+
+
 def run(main: Callable[[], int]) -> int:
     """``main()``'s exit code, 130 when Ctrl-C ended it; a Ctrl-C from here on exits 130 at once."""
     global _phase, _interrupted

@@ -197,3 +197,27 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
         work = tensor.to("cpu", copy=True)
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
     return work.to(device)
+
+
+THREADS_ENV = "OMP_NUM_THREADS"
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set this process's CPU threads: ``threads``, else ``$OMP_NUM_THREADS``, else 1; returns the number set.
+
+    One thread per process is the default: on a shared or small CPU torch's default (one per core) made the small
+    models and estimators here several times slower (docs/performance.md, 'Threads on a shared CPU'); give more
+    on an idle many-core machine. A bad value is a :class:`UsageError`.
+    """
+    source = "--threads"
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        source, threads = (f"${THREADS_ENV}", env) if env else ("", 1)
+    try:
+        count = int(threads)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1 or count > 4096:
+        raise UsageError(f"{source} must be a whole number of threads from 1 to 4096, got {threads!r}")
+    torch.set_num_threads(count)
+    return count

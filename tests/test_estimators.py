@@ -86,7 +86,9 @@ def test_mesh_fit_recovers_known_eps0():
 
 def test_streaming_equals_one_shot_and_shards_merge():
     data = make_fields("vonmises", n=10, size=40, kappa=4.0)
-    s = Settings(radius=5.0, windows=32, features=128, bandwidth=0.2, permutations=50, bootstrap=50, seed=3)
+    s = Settings(
+        radius=5.0, windows=32, features=128, bandwidth=0.2, permutations=50, bootstrap=50, seed=3, kernels="single"
+    )
     assert s == Settings.from_options(**s.__dict__)
     group = symmetry.get_group("rot8")
     report = symmetry.measure_dataset(data, group, mesh=1.0, dtype=torch.float64, **{**s.__dict__, "device": "cpu"})
