@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Imported lazily: ``import symmetry`` stays light (no torch.distributed, no rich) until a measurement runs.
     if name == "measure_dataset":
+        # lazy: every module imports this package, and `python -m symmetry.measure --help` must stay fast
         from symmetry.measurement import measure_dataset
 
         return measure_dataset
