@@ -52,6 +52,7 @@ def test_without_the_seed_the_jitter_differs(tmp_path):
     assert first != _jittered(tmp_path / "b", False)
 
 
+@pytest.mark.slow  # draws every sa_alignment figure twice; the strip-plot test above covers the mechanism
 def test_stored_figures_drawn_twice_are_the_same_bytes(tmp_path):
     from experiments.figures import make_figures
 
