@@ -37,7 +37,7 @@ from symmetry.errors import DataError, UsageError
 from symmetry.io import atomic_write_text, json_safe, output_lock, read_text_file
 
 EXPERIMENTS = ("symmetry_table", "bound", "bound_lmmse", "bias_variance", "sa_alignment", "restoration_table")
-EXPERIMENTS += ("symmetry_power", "calibration")
+EXPERIMENTS += ("symmetry_power", "calibration", "sr_benchmark")
 #: Experiments whose module is not ``experiments.NAME`` (``bound``: Theorem 3.6 in its own setting).
 MODULES = {"bound": "bound_theorem"}
 SCALES = ("quick", "full")
