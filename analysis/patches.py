@@ -15,6 +15,10 @@ The batch of step ``k`` is a function of ``k`` alone (fit's exact resume), is th
 divides ``B``, and rank ``r`` of ``w`` reads only the shards of its positions ``[r B/w, (r+1) B/w)``: with
 ``n >= B`` the ranks partition the images.
 
+Each cache entry ends with ``digest.txt`` (written last: the hash of each array file). An entry without it is
+incomplete and decoded again; an entry whose files no longer match it (replaced or lost) is refused with a one-line
+:class:`DataError` the first time a process opens it (one read of the files per process and image).
+
 Cache folder: ``$SYMMETRY_CACHE``, else ``$XDG_CACHE_HOME/symmetry-restoration`` (``~/.cache/...``); a folder that
 cannot be written leaves the decoded images in memory (the eager behaviour) with a note.
 """

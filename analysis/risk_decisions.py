@@ -196,6 +196,7 @@ def with_aliases(frame: pd.DataFrame, aliases: dict[str, tuple[str, float]] | No
     the sweep name to ``(dataset it equals, kappa)`` (the same data are computed once)."""
     if not aliases:
         return frame
+    frame = frame[~frame["dataset_name"].isin(list(aliases))]  # rows stored under the alias before it was one
     copies = []
     for alias, (name, kappa) in aliases.items():
         rows = frame[(frame["dataset_name"] == name) & frame["family"].isin(["linear", "measure"])]

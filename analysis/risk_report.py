@@ -92,7 +92,7 @@ def readme_paragraph(frame: pd.DataFrame, config: dict) -> str:
             f"*{family}* ({int(fam['n_seeds'].max())} seeds; best group, then runner-up or matched minus best in % of "
             f"the best risk with its 95% paired t interval): the lowest mean risk is at the matched group in "
             f"{int(known['matches'].sum())}/{len(known)} (dataset, n) settings of known symmetry, resolved "
-            f"(every other group's interval excludes 0) in {len(resolved)}; at the largest n: "
+            f"(every other group's paired test rejects, Holm 5%) in {len(resolved)}; at the largest n: "
             + "; ".join(items)
             + f". Arms (paired intervals): {arm_text}."
             + (f" Training: {training_text(frame)}" if family == "cnn" and training_text(frame) else "")

@@ -1,7 +1,7 @@
 """Command-line options every benchmark shares: ``--threads``, applied in one place, and positive whole numbers.
 
-Nothing is imported at the top: a benchmark sets the thread counts before NumPy and torch load (OpenMP and
-BLAS read them once, when they start).
+Nothing heavy is imported here, so a benchmark may set the thread counts before NumPy and torch load (OpenMP
+and BLAS read the environment once, when they start); torch's own count is set in any case.
 """
 
 from __future__ import annotations

@@ -24,24 +24,25 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch
+import torch.nn.functional as F
+
+from analysis.fit import fit
+from analysis.models import build_model, count_parameters
 from benchmarks.options import add_threads_option, positive_int, use_threads
+from symmetry.errors import SymmetryError
+from symmetry.runtime import resolve_device
 
 KINDS = ("plain", "equivariant", "sa")
 TARGET_SA_OVER_EQUIVARIANT = 1.5
 
 
 def _sync(device) -> None:
-    import torch
-
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _models(args, scale: int, device) -> dict:
-    import torch
-
-    from analysis.models import build_model
-
     torch.manual_seed(0)
     common = dict(group=args.group, scale=scale, in_channels=3, width=args.width, depth=args.depth)
     common["kernel_size"] = args.kernel_size
@@ -53,11 +54,6 @@ def _models(args, scale: int, device) -> dict:
 
 def time_training(args, scale: int, device) -> dict:
     """Milliseconds per training step of each model (median over interleaved repetitions)."""
-    import torch
-    import torch.nn.functional as F
-
-    from analysis.models import count_parameters
-
     models = _models(args, scale, device)
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
@@ -93,12 +89,6 @@ def time_fit_overhead(args, device, steps: int = 10) -> dict:
     """Seconds of ``steps`` plain-model steps through :func:`analysis.fit.fit` and through a bare Adam loop on the
     same batch, interleaved (median over repetitions): what fit's bookkeeping (RNG snapshot per step, interrupt
     handling, schedule) costs."""
-    import torch
-    import torch.nn.functional as F
-
-    from analysis.fit import fit
-    from analysis.models import build_model
-
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
     common = dict(group=args.group, in_channels=3, width=args.width, depth=args.depth, kernel_size=args.kernel_size)
@@ -139,8 +129,6 @@ def time_fit_overhead(args, device, steps: int = 10) -> dict:
 
 def time_inference(args, scale: int, device) -> dict:
     """Milliseconds per forward pass without gradients: eval mode (cached filters) vs train mode (rebuilt)."""
-    import torch
-
     models = _models(args, scale, device)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(2)).to(device)
     out: dict[str, dict[str, float]] = {}
@@ -162,8 +150,6 @@ def time_inference(args, scale: int, device) -> dict:
 
 
 def _report(args, device) -> None:
-    import torch
-
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {device}; batch {args.batch}x3x"
         f"{args.size}x{args.size}, {args.group}, width {args.width}, depth {args.depth}, kernel {args.kernel_size}; "
@@ -221,10 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     use_threads(args.threads)
-
-    from symmetry.errors import SymmetryError
-    from symmetry.runtime import resolve_device
-
     try:
         args.scales = [int(s) for s in args.scales.split(",") if s.strip()]
     except ValueError:

@@ -512,7 +512,7 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
             f"{family}: the lowest mean risk is at the group matching the data's symmetry in "
             f"{int(known['matches'].sum())}/{len(known)} settings with known symmetry; "
             f"{int(resolved['matches'].sum())}/{len(known)} are matched AND resolved (every other ladder group's "
-            f"95% paired t interval over {int(fam['n_seeds'].max())} seeds excludes 0)."
+            f"paired t test over {int(fam['n_seeds'].max())} seeds rejects after Holm's adjustment, 5% per setting)."
         )
         for r in fam.itertuples():
             text = f"  {family} {r.dataset_name} [{r.data_symmetry}] n={r.n_train}: best {r.best}"

@@ -542,6 +542,25 @@ def test_div2k_download_is_verified_and_extracted(server, tmp_path):
     assert len(again) == 2 and server.ranges == [0]
 
 
+def test_the_download_bar_is_the_one_progress_bar(server, tmp_path, monkeypatch, capsys):
+    """The downloader shows symmetry.runtime.progress in bytes (no bar of its own); a bad unit is refused."""
+    from symmetry import download, runtime
+
+    assert download.progress is runtime.progress
+    calls = []
+
+    def spy(total, label, **kwargs):
+        calls.append((total, label, kwargs.get("unit"), kwargs.get("completed")))
+        return runtime.progress(total, label, **kwargs)
+
+    monkeypatch.setattr(download, "progress", spy)
+    datasets.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
+    assert calls == [(len(server.payload), "download DIV2K_valid_HR.zip", "bytes", 0)]
+    with pytest.raises(ValueError, match="unit must be 'items' or 'bytes'"):
+        with runtime.progress(3, "x", unit="kg"):
+            pass
+
+
 def test_div2k_interrupted_download_resumes(server, tmp_path):
     server.cut = 100
     with pytest.raises(DataError, match=r"interrupted at 100 of \d+ bytes.*resume"):

@@ -130,10 +130,15 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _has_comment(lines: list[str], lineno: int) -> bool:
-    """A ``#`` comment on the import's line or on the line just above it."""
-    here = lines[lineno - 1]
-    above = lines[lineno - 2].strip() if lineno >= 2 else ""
-    return "#" in here or above.startswith("#")
+    """A ``#`` comment on the import's line, or on the line above its block of consecutive imports."""
+    if "#" in lines[lineno - 1]:
+        return True
+    k = lineno - 2
+    while k >= 0 and lines[k].strip().startswith(("import ", "from ")):
+        if "#" in lines[k]:
+            return True
+        k -= 1
+    return k >= 0 and lines[k].strip().startswith("#")
 
 
 def in_function_report(root: Path = ROOT) -> tuple[dict[str, int], list[str]]:
