@@ -8,6 +8,11 @@ their configuration and time per step only.
 
 from __future__ import annotations
 
+from symmetry import interrupt
+
+interrupt.install(__name__)  # first, before the imports below (seconds): a Ctrl-C while they run ends quietly
+# ruff: noqa: E402 - the imports follow the Ctrl-C handler on purpose
+
 import argparse
 import math
 import sys
@@ -16,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.config import CliParser
-from analysis.rundir import CONFIG_FILE, METRICS_FILE, read_json_object, read_log
+from analysis.rundir import CONFIG_FILE, METRICS_FILE, RUN_FILES, read_json_object, read_log
 from symmetry.errors import DataError, UsageError
 from symmetry.io import atomic_write_text, check_distinct_outputs, check_writable, output_lock
 from symmetry.runtime import cli_entry
@@ -115,6 +120,14 @@ class NotARun(DataError):
     """A path without ``config.json``."""
 
 
+def check_not_a_run_file(path: str, option: str, runs) -> None:
+    """Refuse an output that is one of a compared run's own files (``run/metrics.json``): it would be replaced."""
+    target = Path(path).resolve()
+    for run in runs:
+        if target.parent == Path(run).resolve() and target.name in RUN_FILES:
+            raise UsageError(f"{option} {path} is a file of the run {run} itself; write the table elsewhere")
+
+
 def collect(runs, *, skip_invalid: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Rows of every run; runs that cannot be read are skipped (returned as ``path: reason``) or raise."""
     rows, skipped = [], []
@@ -196,6 +209,7 @@ def main(argv=None) -> int:
     check_distinct_outputs(csv=args.csv, markdown=args.markdown)
     for option in ("csv", "markdown"):
         if getattr(args, option):
+            check_not_a_run_file(getattr(args, option), f"--{option}", args.runs)
             check_writable(getattr(args, option), f"--{option}")
     with output_lock(args.csv, args.markdown):  # another compare writing these files: fail at once
         df, skipped = collect(args.runs)
@@ -220,4 +234,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interrupt.run(main))

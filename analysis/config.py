@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from symmetry.errors import DataError, UsageError
+from symmetry.errors import UsageError
+from symmetry.io import read_json_file
 from symmetry.runtime import CliParser
 
 SCHEDULES = ("step", "cosine", "constant")
@@ -35,6 +36,11 @@ RUN_INDEPENDENT = frozenset(
 the identity: a fine-tuned run is another run than one trained from scratch."""
 OPTIONAL_IDENTITY = ("init_from", "average")
 """Identity fields left out while ``None``, so runs written before they existed keep their fingerprint."""
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": dict(width=4, depth=2, patch_size=32, batch_size=8, steps=200, val_images=2, val_crop=96, val_every=100),
+}
+"""Named option sets (``--preset``): they replace the defaults; a config file and explicit options win over them.
+``cpu``: a small network that trains in minutes on a 2-core CPU (docs/performance.md, 'A CPU preset')."""
 MODEL_OPTION_DEFAULTS: dict[str, str] = {"basis": "fourier", "tail": "equivariant", "match": "parameters"}
 """``model_options`` with a command-line flag (``--basis``, ``--tail``, ``--match``) and their defaults."""
 
@@ -112,13 +118,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UsageError(f"config file {path} does not exist") from None
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"cannot read config file {path}: {err}") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_json_file(path, "config file"), str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,6 +13,7 @@ import re
 import torch
 from torch import nn
 
+from analysis.model_registry import register_model
 from analysis.models import UPSAMPLE_KERNEL_SIZE, Backbone, ResBlock, upsample_stages
 from symmetry.errors import UsageError
 
@@ -89,3 +90,12 @@ class E2CNNNet(Backbone):
         )
         self.group_name = group
         self.width = width
+
+
+@register_model("e2cnn")
+def _e2cnn_net(shared: dict) -> E2CNNNet:
+    """The ``e2cnn`` kind: e2cnn's own (Fourier) basis and an equivariant tail."""
+    basis, tail = shared.pop("basis"), shared.pop("tail")
+    if basis != "fourier" or tail != "equivariant":
+        raise UsageError("the e2cnn model has its own basis and an equivariant tail; drop basis/tail")
+    return E2CNNNet(**shared)

@@ -26,6 +26,11 @@ the run directory.
 
 from __future__ import annotations
 
+from symmetry import interrupt
+
+interrupt.install(__name__)  # first, before the imports below (seconds): a Ctrl-C while they run ends quietly
+# ruff: noqa: E402 - the imports follow the Ctrl-C handler on purpose
+
 import argparse
 import json
 import math
@@ -43,7 +48,7 @@ from analysis.metrics import psnr, quantize, ssim
 from analysis.rundir import IMAGES_FILE, METRICS_FILE, TRANSFORMS_FILE, load_run, read_log  # noqa: F401
 from symmetry.errors import DataError, UsageError
 from symmetry.io import atomic_write_text, check_writable, json_safe
-from symmetry.runtime import cli_entry, resolve_device
+from symmetry.runtime import cli_entry, resolve_device, set_threads
 
 # ---- scoring --------------------------------------------------------------------------
 
@@ -209,6 +214,13 @@ def evaluate_run(
     if not isinstance(steps, int) or not isinstance(seconds, (int, float)):
         raise DataError(f"checkpoint {run / 'checkpoint.pt'} has a malformed step or train_seconds entry")
     seconds = float(seconds)
+    planned = cfg.steps if isinstance(cfg.steps, int) else None
+    if planned is not None and steps < planned:
+        print(
+            f"warning: {run} stopped at step {steps} of the {planned} it planned: these scores are of a partly "
+            f"trained network (finish it with python -m analysis.train --out {run} --resume)",
+            file=sys.stderr,
+        )
     test_loss = float(scores["loss"].mean())
 
     eq_inputs = [_centre_square(ex.input, eq_crop) for ex in examples[:eq_images]]
@@ -263,6 +275,7 @@ def evaluate_run(
         "average": averaging,
         "time_per_image_s": time_per_image,
         "steps": steps,
+        "steps_planned": planned,
         "train_seconds": _finite(seconds),
         "time_per_step_s": _finite(seconds / steps) if steps else None,
         "test_loss": test_loss,
@@ -344,11 +357,21 @@ def _fmt(x) -> str:
 # ---- command line ---------------------------------------------------------------------
 
 
+class _DefaultsOnce(argparse.HelpFormatter):
+    """Append ``(default: X)`` to an option's help unless it names its default itself or has none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
         prog="python -m analysis.evaluate",
         description="Score a training run on its test set and measure its equivariance; writes RUN/metrics.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsOnce,
     )
     p.add_argument("run", help="run directory (holds config.json and checkpoint.pt)")
     p.add_argument("--group", default=None, help="group of the equivariance error (default: the run's group)")
@@ -370,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    set_threads()
     metrics = evaluate_run(
         args.run,
         group=args.group,
@@ -389,4 +413,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interrupt.run(main))

@@ -38,7 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis import rundir
 from symmetry.errors import DataError, UsageError
+from symmetry.runtime import DistInfo
+from symmetry.runtime import progress as progress_bar
 
 StepFn = Callable[[nn.Module, Any], torch.Tensor]
 """``step(net, batch) -> loss``: the scalar loss of one batch (``net`` is the model, or its DDP wrapper)."""
@@ -201,10 +204,6 @@ def fit(
     ``torchrun`` the model is wrapped in DistributedDataParallel, ``batches(k)`` must return this rank's share,
     and rank 0 writes the files.
     """
-    from analysis import rundir
-    from symmetry.runtime import DistInfo
-    from symmetry.runtime import progress as progress_bar
-
     info = dist_info or DistInfo()
     if not isinstance(steps, int) or steps < 1:
         raise UsageError(f"steps must be a positive integer, got {steps!r}")

@@ -68,11 +68,24 @@ from analysis.layers import (
     parameters_to_transform,
     transform_to_parameters,
 )
+from analysis.model_registry import MODELS, register_model
 from symmetry.errors import UsageError
 from symmetry.groups import Group, GroupElement, get_group
 from symmetry.transforms import imresize, transform_image
 
-MODEL_KINDS = ("plain", "equivariant", "tl", "sa", "sa-global", "e2cnn")
+MODEL_KINDS = MODELS
+"""The kinds :func:`build_model` knows, the live table: ``plain``, ``equivariant``, ``tl``, ``sa``, ``sa-global``
+(registered below), ``e2cnn`` (:mod:`analysis.e2cnn_ref`) and any research variant registered since."""
+LAYOUTS = ("residual", "authors")
+"""``layout=``: this project's residual layout, or the authors' EDSR layout (:class:`Backbone`)."""
+LAYOUT_KINDS = ("plain", "equivariant", "tl", "sa", "sa-global")
+"""The kinds that take ``layout=`` and ``res_scale=`` (built on :class:`Backbone` with this module's convs)."""
+AUTHORS_RES_SCALE = 0.1
+"""The authors' ``--res_scale`` (their ``demo.sh``): each residual block adds ``0.1 * conv2(relu(conv1(x)))``."""
+AUTHORS_LAST_KERNEL_SIZE = 3
+"""The authors' last conv (after the upsampler) is 3x3 whatever the body's kernel size."""
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+"""EDSR's ``MeanShift``: the DIV2K RGB mean, subtracted from the input and added back to the output."""
 TAILS = ("equivariant", "plain")
 """``tail=``: equivariant upsampler and last conv, or the authors' ordinary ones."""
 MATCHES = ("parameters", "channels")
@@ -116,18 +129,38 @@ def upsample_stages(scale: int) -> list[int]:
 
 
 class ResBlock(nn.Module):
-    """``x + conv2(relu(conv1(x)))``; the convs accept optional per-sample deformation offsets."""
+    """``x + res_scale * conv2(relu(conv1(x)))``; the convs accept optional per-sample deformation offsets."""
 
-    def __init__(self, conv1: nn.Module, conv2: nn.Module) -> None:
+    def __init__(self, conv1: nn.Module, conv2: nn.Module, res_scale: float = 1.0) -> None:
         super().__init__()
         self.conv1, self.conv2 = conv1, conv2
+        self.res_scale = float(res_scale)
 
     def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x, offset)), offset)
+        y = self.conv2(F.relu(self.conv1(x, offset)), offset)
+        return x + (y if self.res_scale == 1.0 else self.res_scale * y)
+
+
+def check_layout(layout: str) -> str:
+    """``layout`` if it is one of :data:`LAYOUTS`, else a one-line :class:`UsageError`."""
+    if layout not in LAYOUTS:
+        raise UsageError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    return layout
+
+
+def default_res_scale(layout: str) -> float:
+    """The residual-block scale of a layout: the authors' 0.1, or 1 for the residual layout."""
+    return AUTHORS_RES_SCALE if check_layout(layout) == "authors" else 1.0
 
 
 class Backbone(nn.Module):
     """EDSR-style backbone; the flavour is fixed by the conv modules passed in.
+
+    ``layout="residual"`` (this project's): head, blocks, ``body_tail`` conv, long skip, upsampler, tail, plus the
+    fixed :meth:`skip` (input, or its bicubic upsampling); the tail starts at :data:`TAIL_INIT_SCALE` of its init.
+    ``layout="authors"`` (EDSR as in the authors' ``edsr*.py``): ``MeanShift`` by :data:`RGB_MEAN`, head, blocks
+    (with ``res_scale``), an optional ``body_tail`` (``None`` in their equivariant nets), long skip, upsampler,
+    tail conv, mean added back; no global skip (:meth:`skip` is zero) and the usual initialisation.
 
     Every conv module takes ``(x, offset=None)``; only the sample-adaptive networks pass
     per-sample deformation offsets ``(B, 3)`` (``theta0, log cx, log cy``, see
@@ -138,12 +171,13 @@ class Backbone(nn.Module):
         self,
         head: nn.Module,
         blocks: list[nn.Module],
-        body_tail: nn.Module,
+        body_tail: nn.Module | None,
         upsampler: list[nn.Module],
         tail: nn.Module,
         *,
         scale: int,
         in_channels: int,
+        layout: str = "residual",
     ) -> None:
         super().__init__()
         self.head = head
@@ -153,9 +187,13 @@ class Backbone(nn.Module):
         self.tail = tail
         self.scale = scale
         self.in_channels = in_channels
-        with torch.no_grad():
-            for p in self.tail.parameters():
-                p.mul_(TAIL_INIT_SCALE)
+        self.layout = check_layout(layout)
+        mean = RGB_MEAN if in_channels == 3 else (sum(RGB_MEAN) / 3,) * in_channels
+        self.register_buffer("rgb_mean", torch.tensor(mean).view(1, in_channels, 1, 1), persistent=False)
+        if layout == "residual":
+            with torch.no_grad():
+                for p in self.tail.parameters():
+                    p.mul_(TAIL_INIT_SCALE)
 
     def deformation(self, x: torch.Tensor) -> torch.Tensor | None:
         """Per-sample offsets ``(B, 3)`` (``theta0, log cx, log cy``), or ``None`` for a sample-independent network."""
@@ -165,8 +203,11 @@ class Backbone(nn.Module):
         """The fixed map the learned residual is added to: ``x`` for ``scale == 1``, the bicubic upsampling for SR.
 
         ``model(x) - model.skip(x)`` is the learned part (the normalisation of
-        :func:`analysis.equivariance.equivariance_error` with ``normalisation="learned"``).
+        :func:`analysis.equivariance.equivariance_error` with ``normalisation="learned"``). The authors' layout
+        has no global skip: zero, so the learned part is the whole output.
         """
+        if self.layout == "authors":
+            return x.new_zeros(*x.shape[:-2], x.shape[-2] * self.scale, x.shape[-1] * self.scale)
         if self.scale == 1:
             return x
         return imresize(x, self.scale)  # the same map as the bicubic baseline (analysis.tasks.baseline)
@@ -180,13 +221,18 @@ class Backbone(nn.Module):
         return x
 
     def _forward(self, x: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
-        feat = self.head(x, d)
+        authors = self.layout == "authors"
+        feat = self.head(x - self.rgb_mean if authors else x, d)
         y = feat
         for block in self.body:
             y = block(y, d)
-        y = self.body_tail(y, d) + feat  # long skip
+        if self.body_tail is not None:
+            y = self.body_tail(y, d)
+        y = y + feat  # long skip
         for up in self.upsampler:
             y = up(y, d)
+        if authors:
+            return self.tail(y, d) + self.rgb_mean
         return self.tail(y, d) + self.skip(x)
 
 
@@ -216,29 +262,48 @@ class PlainUpsample(nn.Module):
 
 
 class PlainNet(Backbone):
-    """The backbone with ordinary convolutions of ``width`` channels."""
+    """The backbone with ordinary convolutions of ``width`` channels (``layout="authors"``: EDSR itself)."""
 
-    def __init__(self, *, scale: int = 1, in_channels: int = 3, width: int = 16, depth: int = 4, kernel_size: int = 5):
+    def __init__(
+        self,
+        *,
+        scale: int = 1,
+        in_channels: int = 3,
+        width: int = 16,
+        depth: int = 4,
+        kernel_size: int = 5,
+        layout: str = "residual",
+        res_scale: float | None = None,
+    ):
         k = kernel_size
+        rs = default_res_scale(layout) if res_scale is None else res_scale
+        last = AUTHORS_LAST_KERNEL_SIZE if layout == "authors" else k
         super().__init__(
             PlainConv(in_channels, width, k),
-            [ResBlock(PlainConv(width, width, k), PlainConv(width, width, k)) for _ in range(depth)],
+            [ResBlock(PlainConv(width, width, k), PlainConv(width, width, k), rs) for _ in range(depth)],
             PlainConv(width, width, k),
             [PlainUpsample(width, s) for s in upsample_stages(scale)],
-            PlainConv(width, in_channels, k),
+            PlainConv(width, in_channels, last),
             scale=scale,
             in_channels=in_channels,
+            layout=layout,
         )
         self.width = width
 
 
-def plain_parameter_count(width: int, *, scale: int, in_channels: int, depth: int, kernel_size: int) -> int:
-    """Closed-form parameter count of :class:`PlainNet` (equals ``count_parameters(PlainNet(...))``)."""
+def plain_parameter_count(
+    width: int, *, scale: int, in_channels: int, depth: int, kernel_size: int, layout: str = "residual"
+) -> int:
+    """Closed-form parameter count of :class:`PlainNet` (equals ``count_parameters(PlainNet(...))``).
+
+    For ``layout="authors"``, width 64, depth 16, kernel 3, scale 2 it is EDSR-baseline x2's 1,369,859.
+    """
     k2, u2, c = kernel_size**2, UPSAMPLE_KERNEL_SIZE**2, in_channels
+    last2 = AUTHORS_LAST_KERNEL_SIZE**2 if check_layout(layout) == "authors" else k2
     n = c * width * k2 + width  # head
     n += (2 * depth + 1) * (width * width * k2 + width)  # blocks and body conv
     n += sum(width * width * s * s * u2 + width * s * s for s in upsample_stages(scale))
-    n += width * c * k2 + c  # tail
+    n += width * c * last2 + c  # tail
     return n
 
 
@@ -272,28 +337,34 @@ class EquivariantNet(Backbone):
         learn_deformation: bool = False,
         mask: str = "disk",
         parametrisation: str = "log",
+        layout: str = "residual",
+        res_scale: float | None = None,
     ) -> None:
         g = layer_group(group)
         if tail not in TAILS:
             raise UsageError(f"unknown tail {tail!r}; choose one of {', '.join(TAILS)}")
+        authors = check_layout(layout) == "authors"
+        rs = default_res_scale(layout) if res_scale is None else res_scale
         k = kernel_size
+        k_last = AUTHORS_LAST_KERNEL_SIZE if authors else k
         opt = dict(basis=basis, learn_deformation=learn_deformation, mask=mask, parametrisation=parametrisation)
         if tail == "equivariant":
             up_opt = {**opt, "mask": "disk"}
             upsampler = [GroupUpsample(width, s, g, UPSAMPLE_KERNEL_SIZE, **up_opt) for s in upsample_stages(scale)]
-            last = ProjectConv(width, in_channels, g, k, **opt)
+            last = ProjectConv(width, in_channels, g, k_last, **opt)
         else:
             channels = width * g.order
             upsampler = [PlainUpsample(channels, s) for s in upsample_stages(scale)]
-            last = PlainConv(channels, in_channels, k)
+            last = PlainConv(channels, in_channels, k_last)
         super().__init__(
             LiftConv(in_channels, width, g, k, **opt),
-            [ResBlock(*(GroupConv(width, width, g, k, **opt) for _ in range(2))) for _ in range(depth)],
-            GroupConv(width, width, g, k, **opt),
+            [ResBlock(*(GroupConv(width, width, g, k, **opt) for _ in range(2)), rs) for _ in range(depth)],
+            None if authors else GroupConv(width, width, g, k, **opt),  # the authors' edsr_bconv has no body conv
             upsampler,
             last,
             scale=scale,
             in_channels=in_channels,
+            layout=layout,
         )
         self.group = g
         self.width = width
@@ -853,6 +924,7 @@ def matched_plain_width(
     in_channels: int = 3,
     basis: str = "fourier",
     tail: str = "equivariant",
+    layout: str = "residual",
 ) -> int:
     """Width of ``plain`` whose parameter count is closest to ``equivariant`` with the same settings."""
     target = count_parameters(
@@ -865,11 +937,14 @@ def matched_plain_width(
             kernel_size=kernel_size,
             basis=basis,
             tail=tail,
+            layout=layout,
         )
     )
 
     def count(w: int) -> int:
-        return plain_parameter_count(w, scale=scale, in_channels=in_channels, depth=depth, kernel_size=kernel_size)
+        return plain_parameter_count(
+            w, scale=scale, in_channels=in_channels, depth=depth, kernel_size=kernel_size, layout=layout
+        )
 
     w = 1
     while count(w + 1) <= target:
@@ -887,66 +962,83 @@ def build_model(
     depth: int = 4,
     kernel_size: int = 5,
     basis: str = "fourier",
-    tail: str = "equivariant",
-    match: str = "parameters",
-    **kwargs,
+    tail: str | None = None,
+    layout: str = "residual",
+    res_scale: float | None = None,
+    **options,
 ) -> nn.Module:
     """Build a restoration network; ``(B, C, H, W) -> (B, C, H*scale, W*scale)``.
 
-    ``kind`` in :data:`MODEL_KINDS`; ``basis`` in :data:`analysis.basis.BASES` (equivariant
-    kinds; for ``plain`` it only enters the parameter match); ``tail`` in :data:`TAILS`;
-    ``match`` in :data:`MATCHES` (``plain`` only). Extra keyword arguments: ``plain_width``
-    (``plain``, overrides the match), ``hyper_width`` (``sa``, ``sa-global``), ``variant`` in :data:`VARIANTS`
-    and ``tie_transform`` (``tl``, ``sa``), ``mask`` in :data:`analysis.basis.MASKS` (``equivariant``,
-    ``sa-global``; ``tl``/``sa`` take the mask of their variant).
+    ``kind`` in :data:`MODEL_KINDS` (the table :mod:`analysis.model_registry`, filled where each kind is
+    defined); ``basis`` in :data:`analysis.basis.BASES` (equivariant kinds; for ``plain`` it only enters the
+    parameter match); ``tail`` in :data:`TAILS` (default: ``equivariant`` for the residual layout, the authors'
+    ``plain`` for theirs); ``layout`` in :data:`LAYOUTS` with ``res_scale`` (default :func:`default_res_scale`;
+    kinds built on :class:`Backbone`'s own flavours only). Options of one kind: ``match`` in :data:`MATCHES` and
+    ``plain_width`` (``plain``, which overrides the match), ``hyper_width`` (``sa``, ``sa-global``),
+    ``variant`` in :data:`VARIANTS` and ``tie_transform`` (``tl``, ``sa``), ``mask`` in
+    :data:`analysis.basis.MASKS` (``equivariant``, ``sa-global``; ``tl``/``sa`` take the mask of their variant).
     """
-    if kind not in MODEL_KINDS:
-        raise UsageError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    check_layout(layout)
+    if tail is None:
+        tail = "plain" if layout == "authors" else "equivariant"
+    builder = MODELS.get(kind)
     if basis not in BASES:
         raise UsageError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
     if tail not in TAILS:
         raise UsageError(f"unknown tail {tail!r}; choose one of {', '.join(TAILS)}")
+    allowed = MODELS.options(kind)
+    extra = sorted(set(options) - allowed) if allowed is not None else []
+    if extra:
+        takers = [k for k in MODELS if extra[0] in (MODELS.options(k) or ())]
+        only = f"; {extra[0]}= applies to the {' and '.join(takers)} model only" if takers else ""
+        raise UsageError(f"build_model({kind!r}) got unexpected options: {', '.join(extra)}{only}")
+    shared = dict(group=group, scale=scale, in_channels=in_channels, width=width, depth=depth, kernel_size=kernel_size)
+    if layout != "residual" or res_scale is not None:  # only then: kinds with their own backbone need not know them
+        if kind not in LAYOUT_KINDS:
+            raise UsageError(f"layout= and res_scale= apply to {', '.join(LAYOUT_KINDS)}, not {kind!r}")
+        shared.update(layout=layout, res_scale=res_scale)
+    return builder(dict(shared, basis=basis, tail=tail), **options)
+
+
+@register_model("plain")
+def _plain(shared: dict, *, match: str = "parameters", plain_width: int | None = None) -> PlainNet:
+    """Ordinary convolutions: ``plain_width`` channels, else matched to ``equivariant`` by ``match``."""
     if match not in MATCHES:
         raise UsageError(f"unknown match {match!r}; choose one of {', '.join(MATCHES)}")
-    allowed = {
-        "plain": {"plain_width"},
-        "equivariant": {"mask"},
-        "tl": {"variant", "tie_transform"},
-        "sa": {"hyper_width", "variant", "tie_transform"},
-        "sa-global": {"hyper_width", "mask"},
-    }
-    extra = set(kwargs) - allowed.get(kind, set())
-    if extra:
-        raise UsageError(f"build_model({kind!r}) got unexpected options: {', '.join(sorted(extra))}")
-    if match != "parameters" and kind != "plain":
-        raise UsageError(f"match={match!r} applies to the plain model only, not {kind!r}")
-    if kind == "e2cnn" and (basis != "fourier" or tail != "equivariant"):
-        raise UsageError("the e2cnn model has its own basis and an equivariant tail; drop basis/tail")
-    common = dict(scale=scale, in_channels=in_channels, depth=depth, kernel_size=kernel_size)
-    if kind == "plain":
-        plain_width = kwargs.get("plain_width")
-        if not plain_width:
-            if match == "channels":
-                plain_width = width * layer_group(group).order
-            else:
-                plain_width = matched_plain_width(group, width, basis=basis, tail=tail, **common)
-        return PlainNet(width=plain_width, **common)
-    if kind == "e2cnn":
-        from analysis.e2cnn_ref import E2CNNNet
+    group, width, basis, tail = (shared.pop(k) for k in ("group", "width", "basis", "tail"))
+    if not plain_width:
+        if match == "channels":
+            plain_width = width * layer_group(group).order
+        else:
+            same = {k: v for k, v in shared.items() if k != "res_scale"}
+            plain_width = matched_plain_width(group, width, basis=basis, tail=tail, **same)
+    return PlainNet(width=plain_width, **shared)
 
-        return E2CNNNet(group=group, width=width, **common)
-    if kwargs.get("variant", "authors") not in VARIANTS:
-        raise UsageError(f"unknown variant {kwargs['variant']!r}; choose one of {', '.join(VARIANTS)}")
-    if kwargs.get("mask", "disk") not in MASKS:
-        raise UsageError(f"unknown mask {kwargs['mask']!r}; choose one of {', '.join(MASKS)}")
-    options = dict(group=group, width=width, basis=basis, tail=tail, **common)
-    if kind == "equivariant":
-        return EquivariantNet(mask=kwargs.get("mask", "disk"), **options)
-    deform = dict(variant=kwargs.get("variant", "authors"), tie_transform=bool(kwargs.get("tie_transform", False)))
-    if kind == "tl":
-        return TLNet(**deform, **options)
-    if kind == "sa":
-        return SampleAdaptiveNet(hyper_width=kwargs.get("hyper_width"), **deform, **options)
-    return GlobalSampleAdaptiveNet(
-        hyper_width=kwargs.get("hyper_width", HYPER_WIDTH), mask=kwargs.get("mask", "disk"), **options
-    )
+
+def _checked(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise UsageError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    return value
+
+
+@register_model("equivariant")
+def _equivariant(shared: dict, *, mask: str = "disk") -> EquivariantNet:
+    return EquivariantNet(mask=_checked("mask", mask, MASKS), **shared)
+
+
+@register_model("tl")
+def _tl(shared: dict, *, variant: str = "authors", tie_transform: bool = False) -> TLNet:
+    return TLNet(variant=_checked("variant", variant, VARIANTS), tie_transform=bool(tie_transform), **shared)
+
+
+@register_model("sa")
+def _sa(
+    shared: dict, *, hyper_width: int | None = None, variant: str = "authors", tie_transform: bool = False
+) -> SampleAdaptiveNet:
+    variant = _checked("variant", variant, VARIANTS)
+    return SampleAdaptiveNet(hyper_width=hyper_width, variant=variant, tie_transform=bool(tie_transform), **shared)
+
+
+@register_model("sa-global")
+def _sa_global(shared: dict, *, hyper_width: int = HYPER_WIDTH, mask: str = "disk") -> GlobalSampleAdaptiveNet:
+    return GlobalSampleAdaptiveNet(hyper_width=hyper_width, mask=_checked("mask", mask, MASKS), **shared)

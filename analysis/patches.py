@@ -15,6 +15,10 @@ The batch of step ``k`` is a function of ``k`` alone (fit's exact resume), is th
 divides ``B``, and rank ``r`` of ``w`` reads only the shards of its positions ``[r B/w, (r+1) B/w)``: with
 ``n >= B`` the ranks partition the images.
 
+Each cache entry ends with ``digest.txt`` (written last: the hash of each array file). An entry without it is
+incomplete and decoded again; an entry whose files no longer match it (replaced or lost) is refused with a one-line
+:class:`DataError` the first time a process opens it (one read of the files per process and image).
+
 Cache folder: ``$SYMMETRY_CACHE``, else ``$XDG_CACHE_HOME/symmetry-restoration`` (``~/.cache/...``); a folder that
 cannot be written leaves the decoded images in memory (the eager behaviour) with a note.
 """
@@ -36,6 +40,8 @@ from symmetry.errors import DataError, SymmetryError
 
 CACHE_ENV = "SYMMETRY_CACHE"
 CACHE_FORMAT = "analysis.patches/1"
+DIGEST_FILE = "digest.txt"
+"""Written last into a cache entry: the hash of each array file, so an incomplete or changed entry is noticed."""
 _SHARD_KEY = 15_485_863  # separates the shard-permutation stream
 _HASH_CHUNK = 1 << 20
 
@@ -79,6 +85,14 @@ def content_key(unit, task: str, channels: str, scale: int) -> str | None:
     return h.hexdigest()
 
 
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _header_size(path: Path) -> tuple[int, int] | None:
     try:
         from PIL import Image
@@ -105,11 +119,12 @@ class LazyItem:
         self._size: tuple[int, int] | None = None
         self.decoded = 0  # times this process decoded the image (tests, benchmarks)
         self.opened = 0  # times this process mapped its pixels
+        self._verified = False  # the entry's files matched their digest in this process
 
     @property
     def size(self) -> tuple[int, int]:
         if self._size is None:
-            if (self.folder / "target.npy").is_file():
+            if self._complete():
                 self._size = tuple(self._open("target").shape[-2:])
             else:
                 paths = _paths(self.unit)
@@ -136,9 +151,37 @@ class LazyItem:
             except SymmetryError:
                 if not path.is_file():  # another rank writing the same image wins; anything else is real
                     raise
+        digests = {which: _file_digest(self.folder / f"{which}.npy") for which in self._arrays(item)}
+        atomic_write_bytes(self.folder / DIGEST_FILE, "".join(f"{k} {v}\n" for k, v in digests.items()).encode())
+
+    @staticmethod
+    def _arrays(item: Item) -> list[str]:
+        return ["target"] + (["input"] if item.input_store is not None else [])
+
+    def _complete(self) -> bool:
+        """Whether the entry was written to the end (its digest file exists); an incomplete one is decoded again."""
+        return (self.folder / DIGEST_FILE).is_file()
+
+    def _verify(self) -> None:
+        """Once per process: every array file of the entry matches the digest written with it."""
+        if self._verified:
+            return
+        advice = f"delete {self.folder} and run again"
+        try:
+            lines = (self.folder / DIGEST_FILE).read_text().split("\n")
+            digests = dict(line.split(" ", 1) for line in lines if line)
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise DataError(f"{self.folder}: unreadable cache digest; {advice}") from None
+        if "target" not in digests or not set(digests) <= {"target", "input"}:
+            raise DataError(f"{self.folder}: malformed cache digest; {advice}")
+        for which, digest in digests.items():
+            path = self.folder / f"{which}.npy"
+            if not path.is_file() or _file_digest(path) != digest:
+                raise DataError(f"{path}: the cached image was changed or lost after it was decoded; {advice}")
+        self._verified = True
 
     def _ensure(self) -> None:
-        if self._memory is not None or (self.folder / "target.npy").is_file():
+        if self._memory is not None or self._complete():
             return
         item = make_item(self.task, self.unit, self.channels, self.scale)
         self.decoded += 1
@@ -150,6 +193,7 @@ class LazyItem:
             self._memory = item
 
     def _open(self, which: str):
+        self._verify()
         path = self.folder / f"{which}.npy"
         if not path.is_file():
             return None

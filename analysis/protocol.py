@@ -20,6 +20,11 @@ run directory).
 
 from __future__ import annotations
 
+from symmetry import interrupt
+
+interrupt.install(__name__)  # first, before the imports below (seconds): a Ctrl-C while they run ends quietly
+# ruff: noqa: E402 - the imports follow the Ctrl-C handler on purpose
+
 import argparse
 import math
 import sys
@@ -226,4 +231,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interrupt.run(main))

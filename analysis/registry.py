@@ -1,10 +1,10 @@
 """Networks by name, as BasicSR's ``build_network``: ``build_network("equivariant", group="rot8", width=8)``.
 
-Every name builds through :func:`analysis.models.build_model` (the one place models are defined); its options
+Every name builds through :func:`analysis.models.build_model` from the one table of kinds
+(:data:`analysis.model_registry.MODELS`), which each model's module fills where the model is defined; options
 pass through unchanged, so a kind or option added there (``tl``, ``basis=``, ...) works here without an edit.
-Nothing is imported until a network is built, so an optional dependency that fails to import (e2cnn) breaks only
-the kinds that need it. :func:`register` adds a builder under a new name (a research variant) without touching
-the package.
+e2cnn itself is imported only when an ``e2cnn`` network is built, so a missing e2cnn breaks only that kind.
+:func:`register` adds a builder under a new name (a research variant) without touching the package.
 """
 
 from __future__ import annotations
@@ -14,41 +14,40 @@ from typing import Any
 
 from torch import nn
 
-from symmetry.errors import UsageError
-
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+from analysis import e2cnn_ref  # noqa: F401  (registers the e2cnn kind; e2cnn itself loads when one is built)
+from analysis.model_registry import MODELS
+from analysis.models import GroupAverage, build_model
 
 
 def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: ``@register("mynet") def build(**kwargs) -> nn.Module``; a taken name is a :class:`UsageError`."""
+    """Decorator: ``@register("mynet") def build(**options) -> nn.Module``; a taken name is a :class:`UsageError`.
+
+    The builder receives the shared options of :func:`analysis.models.build_model` (``group``, ``scale``,
+    ``in_channels``, ``width``, ``depth``, ``kernel_size``, ``basis``, ``tail``) and any others given.
+    """
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _BUILDERS or name in model_kinds():
-            raise UsageError(f"network name {name!r} is already registered")
-        _BUILDERS[name] = builder
+        def entry(shared: dict, **options: Any) -> nn.Module:
+            return builder(**shared, **options)
+
+        MODELS.register(name)(entry)
         return builder
 
     return wrap
 
 
 def model_kinds() -> tuple[str, ...]:
-    """The kinds :func:`analysis.models.build_model` knows (read when asked: it may grow)."""
-    from analysis.models import MODEL_KINDS
-
-    return tuple(MODEL_KINDS)
+    """The kinds :func:`analysis.models.build_model` knows, registered ones included."""
+    return tuple(MODELS)
 
 
 def network_names() -> tuple[str, ...]:
     """Every name :func:`build_network` accepts."""
-    return model_kinds() + tuple(_BUILDERS)
+    return model_kinds()
 
 
 def build_network(name: str, **kwargs: Any) -> nn.Module:
-    """The network ``name`` with options ``kwargs`` (those of :func:`analysis.models.build_model` for its kinds)."""
-    if name in _BUILDERS:
-        return _BUILDERS[name](**kwargs)
-    from analysis.models import build_model
-
+    """The network ``name`` with options ``kwargs`` (those of :func:`analysis.models.build_model`)."""
     return build_model(name, **kwargs)
 
 
@@ -68,8 +67,6 @@ def network_from_config(cfg) -> nn.Module:
         **dict(cfg.model_options or {}),
     )
     if getattr(cfg, "average", None):
-        from analysis.models import GroupAverage
-
         model = GroupAverage(model, cfg.average)
     return model
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from symmetry.errors import DataError, UsageError
-from symmetry.io import atomic_path, atomic_write_text
+from symmetry.io import atomic_write_bytes, atomic_write_text, read_json_file
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.csv"
@@ -142,10 +142,74 @@ def check_checkpoint(state: dict, path: str | Path, fingerprint: dict[str, Any] 
     return state
 
 
+def _finite_tensor(value: torch.Tensor) -> bool:
+    return not value.is_floating_point() or bool(torch.isfinite(value).all())
+
+
+def check_resumable(
+    state: dict, path: str | Path, model: nn.Module, planned: int, fingerprint: dict[str, Any] | None = None
+) -> None:
+    """The parts of a checkpoint that resume loads, checked against ``model`` before any of it is used.
+
+    ``planned`` is the number of steps of the run the checkpoint belongs to (its stored ``config.json``): a step
+    beyond it is damage. The Adam state must cover the model's parameters, hold moments after step 0, each of its
+    parameter's shape and finite; the scheduler must be at the checkpoint's step; the running loss sums must be
+    finite numbers. Anything else is a :class:`DataError` (use ``--overwrite``); a checkpoint of another run
+    (``fingerprint``) a :class:`UsageError`.
+    """
+    check_checkpoint(state, path, fingerprint)
+    advice = "the checkpoint is damaged; use --overwrite to start anew"
+    step = state["step"]
+    if step > planned:
+        raise DataError(f"{path}: step {step} is beyond the {planned} steps of this run; {advice}")
+    check_state(model, state["model"], str(path))
+    params = [p for p in model.parameters()]
+    opt = state["optimizer"]
+    groups, per_param = opt.get("param_groups"), opt.get("state")
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+    ):
+        raise DataError(f"{path}: the optimiser state has no parameter groups; {advice}")
+    indices = [i for g in groups for i in g["params"]]
+    if sorted(indices) != list(range(len(params))) or not isinstance(per_param, dict):
+        raise DataError(
+            f"{path}: the optimiser state is for {len(indices)} parameters, the model has {len(params)}; {advice}"
+        )
+    if step > 0 and not per_param:  # (a parameter that never had a gradient has no entry: not every one is due)
+        raise DataError(f"{path}: the optimiser state holds no moments after {step} steps; {advice}")
+    for index, moments in per_param.items():
+        if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(moments, dict):
+            raise DataError(f"{path}: malformed optimiser state entry {index!r}; {advice}")
+        for key, value in moments.items():
+            if key == "step":
+                ok = isinstance(value, (int, float, torch.Tensor)) and (
+                    not isinstance(value, torch.Tensor) or value.numel() == 1
+                )
+            else:
+                ok = isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(params[index].shape)
+            if not ok or (isinstance(value, torch.Tensor) and not _finite_tensor(value)):
+                raise DataError(
+                    f"{path}: optimiser state {key!r} of parameter {index} does not fit the model "
+                    f"(shape {tuple(params[index].shape)}, finite); {advice}"
+                )
+    sched = state["scheduler"]
+    if (
+        sched.get("last_epoch") != step
+        or not isinstance(sched.get("base_lrs"), list)
+        or len(sched["base_lrs"]) != len(groups)
+    ):
+        raise DataError(f"{path}: the learning-rate schedule is not at step {step}; {advice}")
+    running = state["running"]
+    total, count = running.get("sum"), running.get("count")
+    if not (isinstance(total, (int, float)) and math.isfinite(total) and isinstance(count, int) and count >= 0):
+        raise DataError(f"{path}: the running loss sums are not finite numbers; {advice}")
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` (with :data:`CHECKPOINT_FORMAT`) atomically: a crash keeps the previous checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    buffer = io.BytesIO()  # serialised first: torch.save on a full disk raises a bare RuntimeError, a write OSError
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def model_state(state: dict) -> dict[str, torch.Tensor]:
@@ -245,9 +309,9 @@ def read_json_object(path: str | Path, what: str) -> dict:
     """A JSON file that must hold an object (``metrics.json``, ``config.json``); otherwise a :class:`DataError`."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"cannot read {what} {path}: {err}") from None
+        data = read_json_file(path, what)
+    except UsageError as err:  # missing: the run is incomplete, not a usage mistake
+        raise DataError(str(err)) from None
     if not isinstance(data, dict):
         raise DataError(f"{what} {path} holds a JSON {type(data).__name__}, not an object; rerun to rewrite it")
     return data

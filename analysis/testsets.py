@@ -180,4 +180,36 @@ def rotated(examples: list[Example], group: str = ROTATION_GROUP) -> list[Exampl
     return out
 
 
-__all__ = ["LAYOUTS", "ROTATION_GROUP", "detect_layout", "testset_pairs", "load_testset", "rotated"]
+def rotated_cycle(examples: list[Example], group: str = ROTATION_GROUP) -> list[Example]:
+    """Example ``i`` turned by the non-identity element number ``i mod (|G| - 1)`` of ``group``, named ``name@element``.
+
+    A rotated test set of the same size as the original (one copy per image instead of :func:`rotated`'s ``|G|``),
+    cycling through the quarter turns and flips; input and target are transformed together (exact permutations).
+    """
+    from analysis.tasks import check_augment_group
+    from symmetry.transforms import transform_image
+
+    elements = [g for g in check_augment_group(group) if not g.is_identity]
+    out = []
+    for i, ex in enumerate(examples):
+        g = elements[i % len(elements)]
+        out.append(
+            Example(
+                f"{ex.name}@{g.name}",
+                transform_image(ex.input, g)[0].contiguous(),
+                transform_image(ex.target, g)[0].contiguous(),
+                ex.eight_bit,
+            )
+        )
+    return out
+
+
+__all__ = [
+    "LAYOUTS",
+    "ROTATION_GROUP",
+    "detect_layout",
+    "testset_pairs",
+    "load_testset",
+    "rotated",
+    "rotated_cycle",
+]

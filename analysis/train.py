@@ -15,9 +15,17 @@ floating-point summation order.
 
 from __future__ import annotations
 
+from symmetry import interrupt
+
+interrupt.install(__name__)  # first, before the imports below (seconds): a Ctrl-C while they run ends quietly
+# ruff: noqa: E402 - the imports follow the Ctrl-C handler on purpose
+
 import argparse
+import contextlib
 import math
+import os
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,13 +35,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from analysis.config import DEFAULT_STEPS, CliParser, TrainConfig, diff_configs
+from analysis.budget import check_train
+from analysis.config import DEFAULT_STEPS, PRESETS, CliParser, TrainConfig, diff_configs
 from analysis.fit import fit, loss_fn
 from analysis.rundir import (  # noqa: F401 - re-exported: callers name the run files through analysis.train
     CHECKPOINT_FILE,
     CONFIG_FILE,
     LOG_FILE,
     RUN_FILES,
+    check_resumable,
     check_state,
     data_fingerprint,
     load_weights,
@@ -42,8 +52,8 @@ from analysis.rundir import (  # noqa: F401 - re-exported: callers name the run 
     run_fingerprint,
 )
 from symmetry.errors import DataError, SymmetryError, UsageError
-from symmetry.io import atomic_write_text, check_writable
-from symmetry.runtime import DistInfo, cli_entry, resolve_device, setup_distributed
+from symmetry.io import atomic_write_bytes, atomic_write_text, check_writable, read_json_file
+from symmetry.runtime import DistInfo, cli_entry, resolve_device, set_threads, setup_distributed
 from symmetry.runtime import broadcast_object as _broadcast
 
 
@@ -132,8 +142,12 @@ def check_init_source(cfg: TrainConfig) -> TrainConfig | None:
 # ---- run directory --------------------------------------------------------------------
 
 
-def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> bool:
-    """Check ``cfg.out`` against what it holds, write ``config.json``; returns True when resuming a checkpoint."""
+def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> int | None:
+    """Check ``cfg.out`` against what it holds; returns the stored run's planned steps when resuming a checkpoint.
+
+    Nothing is written here: ``config.json`` is written (and an ``--overwrite``-n run set aside) by
+    :func:`replacing_run` once the model, its initialisation and the validation data are ready.
+    """
     run = Path(cfg.out)
     if run.exists() and not run.is_dir():
         raise UsageError(f"run directory {run} is a file")
@@ -151,6 +165,7 @@ def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> bool:
                 "to; use --overwrite to start anew"
             )
         stored = TrainConfig.from_json(config_path)
+        planned = stored.steps
         diffs = diff_configs(stored.resolved().identity(), cfg.identity())
         if diffs:
             raise UsageError(
@@ -170,10 +185,73 @@ def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> bool:
             else:
                 what = "a checkpoint of another run"
             raise UsageError(f"{run} already holds {what}; use --resume to continue it or --overwrite to replace it")
-        for name in RUN_FILES:
-            (run / name).unlink(missing_ok=True)
-    atomic_write_text(config_path, cfg.to_json())
-    return resume and ckpt_path.exists()
+    if resume and ckpt_path.exists():
+        return planned if planned is not None else cfg.steps
+    return None
+
+
+@contextlib.contextmanager
+def replacing_run(cfg: TrainConfig, *, overwrite: bool, write: bool = True):
+    """Write ``config.json`` and train inside the block; a run that fails before it saves a checkpoint changes nothing.
+
+    The files of a run being replaced (``overwrite``) are moved into ``OUT/.replaced`` first and put back if the
+    block fails (a damaged ``--init-from``, missing validation data, a full disk, out of memory) before the new run
+    saved a checkpoint; a resumed run's ``config.json`` and ``log.csv`` are put back likewise, and the files a new
+    run created are removed. ``write`` is False on the ranks other than 0 (they write nothing).
+    """
+    if not write:
+        yield
+        return
+    run = Path(cfg.out)
+    aside, ckpt = run / ".replaced", run / CHECKPOINT_FILE
+    existed = {name for name in RUN_FILES if (run / name).exists()}
+    moved: list[str] = []
+    saved = {}
+    if overwrite:
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir(parents=True, exist_ok=True)
+        for name in sorted(existed):
+            os.replace(run / name, aside / name)
+            moved.append(name)
+    else:  # a resumed run rewrites these two before its next checkpoint
+        saved = {name: (run / name).read_bytes() for name in (CONFIG_FILE, LOG_FILE) if name in existed}
+    before = _file_state(ckpt)
+    try:
+        atomic_write_text(run / CONFIG_FILE, cfg.to_json())
+        yield
+    except BaseException:
+        if _file_state(ckpt) == before:  # nothing new was saved: leave the folder as it was
+            for name in RUN_FILES:
+                if name in moved:
+                    os.replace(aside / name, run / name)
+                elif name in saved:
+                    atomic_write_bytes(run / name, saved[name])
+                elif name not in existed:
+                    (run / name).unlink(missing_ok=True)
+        raise
+    finally:
+        if overwrite:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def _file_state(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def check_resume(run: Path, model: nn.Module, planned: int, total: int, fingerprint: dict) -> None:
+    """Refuse, before anything is written, a checkpoint that resume would load wrongly or one past ``--steps``."""
+    path = run / CHECKPOINT_FILE
+    state = read_checkpoint(path)
+    check_resumable(state, path, model, planned, fingerprint)
+    if state["step"] > total:
+        raise UsageError(
+            f"--resume: {path} is at step {state['step']}, past the {total} steps asked for; give --steps "
+            f"{state['step']} or more (the run planned {planned})"
+        )
 
 
 def validate(model: nn.Module, examples, cfg: TrainConfig, device: torch.device) -> float:
@@ -265,7 +343,7 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
     total = resolve_steps(cfg, len(dataset))
     cfg = cfg.replace(steps=total)
 
-    # rank 0 checks and writes the run directory; the others follow its verdict
+    # rank 0 checks the run directory (it writes it once the model and data are ready); the others follow its verdict
     verdict: Any = None
     if info.main:
         try:
@@ -277,13 +355,15 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
     verdict = _broadcast(verdict, info)
     if isinstance(verdict, SymmetryError):
         raise verdict
-    resuming = bool(verdict)
+    resuming, planned = verdict is not None, verdict
     fingerprint = run_fingerprint(cfg.identity(), items_fingerprint(items), cfg.seed)
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
     model = build_from_config(cfg).to(device)
+    if resuming:
+        check_resume(run, model, planned, total, fingerprint)
     if cfg.init_from and not resuming:
         init_from_run(model, cfg)
 
@@ -322,30 +402,31 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
             + (f" on {info.world} processes" if info.world > 1 else ""),
             file=sys.stderr,
         )
-    result = fit(
-        model,
-        step,
-        batches,
-        steps=total,
-        lr=cfg.lr,
-        schedule=cfg.schedule,
-        lr_step=cfg.lr_step,
-        lr_gamma=cfg.lr_gamma,
-        device=device,
-        amp=amp,
-        run_dir=run,
-        resume=resuming,
-        fingerprint=fingerprint,
-        ckpt_every=cfg.ckpt_every,
-        log_every=cfg.log_every,
-        epoch_of=lambda done: done * cfg.batch_size / len(dataset),
-        validate=(lambda m: validate(m, val_examples, cfg, device)) if val_examples else None,
-        val_every=cfg.val_every,
-        stop_at=stop_at,
-        dist_info=info,
-        progress=progress,
-        quiet=quiet,
-    )
+    with replacing_run(cfg, overwrite=overwrite and not resuming, write=info.main):
+        result = fit(
+            model,
+            step,
+            batches,
+            steps=total,
+            lr=cfg.lr,
+            schedule=cfg.schedule,
+            lr_step=cfg.lr_step,
+            lr_gamma=cfg.lr_gamma,
+            device=device,
+            amp=amp,
+            run_dir=run,
+            resume=resuming,
+            fingerprint=fingerprint,
+            ckpt_every=cfg.ckpt_every,
+            log_every=cfg.log_every,
+            epoch_of=lambda done: done * cfg.batch_size / len(dataset),
+            validate=(lambda m: validate(m, val_examples, cfg, device)) if val_examples else None,
+            val_every=cfg.val_every,
+            stop_at=stop_at,
+            dist_info=info,
+            progress=progress,
+            quiet=quiet,
+        )
     if result.resumed_from >= total:
         if info.main and not quiet:
             print(f"{run}: already trained {result.resumed_from} of {total} steps; nothing to do", file=sys.stderr)
@@ -416,6 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help=f"run directory (default {defaults.out})")
     p.add_argument("--config", metavar="FILE.json", help="options from a JSON file (command-line options win)")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="named settings replacing the defaults (--config and explicit options win). cpu: "
+        + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in PRESETS["cpu"].items())
+        + " (minutes on 2 cores)",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads of this process (default: $OMP_NUM_THREADS, else 1)")
     for name, spec in _FLAGS.items():
         kw = dict(spec)
         default = getattr(defaults, name)
@@ -425,8 +514,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tail", help="upsampler and last conv: equivariant or plain [default: equivariant]")
     p.add_argument("--match", help="plain baseline width: parameters or channels [default: parameters]")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
+    p.add_argument("--download", action="store_true", help="with --data div2k: fetch the archives first if missing")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="refuse to start when the run's estimated memory exceeds SIZE, e.g. 16G (default: what the machine has "
+        "available: MemAvailable, a cgroup limit or ulimit -v, whichever is least; on CUDA the GPU's free memory)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="no messages")
     return p
@@ -434,15 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _read_json_options(path: str | Path) -> dict[str, Any]:
     """The options a JSON config file sets (validated, but without filling in defaults)."""
-    import json
-
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"cannot read config file {path}: {err}") from None
+    raw = read_json_file(path, "config file")
     TrainConfig.from_dict(raw, str(path))  # unknown keys -> UsageError
     return {k.replace("-", "_"): v for k, v in raw.items()}
 
@@ -458,9 +547,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     out = given.get("out", from_file.get("out", TrainConfig().out))
     options = TrainConfig().to_dict()
     stored = Path(out) / CONFIG_FILE
+    preset = dict(PRESETS[args.preset]) if getattr(args, "preset", None) else {}
     if getattr(args, "resume", False) and stored.exists():
         options.update(TrainConfig.from_json(stored).to_dict())
-    for layer in (from_file, given):
+        preset = {}  # the stored run already holds its settings
+    for layer in (preset, from_file, given):
         if "steps" in layer and "epochs" not in layer:
             options["epochs"] = None
         if "epochs" in layer and "steps" not in layer:
@@ -473,13 +564,29 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(options)
 
 
+def download_data(cfg: TrainConfig) -> None:
+    """``--download``: fetch DIV2K's training and validation archives into the data root (no-op when present)."""
+    from symmetry.data import load_dataset
+
+    wanted = [spec for spec in (cfg.data, cfg.test_data) if spec == "div2k"]
+    if not wanted:
+        raise UsageError(f"--download applies to --data div2k (the only dataset fetched), not {cfg.data!r}")
+    for split in ("train", "valid"):
+        load_dataset("div2k", data_root=cfg.data_root, split=split, download=True)
+
+
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    set_threads(getattr(args, "threads", None))
     cfg = config_from_args(args)
+    resume = getattr(args, "resume", False)
+    check_train(cfg.resolved(), resume=resume, max_memory=getattr(args, "max_memory", None))  # before any work
+    if getattr(args, "download", False):
+        download_data(cfg)
     train(
         cfg,
-        resume=getattr(args, "resume", False),
+        resume=resume,
         overwrite=getattr(args, "overwrite", False),
         progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(),
         quiet=getattr(args, "quiet", False),
@@ -488,4 +595,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interrupt.run(main))

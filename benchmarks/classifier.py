@@ -4,7 +4,8 @@
     python -m benchmarks.classifier --quick                                     # bundled photos, a smoke run
 
 The classifier test, in the spirit of "To augment or not to augment?" (implemented independently): a 5-layer CNN
-(4 convolutions and a linear layer) is trained with Adam, a few hundred steps, to tell 64x64 crops from their
+(4 convolutions and a linear layer) is trained with Adam (the project's one loop, ``analysis.fit``), a few hundred
+steps at a constant learning rate, to tell 64x64 crops from their
 transformed versions (label 1: the crop moved by a uniformly random non-identity element of the group). Its
 held-out accuracy against chance is the test. If the image law is G-invariant, a crop and its transformed
 version have the same law, so no classifier beats 1/2 on fresh data.
@@ -19,7 +20,8 @@ one image are dependent.)
 The cost comparison times, in CPU seconds of this process (1 thread by default), ``symmetry.measure_dataset`` on
 the same photos for the groups rot4, flip, flipud and dih4 in one run at five scales (radius 4, 8, 16, 32, 64 at
 meshes 0.5 .. 8, the ``--radius`` scale profile with the estimator's defaults otherwise), the ``photos`` preset
-(one scale), and one classifier test (one group). It prints the ratios, and every decision of both methods.
+(one scale), the default aggregated test (six kernels and scales under one threshold), and one classifier test
+(one group). It prints the ratios, and every decision of both methods.
 Nothing here asserts a time.
 """
 
@@ -37,6 +39,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 from scipy.stats import binom
+
+from benchmarks.options import add_threads_option, use_threads
+from symmetry.runtime import cli_entry
 
 CROP = 64
 
@@ -89,6 +94,7 @@ def classifier_test(
     """Train on half of ``images`` (``(C, H, W)`` tensors), test on the other half (module docstring); returns
     ``accuracy`` (held-out images), ``correct``, ``n``, ``p_value`` (exact binomial, one-sided), ``train_loss`` (mean
     cross-entropy of the last tenth of the steps; log 2 = 0.693 is chance) and ``seconds``."""
+    from analysis.fit import fit
     from symmetry.groups import get_group
     from symmetry.streams import rng as stream
     from symmetry.streams import seed_of
@@ -106,21 +112,21 @@ def classifier_test(
     test = [images[i] for i in order[half:]]
     torch.manual_seed(seed_of(seed, "init"))
     net = make_cnn(images[0].shape[0]).to(device)
-    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
-    draws = stream(seed, "batches")
-    losses = []
-    for _ in range(steps):
+
+    def batch_of_step(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``k``'s crops (half of them moved by a random non-identity element) and labels: a function of k."""
+        draws = stream(seed, "batches", k)
         crops = random_crops(train, batch, draws)
         labels = draws.integers(0, 2, batch)
         moved = move(crops, elements, draws.integers(0, len(elements), batch))
-        inputs = torch.where(torch.from_numpy(labels == 1)[:, None, None, None], moved, crops).to(device)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            net(inputs)[:, 0], torch.from_numpy(labels).float().to(device)
-        )
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+        inputs = torch.where(torch.from_numpy(labels == 1)[:, None, None, None], moved, crops)
+        return inputs.to(device), torch.from_numpy(labels).float().to(device)
+
+    def step(model: torch.nn.Module, data) -> torch.Tensor:
+        inputs, labels = data
+        return torch.nn.functional.binary_cross_entropy_with_logits(model(inputs)[:, 0], labels)
+
+    losses = fit(net, step, batch_of_step, steps=steps, lr=lr, schedule="constant", device=torch.device(device)).losses
     net.eval()
     held = stream(seed, "noise")
     correct = 0
@@ -154,6 +160,7 @@ def _photos(args) -> tuple[str, list]:
     return dataset.name, sources
 
 
+@cli_entry  # a missing Rain100L is one error line
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data-root", default=None, help="folder with rain100l/ (default: $SYMMETRY_DATA, ../shared/data)")
@@ -161,18 +168,15 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=100, help="photos (default 100; fewer when the split has fewer)")
     p.add_argument("--groups", default="rot4,flip,flipud,dih4", help="groups (default rot4,flip,flipud,dih4)")
     p.add_argument("--steps", type=int, default=300, help="Adam steps of the classifier (default 300)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_threads_option(p, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="the 13 bundled photos, 30 steps, the preset only")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     import symmetry
-    from experiments.runner import default_data_root
+    from symmetry.datasets import data_root
 
-    args.data_root = args.data_root or default_data_root()
-    if not args.quick and args.data_root is None:
-        print("error: Rain100L not found; give --data-root DIR with DIR/rain100l/ (or use --quick)", file=sys.stderr)
-        return 2
+    args.data_root = data_root(args.data_root)
     steps = 30 if args.quick else args.steps
     name, sources = _photos(args)
     groups = args.groups.split(",")
@@ -184,6 +188,7 @@ def main(argv=None) -> int:
     runs = {f"photos preset (radius {photos['radius']:g}, mesh {photos['mesh'][0]:g})": dict(preset="photos")}
     if not args.quick:
         runs["scale profile (radius 4..64, meshes 0.5..8)"] = dict(radius="4,8,16,32,64", mesh=1.0)
+        runs["default: aggregated test (6 kernels and scales)"] = {}
     timings, decisions = {}, {}
     for label, options in runs.items():
         start = time.process_time()

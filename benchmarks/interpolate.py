@@ -23,6 +23,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.options import add_threads_option, use_threads
+
 
 def unfused(image, rows, cols, chunk: int = 1 << 16):
     """Bicubic samples of ``image`` ``(C, H, W)`` by one ``(C, P, 16)`` gather per chunk (taps clamped)."""
@@ -50,7 +52,7 @@ def unfused(image, rows, cols, chunk: int = 1 << 16):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_threads_option(p, default=1)
     p.add_argument("--size", type=int, default=512, help="image side in pixels")
     p.add_argument("--centres", type=int, default=1000, help="windows per element (4 elements, 253 points each)")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions of each form (the minimum is kept)")
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
 
     if args.quick:
         args.size, args.centres, args.repeats = 128, 50, 2
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     offsets = disk_offsets(9.0, 1.0)
     centres = 12 + torch.rand(args.centres, 2, generator=g, dtype=torch.float64) * (args.size - 24)

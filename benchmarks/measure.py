@@ -37,18 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.options import positive_int as _positive  # noqa: E402  (the benchmarks' one positive-integer type)
+from benchmarks.options import use_threads  # noqa: E402
+
 DIV2K_SIZE = (1356, 2040)  # rows, columns of a DIV2K HR photograph
 CROP = 300  # side of the memory benchmark's images (every bundled photo is at least 300 px)
 TARGET_SPEEDUP = 20.0
 RSS_GROWTH = 0.10  # peak RSS may grow at most 10% from 1x to 16x the data
 AGREEMENT = 1e-5  # relative agreement with the reference
-
-
-def _limit_threads(threads: int | None) -> None:
-    """Pin OpenMP/BLAS threads; effective only before NumPy and torch are imported."""
-    if threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(threads)
 
 
 def _settings(quick: bool) -> dict:
@@ -182,12 +178,9 @@ def _write_images(folder: Path, count: int) -> None:
 
 def worker(args) -> None:
     """One memory-benchmark size, in its own process: the command line on a folder; prints a JSON line."""
-    import torch
 
     from symmetry.measure import main
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     opts = _settings(args.quick)
     baseline = _status_mb("VmRSS")
     argv = ["--dataset", f"folder:{args.worker}", "--group", args.group, "--mesh", ",".join(map(str, args.mesh))]
@@ -322,16 +315,6 @@ def _meshes(text: str) -> list[float]:
     return values
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.measure",
@@ -341,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="small sizes and settings for a smoke run")
     p.add_argument("--device", default="cpu", help="device of the batched estimator: cpu, cuda, cuda:N or auto")
-    p.add_argument("--threads", type=_positive, default=None, help="torch/OpenMP/BLAS threads (default: library's)")
+    p.add_argument(
+        "--threads", type=_positive, default=1, help="torch/OpenMP/BLAS threads (1: steady timings on a shared CPU)"
+    )
     p.add_argument("--group", default="rot8", help="transformation group")
     p.add_argument("--mesh", type=_meshes, default=[2.0, 1.0, 0.5], help="mesh sizes, comma-separated")
     p.add_argument("--interpolation", default="bicubic", choices=["bicubic", "bilinear"], help="interpolation (part 1)")
@@ -358,14 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _limit_threads(args.threads)
+    use_threads(args.threads)
     import torch
 
     from symmetry.errors import SymmetryError
     from symmetry.runtime import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         args.device = str(resolve_device(args.device))
         if args.worker:

@@ -57,6 +57,7 @@ def worker(args) -> dict:
 
     torch.set_num_threads(1)
     floor = vm_hwm_mib()
+    # imported after the floor is read: the floor is the memory of torch alone
     from analysis.patches import ShardedPatches, lazy_items
     from analysis.tasks import PatchDataset, load_items
 

@@ -16,7 +16,6 @@ without gradients.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -25,22 +24,25 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch
+import torch.nn.functional as F
+
+from analysis.fit import fit
+from analysis.models import build_model, count_parameters
+from benchmarks.options import add_threads_option, positive_int, use_threads
+from symmetry.errors import SymmetryError
+from symmetry.runtime import resolve_device
+
 KINDS = ("plain", "equivariant", "sa")
 TARGET_SA_OVER_EQUIVARIANT = 1.5
 
 
 def _sync(device) -> None:
-    import torch
-
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _models(args, scale: int, device) -> dict:
-    import torch
-
-    from analysis.models import build_model
-
     torch.manual_seed(0)
     common = dict(group=args.group, scale=scale, in_channels=3, width=args.width, depth=args.depth)
     common["kernel_size"] = args.kernel_size
@@ -52,11 +54,6 @@ def _models(args, scale: int, device) -> dict:
 
 def time_training(args, scale: int, device) -> dict:
     """Milliseconds per training step of each model (median over interleaved repetitions)."""
-    import torch
-    import torch.nn.functional as F
-
-    from analysis.models import count_parameters
-
     models = _models(args, scale, device)
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
@@ -92,12 +89,6 @@ def time_fit_overhead(args, device, steps: int = 10) -> dict:
     """Seconds of ``steps`` plain-model steps through :func:`analysis.fit.fit` and through a bare Adam loop on the
     same batch, interleaved (median over repetitions): what fit's bookkeeping (RNG snapshot per step, interrupt
     handling, schedule) costs."""
-    import torch
-    import torch.nn.functional as F
-
-    from analysis.fit import fit
-    from analysis.models import build_model
-
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
     common = dict(group=args.group, in_channels=3, width=args.width, depth=args.depth, kernel_size=args.kernel_size)
@@ -138,8 +129,6 @@ def time_fit_overhead(args, device, steps: int = 10) -> dict:
 
 def time_inference(args, scale: int, device) -> dict:
     """Milliseconds per forward pass without gradients: eval mode (cached filters) vs train mode (rebuilt)."""
-    import torch
-
     models = _models(args, scale, device)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(2)).to(device)
     out: dict[str, dict[str, float]] = {}
@@ -161,8 +150,6 @@ def time_inference(args, scale: int, device) -> dict:
 
 
 def _report(args, device) -> None:
-    import torch
-
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {device}; batch {args.batch}x3x"
         f"{args.size}x{args.size}, {args.group}, width {args.width}, depth {args.depth}, kernel {args.kernel_size}; "
@@ -195,16 +182,6 @@ def _report(args, device) -> None:
     )
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.train_step",
@@ -214,30 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smoke run: batch 2x3x32x32, width 8, depth 2, denoising")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
-    p.add_argument("--threads", type=_positive, default=None, help="torch/OpenMP threads (default: torch's)")
+    add_threads_option(p, default=1)
     p.add_argument("--group", default="rot8", help="rotation group rotN")
-    p.add_argument("--batch", type=_positive, default=8)
-    p.add_argument("--size", type=_positive, default=48, help="input side in pixels")
-    p.add_argument("--width", type=_positive, default=16, help="fields of the equivariant models")
-    p.add_argument("--depth", type=_positive, default=4, help="residual blocks")
-    p.add_argument("--kernel-size", type=_positive, default=5)
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--size", type=positive_int, default=48, help="input side in pixels")
+    p.add_argument("--width", type=positive_int, default=16, help="fields of the equivariant models")
+    p.add_argument("--depth", type=positive_int, default=4, help="residual blocks")
+    p.add_argument("--kernel-size", type=positive_int, default=5)
     p.add_argument("--scales", default="1,2", help="1 (denoise) and/or SR scales, comma-separated")
-    p.add_argument("--repeat", type=_positive, default=None, help="timed repetitions (default 5, --quick 2)")
-    p.add_argument("--warmup", type=_positive, default=1, help="untimed repetitions first")
+    p.add_argument("--repeat", type=positive_int, default=None, help="timed repetitions (default 5, --quick 3)")
+    p.add_argument("--warmup", type=positive_int, default=1, help="untimed repetitions first")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    import torch
-
-    from symmetry.errors import SymmetryError
-    from symmetry.runtime import resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     try:
         args.scales = [int(s) for s in args.scales.split(",") if s.strip()]
     except ValueError:
@@ -245,7 +214,7 @@ def main(argv=None) -> int:
         return 2
     if args.quick:
         args.scales, args.batch, args.size, args.width, args.depth = args.scales[:1], 2, 32, 8, 2
-    args.repeat = args.repeat or (2 if args.quick else 5)
+    args.repeat = args.repeat or (3 if args.quick else 5)
     try:
         _report(args, resolve_device(args.device))
     except SymmetryError as err:

@@ -10,9 +10,9 @@ checkerboard half), not computed from the theorem's closed forms (SM5.52), so "b
 envelope".
 
 Data: :mod:`symmetry.synthetic` fields of one family (``vonmises`` by default: ``kappa = 0`` is isotropic, larger
-``kappa`` orients the atoms more), whose window covariance is known exactly (:class:`analysis.optimal.FieldLaw`).
+``kappa`` orients the atoms more), whose window covariance is known exactly (:class:`theory.optimal.FieldLaw`).
 The optimum is the LMMSE denoiser/deblurrer of a disk window built from that covariance
-(:func:`analysis.optimal.optimal_operator`), and its equivariance error is the exact expectation
+(:func:`theory.optimal.optimal_operator`), and its equivariance error is the exact expectation
 ``e_A(h) = E||W pi~_A y - pi~_A W y||^2 / E||pi~_A W y||^2`` on a central disk, worst over the non-identity
 elements of the group, with ``pi~_A`` the project's bicubic transform. Three kinds of cells:
 
@@ -25,9 +25,9 @@ elements of the group, with ``pi~_A`` the project's bicubic transform. Three kin
   both scored by :func:`analysis.equivariance.equivariance_error` on held-out noisy rasters.
 
 ``eps`` on every x-axis is ``eps_cov`` (worst over the group). The bound ``a h^2 + b eps`` is fitted by
-non-negative least squares on relative residuals (:func:`analysis.optimal.fit_bound`) on half the (kappa, h) grid
+non-negative least squares on relative residuals (:func:`theory.optimal.fit_bound`) on half the (kappa, h) grid
 (a checkerboard) and checked on the other half; the tightest envelope on the training half
-(:func:`analysis.optimal.envelope_bound`) is checked the same way. The slope in ``h`` is fitted on the isotropic
+(:func:`theory.optimal.envelope_bound`) is checked the same way. The slope in ``h`` is fitted on the isotropic
 rows (``eps = 0`` exactly).
 """
 
@@ -37,16 +37,32 @@ import math
 
 import numpy as np
 import pandas as pd
+import torch
 
+from analysis.equivariance import DEFAULT_MARGIN, equivariance_error
+from experiments.bound_theorem import mesh_ticks
 from experiments.runner import Context
+from experiments.style import MODEL_COLORS, PALETTE, subplots
+from symmetry.measurement import measure_dataset
+from symmetry.synthetic import make_fields
+from theory.optimal import (
+    FieldLaw,
+    Restoration,
+    envelope_bound,
+    fit_bound,
+    fit_linear_convolution,
+    lattice_disk,
+    loglog_slope,
+    optimal_equivariance_error,
+    symmetry_errors,
+    wiener_convolution,
+)
 
 LAW_KEYS = ("family", "mu", "k", "long", "short", "atoms", "size")
 PROBLEM_KEYS = ("radius", "eval_radius", "noise", "noise_model", "blur", "group", "interpolation")
 
 
 def _law(cell: dict):
-    from analysis.optimal import FieldLaw
-
     return FieldLaw(kappa=float(cell["kappa"]), **{k: cell[k] for k in LAW_KEYS})
 
 
@@ -96,8 +112,6 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
 
 
 def _problem(cell: dict, law=None):
-    from analysis.optimal import Restoration
-
     return Restoration(
         law or _law(cell),
         float(cell["mesh"]),
@@ -111,8 +125,6 @@ def _problem(cell: dict, law=None):
 
 
 def _run_optimal(cell: dict) -> list[dict]:
-    from analysis.optimal import optimal_equivariance_error, symmetry_errors
-
     problem = _problem(cell)
     eps = symmetry_errors(problem.law, cell["group"], problem.radius, beta=0.0)
     rows = optimal_equivariance_error(problem, cell["group"])
@@ -122,10 +134,8 @@ def _run_optimal(cell: dict) -> list[dict]:
 
 
 def _run_mmd(cell: dict) -> list[dict]:
-    import symmetry
-
     law = _law(cell)
-    report = symmetry.measure_dataset(
+    report = measure_dataset(
         law.spec(n=int(cell["images"]), seed=int(cell["seed"])),
         cell["group"],
         mesh=1.0,
@@ -151,10 +161,6 @@ def _run_mmd(cell: dict) -> list[dict]:
 
 def _rasters(cell: dict, split: str, count: int):
     """Clean rasters ``(N, 1, n, n)`` of ``count`` fields at the cell's mesh and their noisy copies."""
-    import torch
-
-    from symmetry.synthetic import make_fields
-
     law = _raster_law(cell)
     params = {**law.synthetic_params(), "n": count, "seed": int(cell["seed"])}
     fields = make_fields(law.family, split=split, **params)
@@ -165,11 +171,6 @@ def _rasters(cell: dict, split: str, count: int):
 
 
 def _run_trained(cell: dict) -> list[dict]:
-    import torch
-
-    from analysis.equivariance import DEFAULT_MARGIN, equivariance_error
-    from analysis.optimal import fit_linear_convolution, lattice_disk, wiener_convolution
-
     problem = _problem(cell, _raster_law(cell))  # the rasters' frame sets the atom density, hence C(0)
     index = lattice_disk(float(cell["conv_radius"]), problem.mesh)
     x_train, y_train = _rasters(cell, "train", int(cell["train_images"]))
@@ -202,8 +203,6 @@ def _run_trained(cell: dict) -> list[dict]:
 
 
 def _raster_law(cell: dict):
-    from analysis.optimal import FieldLaw
-
     law = {k: cell[k] for k in LAW_KEYS}
     return FieldLaw(kappa=float(cell["kappa"]), **{**law, "size": float(cell["image_size"])})
 
@@ -237,8 +236,6 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def analyse(frame: pd.DataFrame, config: dict) -> dict:
     """Fits behind the figures and the verdict (see the module docstring)."""
-    from analysis.optimal import envelope_bound, fit_bound, loglog_slope
-
     s = summary(frame)
     train, held = s[s["train"]], s[~s["train"]]
     a, b = fit_bound(train["mesh"], train["eps"], train["equivariance_error"])
@@ -293,19 +290,11 @@ def trained_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _mesh_axis(ax, meshes) -> None:
-    """Label a logarithmic mesh axis at the meshes themselves."""
-    from matplotlib.ticker import NullFormatter
-
-    ticks = sorted({float(h) for h in meshes})
-    ax.set_xticks(ticks, [f"{h:g}" for h in ticks])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("mesh size h (native px)")
+    mesh_ticks(ax, meshes, "mesh size h (native px)")
 
 
 def figures(frame: pd.DataFrame, config: dict) -> dict:
     """``loglog`` (error vs h per eps), ``eps`` (error vs eps at fixed h), ``fit`` (measured vs fitted), ``trained``."""
-    from experiments.style import MODEL_COLORS, PALETTE, subplots
-
     res = analyse(frame, config)
     s = res["summary"]
     kappas = sorted(s["kappa"].unique())

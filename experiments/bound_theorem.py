@@ -1,27 +1,23 @@
-"""Experiment ``bound`` (``python -m experiments.run bound``): Theorem 3.6 in its own setting, constants computed.
+"""Experiment ``bound`` (``python -m experiments.run bound``): Theorem 3.6 in its own setting, as checks that can fail.
 
-Setting, assumptions and closed forms: :mod:`analysis.deconvolution` (supplement SM5.1-SM5.52). In short: analytic
-atom images ``r_n = s_n + t a`` (``s_n`` from an O(2)-invariant zero-mean law, ``a`` one fixed oriented atom, so
-``t = 0`` is exact symmetry of the distribution); observations ``r_hat = k * r`` (Gaussian blur, no noise) sampled
-exactly; the per-sample objective is the Riemann-sum data term plus ``lam ||k_R * r||^2 + mu ||r - t a||^2`` (the
-template is the data's mean, how ``Omega_eps`` enters), with the kernel known; its optimum on the mesh is found by
-conjugate gradients to a relative KKT residual ``tol``; transforms are exact sampling of the transformed functions.
+Setting, assumptions and closed forms: :mod:`theory.deconvolution`, :mod:`theory.bumps`, :mod:`theory.continuum`
+(supplement SM5.1-SM5.52; docs/theory.md, section 2.2). Atom images ``r_n = s_n + t a`` (``s_n`` from an
+O(2)-invariant zero-mean law, ``a`` one fixed off-centre atom, so ``t = 0`` is exact symmetry of the distribution) in
+two families: ``bump`` (compact atoms and blur kernel ``(1 - |x|^2/R^2)_+^3``: bounded Hessian and no more, the
+theorem's regularity class, so Riemann sums converge algebraically) and ``gaussian`` (analytic: the "smooth" row);
+observations ``r_hat = k * r`` (no noise) sampled exactly; the per-sample objective is the Riemann-sum data term plus
+``lam ||k_R * r||^2 + mu ||r - t a||^2`` (the template is the data's mean, how ``Omega_eps`` enters), with the kernel
+known; its optimum on the mesh is found by conjugate gradients to a relative KKT residual ``tol``.
 
-Two kinds of cells:
-
-- ``mesh`` (one mesh size h): optima for the original and every transformed observation (every element of every
-  group), by linearity for all ``t`` at once (``Phi~`` is affine in ``(Y_hat, m)``: the ``s_n`` part and the ``a``
-  part are solved separately and combined exactly). Rows per (group, t): ``measured`` =
-  ``(1/N) sum_n max_A ||Phi~(pi~_A Y_hat_n) - pi~_A Phi~(Y_hat_n)||_F^2`` (the worst element per sample, the
-  strongest choice of ``A_n`` the theorem allows), ``bound = a h^2 + (2/mu) eps`` from the computed constants,
-  ``ratio = measured / bound``, the design ``eps`` (:func:`analysis.deconvolution.design_eps`), the constants, the
-  KKT residual, and two checks of assumptions: the optimum's sampled sups over ``F1, G1, H1`` (``assumption_ratio``
-  <= 1) and its largest value on the outer ring of the disk relative to its maximum (``boundary``: the support
-  constraint is inactive when this is negligible).
-- ``measure`` (one ``t``): :func:`symmetry.measure` on the same clean images (analytic, exact transforms) and
-  further draws of the same law and stream (``measure_images`` in all: with a handful of images the empirical
-  distribution is itself asymmetric): the toolkit's MMD symmetry error and its Gaussian (Frechet) image-norm
-  distance, worst element.
+Cells ``mesh`` (one family, one h): optima for the original and every transformed observation, by linearity for all
+``t`` at once. Rows per (group, t): ``measured`` = ``(1/N) sum_n max_A ||Phi~(pi~_A Y_n) - pi~_A Phi~(Y_n)||^2``,
+``continuum`` = ``mu^2 t^2 max_A ||H^-1 (a - pi_A a)||^2`` (h -> 0) and ``continuum_rel_diff``, ``eps`` =
+``2 mu t^2 max_A ||a - pi_A a||^2`` (squared units) and ``eps_ratio`` = ``measured / ((2/mu) eps)``, each proof step's
+measured value and bound (``step1``: ``|F - F~|`` at the continuum optimum, SM5.31; ``step2``: ``||Phi - Phi~||^2``
+against ``2 sup|F - F~| / mu``), ``bound = a h^2 + (2/mu) eps`` and ``ratio``, the constants, the KKT residual and two
+assumption checks (``assumption_ratio`` <= 1: the optimum's sampled sups over ``F1, G1, H1``; ``boundary``: the
+support constraint is inactive). Cells ``measure`` (one ``t``, Gaussian family): :func:`symmetry.measure_dataset` on
+the same clean images and further draws. :func:`checks` says which of the theorem's testable claims hold.
 """
 
 from __future__ import annotations
@@ -31,50 +27,64 @@ import time
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.ticker import NullFormatter
 
 from experiments.runner import Context
+from experiments.style import PALETTE, subplots
+from symmetry.measurement import measure_dataset
+from symmetry.streams import rng
+from theory import continuum as ct
+from theory import deconvolution as dc
+from theory.bumps import BumpLaw
 
 LAW_KEYS = ("atoms", "spread", "long", "short", "asym_centre", "asym_long", "asym_short", "asym_angle")
+BUMP_KEYS = ("atoms", "spread", "bump_radius", "smoothness", "asym_centre")
 PROBLEM_KEYS = ("blur", "mu", "lam", "reg", "tail")
 SHARED = ("radius", "images", "seed")
 
 
 def _law(cell: dict):
-    from analysis.deconvolution import AtomLaw
+    """The data law of the cell's family: oriented Gaussian atoms or finite-smoothness bumps."""
+    if cell.get("family", "gaussian") == "bump":
+        return BumpLaw(**{k: tuple(cell[k]) if isinstance(cell[k], list) else cell[k] for k in BUMP_KEYS})
+    return dc.AtomLaw(**{k: tuple(cell[k]) if isinstance(cell[k], list) else cell[k] for k in LAW_KEYS})
 
-    return AtomLaw(**{k: tuple(cell[k]) if isinstance(cell[k], list) else cell[k] for k in LAW_KEYS})
 
-
-def _problem(cell: dict):
-    from analysis.deconvolution import Deconvolution
-
-    return Deconvolution(**{k: float(cell[k]) for k in PROBLEM_KEYS})
+def _problem(cell: dict) -> dc.Deconvolution:
+    family = cell.get("family", "gaussian")
+    blur = float(cell["bump_blur"] if family == "bump" else cell["blur"])
+    values = {k: float(cell[k]) for k in PROBLEM_KEYS if k != "blur"}
+    return dc.Deconvolution(blur=blur, family=family, smoothness=int(cell.get("smoothness", 3)), **values)
 
 
 def _dataset(cell: dict, count: int | None = None):
     """The first ``count`` (default ``images``) symmetric parts ``s_n`` of stream ``split`` (key 0) and the atom ``a``.
 
     Draws are sequential, so a larger ``count`` extends the same images (the ``measure`` cells use more)."""
-    from symmetry.streams import rng
-
     law = _law(cell)
     n = int(cell["images"] if count is None else count)
     return law.sample(n, rng(int(cell["seed"]), "split", 0)), law.asymmetric_part()
 
 
 def cells(config: dict) -> list[dict]:
-    """``mesh`` cells over the meshes and ``measure`` cells over ``t``."""
+    """``mesh`` cells over the families and meshes, and ``measure`` cells over ``t`` (Gaussian family)."""
     base = {k: config[k] for k in (*LAW_KEYS, *PROBLEM_KEYS, *SHARED)}
+    bump = {k: config[k] for k in ("bump_radius", "smoothness", "bump_blur")}
     out = [
         {
             "kind": "mesh",
+            "family": family,
             **base,
+            **(bump if family == "bump" else {}),
             "mesh": float(h),
             "ts": config["ts"],
             "groups": config["groups"],
-            "so2_angles": config["so2_angles"],
             "tol": config["tol"],
+            **({"fine_step": config["fine_step"]} if "fine_step" in config else {}),
         }
+        for family in config["families"]
         for h in config["meshes"]
     ]
     m = config["measure"]
@@ -94,23 +104,26 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
 
 def check_support(cell: dict) -> float:
     """The radius beyond which every ``r_n`` and ``r_hat_n`` is below ``tail`` x peak; it must fit in ``radius``."""
-    from analysis.deconvolution import tail_factor
-
     law, problem = _law(cell), _problem(cell)
-    tau = tail_factor(problem.tail)
-    need = max(
-        law.spread + tau * math.hypot(law.long, problem.blur),
-        math.hypot(*law.asym_centre) + tau * math.hypot(law.asym_long, problem.blur),
-    )
+    if isinstance(law, BumpLaw):
+        need = law.support(problem.blur)
+    else:
+        tau = dc.tail_factor(problem.tail)
+        need = max(
+            law.spread + tau * math.hypot(law.long, problem.blur),
+            math.hypot(*law.asym_centre) + tau * math.hypot(law.asym_long, problem.blur),
+        )
     if need > float(cell["radius"]):
         raise ValueError(f"radius {cell['radius']} is smaller than the images' support {need:.3f}")
     return need
 
 
+CONSTANT_KEYS = ("F1", "G1", "H1", "C_reg", "C0", "C_bar", "C1", "C2", "a", "b")
+CONSTANT_KEYS += ("F2", "G2", "H2", "F3", "G3", "H3", "D_r", "D_k", "D_R")
+
+
 def _run_mesh(cell: dict, device=None) -> list[dict]:
     """The rows of one mesh; ``device`` (a torch device, CPU by default) runs the output interpolation."""
-    from analysis import deconvolution as dc
-
     start = time.perf_counter()
     check_support(cell)
     problem, radius, h = _problem(cell), float(cell["radius"]), float(cell["mesh"])
@@ -127,16 +140,22 @@ def _run_mesh(cell: dict, device=None) -> list[dict]:
 
     x0, kkt0, iters = solver.solve(observe(), template, tol=float(cell["tol"]))
     kkt, iterations = [float(kkt0.max())], [iters]
-    elements = {g: dc.group_elements(g, int(cell["so2_angles"])) for g in cell["groups"]}
-    unique = {name: a for els in elements.values() for name, a in els}
+    elements = {g: dc.group_elements(g) for g in cell["groups"]}
+    unique = {el.name: el for els in elements.values() for el in els}
     parts_err = {}  # name -> (e_ss (N,), e_sa (N,), e_aa)
-    for name, a in unique.items():
+    for name, el in unique.items():
+        a = dc.element_matrix(el)
         xa, k_a, it_a = solver.solve(observe(a), template, tol=float(cell["tol"]))  # template not transformed
         kkt.append(float(k_a.max()))
         iterations.append(it_a)
-        d = xa - dc.transform_array(x0, a, mesh, device)
+        d = xa - dc.transform_array(x0, el, mesh, device)
         ds, da = d[:n], d[n]
         parts_err[name] = (dc.norm2(ds, h), h**2 * (ds * da).sum((-2, -1)), float(dc.norm2(da, h)))
+    # the continuum side (theory.continuum): optimum, exact error, eps in squared units, proof steps
+    grid = ct.FourierGrid(mesh, float(cell.get("fine_step", ct.FINE_STEP)))
+    obs_hat, asym_hat = ct.transform_of(blurred, grid), grid.spectrum(asym)
+    cont = {name: ct.continuum_error(asym, el, problem, grid) for name, el in unique.items()}
+    gaps = {name: ct.asymmetry(asym, el, grid) for name, el in unique.items()}
     ring = np.sqrt((mesh.points**2).sum(-1)) > radius - 2 * h
     rows = []
     for t in cell["ts"]:
@@ -146,32 +165,43 @@ def _run_mesh(cell: dict, device=None) -> list[dict]:
         boundary = float(np.abs(sol[:, ring & mesh.mask]).max() / np.abs(sol).max())
         consts = dc.theorem_constants(dc.image_bounds(parts, asym, t), problem, radius)
         assumption = max(float(s.max()) / consts[k] for s, k in zip(sups, ("F1", "G1", "H1"), strict=True))
+        y_hat = obs_hat[:n] + t * obs_hat[n]
+        m_hat = np.broadcast_to(t * asym_hat, y_hat.shape)
+        phi_hat = ct.continuum_optimum(y_hat, m_hat, problem, grid)
+        steps = ct.proof_steps(phi_hat, y_hat, m_hat, sol, solver, grid)
+        step_bound = ct.step_bounds(consts, h)
         for group, els in elements.items():
-            err = np.stack([ess + 2 * t * esa + t**2 * eaa for ess, esa, eaa in (parts_err[nm] for nm, _ in els)])
-            eps_n = np.max([dc.design_eps(parts, asym, t, problem, a) for _, a in els], axis=0)
+            err = np.stack([ess + 2 * t * esa + t**2 * eaa for ess, esa, eaa in (parts_err[e.name] for e in els)])
             measured = float(err.max(0).mean())
-            eps = float(eps_n.mean())
+            continuum = t**2 * max(cont[e.name] for e in els)
+            eps = ct.eps_squared(max(gaps[e.name] for e in els), t, problem)
             bound_h2, bound_eps = consts["a"] * h**2, consts["b"] * eps
             rows.append(
                 {
+                    "family": problem.family,
                     "group": group,
                     "t": t,
                     "h": h,
                     "m": mesh.m,
                     "measured": measured,
                     "measured_worst_element": float(err.mean(1).max()),
+                    "continuum": continuum,
+                    "continuum_rel_diff": abs(measured - continuum) / continuum if continuum > 0 else math.nan,
                     "eps": eps,
                     "bound_h2": bound_h2,
                     "bound_eps": bound_eps,
+                    "eps_ratio": measured / bound_eps if bound_eps > 0 else math.nan,
                     "bound": bound_h2 + bound_eps,
                     "ratio": measured / (bound_h2 + bound_eps),
-                    "grid_exact": all(dc.is_grid_exact(a) for _, a in els),
+                    "step1": float(steps["step1"].max()),
+                    "step2": float(steps["step2"].max()),
+                    **step_bound,
+                    "grid_exact": all(e.is_grid_exact for e in els),
                     "kkt_residual": max(kkt),
                     "cg_iterations": max(iterations),
                     "assumption_ratio": assumption,
                     "boundary": boundary,
-                    **{k: consts[k] for k in ("F1", "G1", "H1", "C_reg", "C0", "C_bar", "C1", "C2", "a", "b")},
-                    **{k: consts[k] for k in ("F2", "G2", "H2", "F3", "G3", "H3", "D_r", "D_k", "D_R")},
+                    **{k: consts[k] for k in CONSTANT_KEYS},
                 }
             )
     for row in rows:
@@ -180,7 +210,7 @@ def _run_mesh(cell: dict, device=None) -> list[dict]:
 
 
 class _AnalyticImage:
-    """An :class:`analysis.deconvolution.AtomImage` as a ``symmetry.measure`` source (analytic: exact transforms).
+    """An :class:`theory.deconvolution.AtomImage` as a ``symmetry.measure`` source (analytic: exact transforms).
 
     One native pixel is ``pixel`` physical units; the frame is ``size`` native pixels a side; rasters follow
     :mod:`symmetry.synthetic` (row index down = y decreasing).
@@ -190,14 +220,10 @@ class _AnalyticImage:
         self.image, self.size, self.pixel, self.name = image, size, pixel, name
 
     def evaluate(self, points):
-        import torch
-
         pts = points.detach().cpu().numpy().astype(np.float64) * self.pixel
         return torch.from_numpy(self.image.evaluate(pts))[None]
 
     def at_mesh(self, mesh: float):
-        import torch
-
         n = max(1, int(math.floor(self.size / mesh + 1e-9)))
         t = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2) * mesh
         y, x = torch.meshgrid(-t, t, indexing="ij")
@@ -209,9 +235,7 @@ class _AnalyticImage:
 
 def measured_symmetry(images: list, cell: dict, device="cpu") -> dict:
     """:func:`symmetry.measure_dataset` on analytic images: worst-element MMD and Frechet distance."""
-    import symmetry
-
-    report = symmetry.measure_dataset(
+    report = measure_dataset(
         images,
         cell["group"],
         mesh=float(cell["measure_mesh"]),
@@ -223,7 +247,7 @@ def measured_symmetry(images: list, cell: dict, device="cpu") -> dict:
         exact=True,
         frechet=True,
         device=device,
-        dtype=__import__("torch").float64,
+        dtype=torch.float64,
     )
     frame = report.to_frame()
     worst = frame[frame["statistic"] == "worst"].iloc[0]
@@ -246,50 +270,160 @@ def _run_measure(cell: dict, device="cpu") -> list[dict]:
 
 # ---- analysis -------------------------------------------------------------------------------------------------
 
+#: An error below this (squared norms of order 1) is rounding: the group maps the mesh onto itself.
+ROUNDING = 1e-20
+#: The finest-h error must match the continuum value to this relative difference (grid-exact groups, t > 0).
+CONTINUUM_TOLERANCE = 1e-3
+#: The rate the theorem guarantees at eps = 0: error <= a h^2.
+THEOREM_RATE = 2.0
+#: Values below this fraction of a quantity's largest value are at the floor of its computation (rounding, the
+#: continuum quadrature): the exponent is fitted above it.
+FLOOR = 1e-10
+
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """The ``mesh`` rows, with the ``measure`` rows' MMD and Frechet distance joined on ``t``."""
+    """The ``mesh`` rows, with the ``measure`` rows' MMD and Frechet distance joined on ``t`` (Gaussian family)."""
     measured_cols = ["mmd", "mmd_null_q95", "mmd_p_value", "frechet"]
     s = frame[frame["kind"] == "mesh"].drop(columns=measured_cols, errors="ignore").copy()
+    if "family" not in s:
+        s["family"] = "gaussian"
+    s["family"] = s["family"].fillna("gaussian")
     for col in ("t", "h", "measured", "bound", "ratio", "eps"):
         s[col] = s[col].astype(float)
     s["error_over_h2"] = s["measured"] / s["h"] ** 2
-    s["ratio_eps"] = np.where(s["bound_eps"] > 0, s["measured"] / s["bound_eps"].where(s["bound_eps"] > 0), np.nan)
     m = frame[frame["kind"] == "measure"]
     if len(m):
-        s = s.merge(m[["t", *measured_cols]].astype(float), on="t", how="left")
-    return s.sort_values(["group", "t", "h"], ascending=[True, True, False]).reset_index(drop=True)
+        joined = m[["t", *measured_cols]].astype(float).assign(family="gaussian")
+        s = s.merge(joined, on=["family", "t"], how="left")
+    return s.sort_values(["family", "group", "t", "h"], ascending=[True, True, True, False]).reset_index(drop=True)
 
 
-#: An error below this (squared norms of order 1) is rounding: the group maps the mesh onto itself.
-ROUNDING = 1e-20
-
-
-def rate(s: pd.DataFrame, group: str) -> dict:
-    """At ``t = 0``: ``sup_h error/h^2``, where it is attained, ``error/h^2`` at the finest mesh, whether it is
-    non-increasing as h falls, and whether every error is at rounding level (``exact``)."""
-    sub = s[(s["group"] == group) & (s["t"] == 0)].sort_values("h")
-    i = sub["error_over_h2"].idxmax()
+def rate(s: pd.DataFrame, family: str, group: str, column: str = "measured") -> dict:
+    """At ``t = 0``: the exponent ``p`` of ``column ~ h^p`` fitted over the meshes whose value is above rounding and
+    above :data:`FLOOR` times the largest value, with its 95% interval (:func:`theory.continuum.fit_exponent`), and whether every value is at rounding level."""
+    sub = s[(s["family"] == family) & (s["group"] == group) & (s["t"] == 0)].sort_values("h")
+    above = sub[(sub[column] > ROUNDING) & (sub[column] > FLOOR * sub[column].max())]
+    fit = ct.fit_exponent(above["h"], above[column])
     return {
-        "exact": bool((sub["measured"] < ROUNDING).all()),
-        "max_error": float(sub["measured"].max()),
-        "sup": float(sub.loc[i, "error_over_h2"]),
-        "sup_h": float(sub.loc[i, "h"]),
-        "finest_h": float(sub["h"].iloc[0]),
-        "at_finest": float(sub["error_over_h2"].iloc[0]),
-        "monotone": bool(np.all(np.diff(sub["error_over_h2"].to_numpy()) >= 0)),  # non-increasing as h falls
+        "family": family,
+        "group": group,
+        "quantity": column,
+        "exact": bool(len(above) == 0),
+        "max_error": float(sub[column].max()),
+        **fit,
+        "meshes": len(sub),
+        "finest_h": float(sub["h"].min()),
+        "coarsest_h": float(above["h"].max()) if len(above) else math.nan,
+        "sup_over_h2": float((sub[column] / sub["h"] ** 2).max()),
+    }
+
+
+def rates(s: pd.DataFrame) -> pd.DataFrame:
+    """:func:`rate` of the equivariance error (every family and group) and of both proof steps (every family)."""
+    rows = [rate(s, f, g) for f in sorted(s["family"].unique()) for g in sorted(s["group"].unique())]
+    first = sorted(s["group"].unique())[0]  # the steps do not depend on the group
+    rows += [rate(s, f, first, c) for f in sorted(s["family"].unique()) for c in ("step1", "step2")]
+    return pd.DataFrame(rows)
+
+
+def steps_table(s: pd.DataFrame) -> pd.DataFrame:
+    """One row per proof step per (family, t, h) point: measured, bound, ratio (steps 1-2 do not depend on the
+    group; step 3, the final bound, is per group)."""
+    first = sorted(s["group"].unique())[0]
+    rows = []
+    for r in s.itertuples():
+        if r.group == first:
+            rows.append((r.family, "all", r.t, r.h, "1: |F - F~| (SM5.31)", r.step1, r.step1_bound))
+            rows.append(
+                (r.family, "all", r.t, r.h, "2: ||Phi - Phi~||^2 <= 2 sup|F - F~| / mu", r.step2, r.step2_bound)
+            )
+        rows.append((r.family, r.group, r.t, r.h, "3: equivariance error (Theorem 3.6)", r.measured, r.bound))
+    out = pd.DataFrame(rows, columns=["family", "group", "t", "h", "step", "measured", "bound"])
+    out["ratio"] = out["measured"] / out["bound"]
+    return out
+
+
+def eps_slope(s: pd.DataFrame) -> pd.DataFrame:
+    """At the finest h and every t > 0: measured against the continuum value and against ``(2/mu) eps``."""
+    fine = s[(s["h"] == s.groupby("family")["h"].transform("min")) & (s["t"] > 0)]
+    cols = ["family", "group", "t", "h", "measured", "continuum", "continuum_rel_diff", "eps", "bound_eps", "eps_ratio"]
+    return fine[cols].reset_index(drop=True)
+
+
+def check_exact(s: pd.DataFrame) -> bool:
+    """Every grid-exact group's error at ``t = 0`` is at rounding level (an equivariant problem and the right group
+    action make quarter turns exact permutations)."""
+    zero = s[(s["t"] == 0) & s["grid_exact"].astype(bool)]
+    return bool(len(zero) > 0 and (zero["measured"] < ROUNDING).all())
+
+
+def check_rate(s: pd.DataFrame) -> bool:
+    """For every (family, group) whose error is not exact, the fitted exponent at ``t = 0`` has the lower end of its
+    95% interval at or above :data:`THEOREM_RATE` (the proof steps' exponents are reported, not checked: ``|F - F~|``
+    at one point may dip through zero)."""
+    r = rates(s)
+    inexact = r[~r["exact"] & (r["quantity"] == "measured")]
+    return bool(len(inexact) > 0 and (inexact["low"] >= THEOREM_RATE).all())
+
+
+def converged_rows(s: pd.DataFrame) -> pd.DataFrame:
+    """Finest-mesh rows (``t > 0``) whose error changed by less than :data:`CONTINUUM_TOLERANCE` (relative) from the
+    next coarser mesh: where the error no longer changes with ``h``."""
+    out = []
+    for _, sub in s[s["t"] > 0].groupby(["family", "group", "t"]):
+        sub = sub.sort_values("h")
+        if len(sub) < 2:
+            continue
+        fine, next_ = sub.iloc[0], sub.iloc[1]
+        if abs(fine["measured"] - next_["measured"]) <= CONTINUUM_TOLERANCE * fine["measured"]:
+            out.append(fine)
+    return pd.DataFrame(out)
+
+
+def check_continuum(s: pd.DataFrame) -> bool:
+    """Where the error has converged in ``h`` (:func:`converged_rows`; at least one such row), it equals the
+    continuum value ``mu^2 t^2 ||H^-1 (a - pi_A a)||^2`` to :data:`CONTINUUM_TOLERANCE` (relative)."""
+    conv = converged_rows(s)
+    return bool(len(conv) > 0 and (conv["continuum_rel_diff"] <= CONTINUUM_TOLERANCE).all())
+
+
+def check_eps_slope(s: pd.DataFrame) -> bool:
+    """At the finest mesh, ``measured <= (2/mu) eps`` for every ``t > 0`` and the ratio is the same for every ``t``
+    (spread below 1% of its mean): the ``t^2`` law of the squared-units eps."""
+    fine = eps_slope(s)
+    if len(fine) == 0:
+        return False
+    spread = fine.groupby(["family", "group"])["eps_ratio"].agg(lambda v: (v.max() - v.min()) / v.mean())
+    return bool((fine["eps_ratio"] <= 1).all() and (spread < 0.01).all())
+
+
+def check_bounds(s: pd.DataFrame) -> bool:
+    """Every proof step's measured value is at most its bound (:func:`steps_table`)."""
+    steps = steps_table(s)
+    return bool((steps["measured"] <= steps["bound"]).all())
+
+
+def checks(s: pd.DataFrame) -> dict[str, bool]:
+    """The checks that can say "no", each computed from the rows; the tests give each a broken variant it rejects."""
+    return {
+        "exact": check_exact(s),
+        "rate": check_rate(s),
+        "continuum": check_continuum(s),
+        "eps_slope": check_eps_slope(s),
+        "bounds": check_bounds(s),
     }
 
 
 def verdict(frame: pd.DataFrame, config: dict) -> str:
-    """Largest ratio, finest h, violations, the rate at eps = 0 and the eps relation, all computed."""
+    """Largest ratio, violations, the fitted rates at eps = 0, the continuum equality, the eps slope, each proof
+    step and the checks, all computed."""
     s = summary(frame)
     worst = s.loc[s["ratio"].idxmax()]
     violated = s[s["measured"] > s["bound"]]
     text = (
-        f"measured <= bound at {len(s) - len(violated)} of {len(s)} (group, t, h) points"
-        f" (largest ratio {worst['ratio']:.2e} at {worst['group']}, t={worst['t']:g}, h={worst['h']:g};"
-        f" finest h {s['h'].min():g})"
+        f"measured <= bound at {len(s) - len(violated)} of {len(s)} (family, group, t, h) points"
+        f" (largest ratio {worst['ratio']:.2e} at {worst['family']} {worst['group']}, t={worst['t']:g},"
+        f" h={worst['h']:g}; finest h {s['h'].min():g})"
     )
     if len(violated):
         v = violated.loc[violated["ratio"].idxmax()]
@@ -297,21 +431,32 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
             f"; VIOLATED at {len(violated)} points, worst {v['ratio']:.3g}x at {v['group']} t={v['t']:g} h={v['h']:g}"
         )
     parts = []
-    for g in sorted(s["group"].unique()):
-        r = rate(s, g)
-        if r["exact"]:
-            parts.append(f"{g} exact to rounding (error <= {r['max_error']:.1e} at every h)")
-            continue
-        trend = "non-increasing" if r["monotone"] else "not monotone"
-        parts.append(
-            f"{g} sup error/h^2 {r['sup']:.2e} at h={r['sup_h']:g}, {r['at_finest']:.2e} at h={r['finest_h']:g}"
-        )
-        parts[-1] += f" ({trend} as h falls)"
-    text += "; eps = 0: " + "; ".join(parts)
-    fine = s[(s["h"] == s["h"].min()) & (s["t"] > 0)]
+    for r in rates(s).itertuples():
+        what = f"{r.family} {r.group}" if r.quantity == "measured" else f"{r.family} proof {r.quantity}"
+        if r.exact:
+            parts.append(f"{what} exact to rounding (<= {r.max_error:.1e} at every h)")
+        elif math.isnan(r.low):
+            parts.append(f"{what} exponent {r.exponent:.2f} ({r.n} meshes above rounding: no interval)")
+        else:
+            parts.append(
+                f"{what} exponent {r.exponent:.2f} [{r.low:.2f}, {r.high:.2f}] ({r.n} meshes, h {r.finest_h:g}.."
+                f"{r.coarsest_h:g})"
+            )
+    text += f"; eps = 0, error ~ h^p (95% t interval; the theorem guarantees p >= {THEOREM_RATE:g}): " + "; ".join(
+        parts
+    )
+    fine = eps_slope(s)
     if len(fine):
-        lo, hi = fine["ratio_eps"].min(), fine["ratio_eps"].max()
-        text += f"; at h={s['h'].min():g} measured / ((2/mu) eps) {lo:.2e}..{hi:.2e}"
+        for (family, group), sub in fine.groupby(["family", "group"]):
+            text += (
+                f"; {family} {group} at h={sub['h'].iloc[0]:g}: measured/continuum - 1 up to "
+                f"{sub['continuum_rel_diff'].max():.1e}, measured/((2/mu) eps) {sub['eps_ratio'].min():.4f}.."
+                f"{sub['eps_ratio'].max():.4f} over t = {', '.join(f'{t:g}' for t in sub['t'])}"
+            )
+    steps = steps_table(s)
+    for step, sub in steps.groupby("step"):
+        text += f"; step {step}: largest measured/bound {sub['ratio'].max():.1e}"
+    text += "; checks: " + ", ".join(f"{k} {'pass' if v else 'FAIL'}" for k, v in checks(s).items())
     if "mmd" in s and s["mmd"].notna().any():
         text += "; " + measured_eps_sentence(s)
     return text
@@ -336,82 +481,98 @@ def measured_eps_sentence(s: pd.DataFrame) -> str:
 # ---- figures --------------------------------------------------------------------------------------------------
 
 
-def _mesh_ticks(ax, meshes) -> None:
-    """Label a logarithmic mesh axis at the meshes themselves."""
-    from matplotlib.ticker import NullFormatter
-
+def mesh_ticks(ax, meshes, label: str = "mesh size h") -> None:
+    """Label a logarithmic mesh axis at the meshes themselves (also used by ``bound_lmmse``)."""
     ticks = sorted({float(h) for h in meshes})
     ax.set_xticks(ticks, [f"{h:g}" for h in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("mesh size h")
+    ax.set_xlabel(label)
 
 
 def figures(frame: pd.DataFrame, config: dict) -> dict:
-    """``loglog`` (measured and bound vs h), ``ratio`` (heat map), ``rate`` (error/h^2 at eps = 0), ``eps``."""
-    import seaborn as sns
-
-    from experiments.style import PALETTE, subplots
-
+    """``loglog`` (measured and bound vs h), ``ratio`` (heat map), ``rate`` (error vs h at eps = 0 with the fitted
+    exponent, per family), ``steps`` (each proof step against its bound), ``eps`` (measured/((2/mu) eps) vs t)."""
     s = summary(frame)
+    families = sorted(s["family"].unique())
     groups = sorted(s["group"].unique())
     ts = sorted(s["t"].unique())
     colour = {t: PALETTE[i % len(PALETTE)] for i, t in enumerate(ts)}
     out = {}
 
-    fig, axes = subplots(len(groups), 1, width=3.8, height=3.0)
-    for ax, g in zip(axes[0], groups, strict=True):
-        for t in ts:
-            sub = s[(s["group"] == g) & (s["t"] == t)].sort_values("h")
-            ax.loglog(sub["h"], sub["measured"].clip(lower=1e-32), "o-", color=colour[t], label=f"measured, t={t:g}")
-            ax.loglog(sub["h"], sub["bound"], "--", color=colour[t], lw=1)
-        _mesh_ticks(ax, s["h"])
-        ax.set_ylabel("equivariance error (1/N) sum ||.||_F^2")
-        ax.set_title(f"{g}: measured (solid), bound (dashed)")
-    axes[0, 0].legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+    fig, axes = subplots(len(groups), len(families), width=3.6, height=2.8)
+    for i, family in enumerate(families):
+        for ax, g in zip(axes[i], groups, strict=True):
+            for t in ts:
+                sub = s[(s["family"] == family) & (s["group"] == g) & (s["t"] == t)].sort_values("h")
+                ax.loglog(sub["h"], sub["measured"].clip(lower=1e-32), "o-", color=colour[t], label=f"t={t:g}")
+                ax.loglog(sub["h"], sub["bound"], "--", color=colour[t], lw=1)
+            mesh_ticks(ax, s["h"])
+            ax.set_ylabel("(1/N) sum ||.||_F^2")
+            ax.set_title(f"{family} {g}: measured (solid), bound (dashed)", fontsize=8)
+    axes[-1, 0].legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
     fig.tight_layout()
     out["loglog"] = fig
 
-    fig, axes = subplots(len(groups), 1, width=3.2, height=2.8)
-    for ax, g in zip(axes[0], groups, strict=True):
-        piv = s[s["group"] == g].pivot_table(index="t", columns="h", values="ratio")
-        piv.index, piv.columns = [f"{t:g}" for t in piv.index], [f"{h:g}" for h in piv.columns]
-        sns.heatmap(np.log10(piv.clip(lower=1e-40)), ax=ax, annot=True, fmt=".0f", cmap="viridis", cbar=False)
-        ax.set_title(f"{g}: log10(measured / bound)")
+    fig, axes = subplots(len(groups), len(families), width=3.2, height=2.6)
+    for i, family in enumerate(families):
+        for ax, g in zip(axes[i], groups, strict=True):
+            piv = s[(s["family"] == family) & (s["group"] == g)].pivot_table(index="t", columns="h", values="ratio")
+            piv.index, piv.columns = [f"{t:g}" for t in piv.index], [f"{h:g}" for h in piv.columns]
+            sns.heatmap(np.log10(piv.clip(lower=1e-40)), ax=ax, annot=True, fmt=".0f", cmap="viridis", cbar=False)
+            ax.set_title(f"{family} {g}: log10(measured / bound)", fontsize=8)
     fig.tight_layout()
     out["ratio"] = fig
 
-    fig, axes = subplots(2, 1, width=3.6, height=3.0)
-    zero = s[s["t"] == 0]
-    sns.lineplot(data=zero, x="h", y="error_over_h2", hue="group", marker="o", ax=axes[0, 0])
-    axes[0, 0].set_xscale("log")
-    axes[0, 0].set_yscale("log")
-    _mesh_ticks(axes[0, 0], zero["h"])
-    axes[0, 0].set_title("eps = 0: error / h^2 (bounded as h -> 0 iff rate >= 2)")
-    pos = s[s["t"] > 0]
-    sns.lineplot(data=pos, x="h", y="ratio_eps", hue="group", style="t", marker="o", ax=axes[0, 1])
-    axes[0, 1].set_xscale("log")
-    axes[0, 1].set_yscale("log")
-    _mesh_ticks(axes[0, 1], pos["h"])
-    axes[0, 1].set_title("t > 0: measured / ((2/mu) eps)")
-    axes[0, 1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    r = rates(s)
+    fig, axes = subplots(len(families), 1, width=3.8, height=3.0)
+    for ax, family in zip(axes[0], families, strict=True):
+        zero = s[(s["t"] == 0) & (s["family"] == family) & (s["measured"] > ROUNDING)]
+        for k, (g, sub) in enumerate(zero.groupby("group")):
+            fit = r[(r["family"] == family) & (r["group"] == g) & (r["quantity"] == "measured")].iloc[0]
+            label = f"{g}: p = {fit['exponent']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}]"
+            ax.loglog(sub["h"], sub["measured"], "o-", color=PALETTE[k], label=label)
+        hs = np.array(sorted(s["h"].unique()))
+        if len(zero):
+            ref = zero["measured"].max() * (hs / hs.max()) ** THEOREM_RATE
+            ax.loglog(hs, ref, ":", color="0.4", label="slope 2 (theorem)")
+        mesh_ticks(ax, hs)
+        ax.set_ylabel("equivariance error at eps = 0")
+        ax.set_title(f"{family}: error ~ h^p, p with its 95% interval", fontsize=8)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     out["rate"] = fig
 
-    fine = s[s["h"] == s["h"].min()]
-    ncol = 3 if "mmd" in fine and fine["mmd"].notna().any() else 1
-    fig, axes = subplots(ncol, 1, width=3.2, height=2.8)
-    axes[0, 0].set_title(f"h = {s['h'].min():g}: error vs design eps")
-    sns.scatterplot(data=fine, x="eps", y="measured", hue="group", style="group", ax=axes[0, 0])
-    if ncol == 3:
-        for ax, col, label in ((axes[0, 1], "mmd", "toolkit MMD (worst element)"),
-                               (axes[0, 2], "frechet", "toolkit Frechet distance")):  # fmt: skip
-            sns.scatterplot(data=fine, x=col, y="measured", hue="group", style="group", ax=ax)
-            for t, r in fine.groupby("t").first().iterrows():
-                ax.annotate(f"t={t:g}", (r[col], r["measured"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-            if col == "mmd":
-                ax.axvline(float(fine["mmd_null_q95"].max()), color="0.5", ls=":", label="largest null q95")
-            ax.set_xlabel(label)
-            ax.set_title(f"h = {s['h'].min():g}: error vs measured eps")
+    st = steps_table(s)
+    st = st[st["group"].isin(["all", groups[-1]])]
+    fig, axes = subplots(len(families), 1, width=3.8, height=3.0)
+    for ax, family in zip(axes[0], families, strict=True):
+        sub = st[(st["family"] == family) & (st["t"] == max(ts))]
+        for k, (step, rows) in enumerate(sub.groupby("step")):
+            rows = rows.sort_values("h")
+            ax.loglog(
+                rows["h"], rows["measured"].clip(lower=1e-32), "o-", color=PALETTE[k], label=step[:2] + " measured"
+            )
+            ax.loglog(rows["h"], rows["bound"], "--", color=PALETTE[k], lw=1)
+        mesh_ticks(ax, sub["h"])
+        ax.set_title(f"{family}, t = {max(ts):g}: proof steps, measured (solid) and bound (dashed)", fontsize=7)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    out["steps"] = fig
+
+    fine = eps_slope(s)
+    fig, axes = subplots(2, 1, width=3.6, height=3.0)
+    if len(fine):
+        sns.lineplot(data=fine, x="t", y="eps_ratio", hue="group", style="family", marker="o", ax=axes[0, 0])
+        axes[0, 0].set_xscale("log")
+        axes[0, 0].set_ylim(0, None)
+        axes[0, 0].axhline(0.25, color="0.4", ls=":", lw=1)
+        axes[0, 0].set_title("finest h: measured / ((2/mu) eps), eps = 2 mu t^2 ||a - pi_A a||^2", fontsize=7)
+        sns.scatterplot(data=fine, x="continuum", y="measured", hue="group", style="family", ax=axes[0, 1])
+        lim = [fine["continuum"].min(), fine["continuum"].max()]
+        axes[0, 1].plot(lim, lim, ":", color="0.4")
+        axes[0, 1].set_xscale("log")
+        axes[0, 1].set_yscale("log")
+        axes[0, 1].set_title("finest h: measured vs continuum mu^2 t^2 ||H^-1 (a - pi_A a)||^2", fontsize=7)
     fig.tight_layout()
     out["eps"] = fig
     return out

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from symmetry import interrupt
+
+interrupt.install(__name__)  # first, before the imports below (seconds): a Ctrl-C while they run ends quietly
+# ruff: noqa: E402 - the imports follow the Ctrl-C handler on purpose
+
 import sys
 from pathlib import Path
 
@@ -9,12 +14,15 @@ from experiments.runner import (
     DEFAULT_RESULTS,
     EXPERIMENTS,
     cell_key,
+    check_cell_columns,
     experiment_module,
+    has_digests,
     load_config,
     read_results,
+    reading_results,
     results_path,
 )
-from experiments.style import save_figure
+from experiments.style import save_figure, seeded_global_rng
 from symmetry.errors import UsageError
 from symmetry.io import output_lock
 from symmetry.runtime import CliParser, cli_entry
@@ -47,13 +55,27 @@ def make_figures(
     """Draw experiment ``name``'s figures from its stored results; returns the files written."""
     module = experiment_module(name)
     config = load_config(name, scale)
+    path = results_path(name, scale, results)
     frame = read_results(name, scale, results)
-    frame = frame[frame["cell"].isin({cell_key(c) for c in module.cells(config)})]
+    if not has_digests(path):
+        print(
+            f"note: {path} predates row digests, so edits of it cannot be detected; `python -m experiments.run "
+            f"{name} --{scale}` adds them",
+            file=sys.stderr,
+        )
+    cells = module.cells(config)
+    check_cell_columns(path, frame, cells)
+    keys = {cell_key(c) for c in cells}
+    frame = frame[frame["cell"].isin(keys)]
     if frame.empty:
-        raise UsageError(f"{results_path(name, scale, results)} holds no rows for the current {scale} config; rerun")
+        raise UsageError(f"{path} holds no rows for the current {scale} config; rerun")
+    missing = len(keys - set(frame["cell"]))
+    if missing:
+        print(f"note: {name}: {missing} of {len(keys)} cells are not in {path}; the figures omit them", file=sys.stderr)
     paths = []
-    for key, fig in module.figures(frame.reset_index(drop=True), config).items():
-        paths += save_figure(fig, out, f"{name}-{key}")
+    with reading_results(path), seeded_global_rng():  # drawing happens in savefig: a bad value may surface there
+        for key, fig in module.figures(frame.reset_index(drop=True), config).items():
+            paths += save_figure(fig, out, f"{name}-{key}")
     return paths
 
 
@@ -77,4 +99,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interrupt.run(main))

@@ -12,9 +12,21 @@ adds ``equivariant``/``tl``/``sa`` rows with other groups (``dih4``, ``flip``) f
 
 from __future__ import annotations
 
-import pandas as pd
+import json
+import subprocess
+import sys
 
+import pandas as pd
+import seaborn as sns
+import torch
+
+from analysis.config import TrainConfig
+from analysis.evaluate import evaluate_run
+from analysis.protocol import evaluate_protocol
+from analysis.train import CHECKPOINT_FILE, train
 from experiments.runner import Context, SkipCell, cell_key
+from experiments.style import subplots
+from symmetry.errors import DataError
 
 TASK_LABELS = {"denoise": "denoise", "sr": "SR", "derain": "derain"}
 MODEL_ORDER = ["plain", "equivariant", "tl", "sa"]
@@ -48,8 +60,6 @@ def cells(config: dict) -> list[dict]:
 
 
 def _train_config(cell: dict, ctx: Context, run_dir):
-    from analysis.config import TrainConfig
-
     sa = cell["model"] == "sa"
     steps = cell["sa_steps"] if sa else cell["steps"]
     return TrainConfig(
@@ -77,8 +87,6 @@ def _train_config(cell: dict, ctx: Context, run_dir):
 
 def _train(cell: dict, ctx: Context):
     """Train (or resume) the run of ``cell``; an ``sa`` cell first makes sure its ``tl`` run exists."""
-    from analysis.train import CHECKPOINT_FILE, train
-
     run_dir = ctx.workdir / cell_key(cell)
     cfg = _train_config(cell, ctx, run_dir)
     if cell["model"] == "sa":
@@ -94,8 +102,6 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
     """Train, evaluate, and return one row of scores (protocol cells: one row per test set and rotation)."""
     if cell.get("testsets"):
         return run_protocol_cell(cell, ctx)
-    from analysis.evaluate import evaluate_run
-
     if cell["data"] == "rain100l" and not ctx.data_available("rain100l"):
         raise SkipCell(f"rain100l not found under {ctx.data_root}; pass --data-root")
     run_dir = _train(cell, ctx)
@@ -183,10 +189,6 @@ def markdown(frame: pd.DataFrame) -> str:
 
 def figures(frame: pd.DataFrame, config: dict) -> dict:
     """PSNR gain over the degraded input and equivariance error (learned part), per task, model and group."""
-    import seaborn as sns
-
-    from experiments.style import subplots
-
     if "testset" in frame:
         return {}  # the protocol's result is its table
     t = table(frame)
@@ -303,15 +305,6 @@ def _protocol_config(cell: dict, ctx: Context, run_dir, init_from: str | None) -
 
 def _train_protocol_run(options: dict, cell: dict, ctx: Context, resume: bool) -> None:
     """Train in this process, or under ``torchrun`` on ``nproc_per_node`` GPUs (0: every visible GPU)."""
-    import json
-    import subprocess
-    import sys
-
-    import torch
-
-    from analysis.train import train
-    from symmetry.errors import DataError
-
     nproc = int(cell.get("nproc_per_node") or 0) or (torch.cuda.device_count() if ctx.device.type == "cuda" else 1)
     if nproc <= 1:
         train(options, resume=resume, overwrite=not resume, progress=ctx.progress, quiet=False)
@@ -327,9 +320,6 @@ def _train_protocol_run(options: dict, cell: dict, ctx: Context, resume: bool) -
 
 def run_protocol_cell(cell: dict, ctx: Context) -> list[dict]:
     """Train one model (``sa`` from its ``tl`` cell's checkpoint); score it on the test sets (analysis.protocol)."""
-    from analysis.protocol import evaluate_protocol
-    from analysis.train import CHECKPOINT_FILE
-
     root = ctx.data_root
     if cell["task"] == "derain":
         if not ctx.data_available("rain100l"):

@@ -16,9 +16,12 @@ the cells not yet in the file. Rows of cells no longer in the config are kept in
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import importlib
+import io
 import json
+import math
 import time
 import tomllib
 from collections.abc import Callable
@@ -29,27 +32,22 @@ from typing import Any
 import pandas as pd
 import torch
 
+from symmetry.datasets import data_root as data_root_rule  # run_experiment's parameter is named data_root
 from symmetry.errors import DataError, UsageError
-from symmetry.io import atomic_write_text, json_safe, output_lock
+from symmetry.io import atomic_write_text, json_safe, output_lock, read_text_file
 
 EXPERIMENTS = ("symmetry_table", "bound", "bound_lmmse", "bias_variance", "sa_alignment", "restoration_table")
-EXPERIMENTS += ("symmetry_power",)
+EXPERIMENTS += ("symmetry_power", "calibration", "sr_benchmark")
 #: Experiments whose module is not ``experiments.NAME`` (``bound``: Theorem 3.6 in its own setting).
 MODULES = {"bound": "bound_theorem"}
 SCALES = ("quick", "full")
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_RESULTS = Path("results")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_data_root() -> Path | None:
-    """``$SYMMETRY_DATA``, else the development data beside a checkout (``../shared/data``), else None."""
-    import os
-
-    if os.environ.get("SYMMETRY_DATA"):
-        return Path(os.environ["SYMMETRY_DATA"]).expanduser()
-    shared = REPO_ROOT.parent / "shared" / "data"
-    return shared if shared.is_dir() else None
+DIGEST_COLUMN = "row_digest"
+"""Last column of a results file: a hash of the row's text, so a row changed after it was written is refused."""
+ROWS_COLUMN = "cell_rows"
+"""How many rows the row's cell wrote, so a truncated or duplicated cell is refused."""
+MAX_RESULTS_BYTES = 1 << 30
 
 
 class SkipCell(Exception):
@@ -113,14 +111,16 @@ def _check_like(table: dict[str, Any], reference: dict[str, Any], where: str) ->
 def _read_table(path: Path, scale: str) -> dict[str, Any]:
     if scale not in SCALES:
         raise UsageError(f"scale must be quick or full, got {scale!r}")
+    text = read_text_file(path, "config file")
     try:
-        with open(path, "rb") as fh:
-            tables = tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
+        tables = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"config file {path} is not valid TOML: {err}") from None
-    if scale not in tables:
+    except RecursionError:
+        raise UsageError(f"config file {path}: TOML nested too deeply") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise UsageError(f"config file {path}: unreadable TOML value ({str(err).splitlines()[0][:120]})") from None
+    if scale not in tables or not isinstance(tables[scale], dict):
         raise UsageError(f"config file {path} has no [{scale}] table")
     return dict(tables[scale])
 
@@ -143,15 +143,135 @@ def read_results(name: str, scale: str = "quick", out: str | Path = DEFAULT_RESU
     return _read_csv(path)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """A stored results table; empty, unreadable or cell-less files are a one-line :class:`DataError`."""
+def _row_digest(header: list[str], fields: list[str]) -> str:
+    """A 16-hex-digit hash of one CSV row as written: every column name with its text (the digest column excluded)."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, value in zip(header, fields):
+        if name != DIGEST_COLUMN:
+            h.update(f"{name}\x1f{value}\x1e".encode())
+    return h.hexdigest()
+
+
+def results_csv(frame: pd.DataFrame) -> str:
+    """``frame`` as the CSV text of a results file: each row with :data:`DIGEST_COLUMN`, the hash of its text."""
+    text = frame.drop(columns=[DIGEST_COLUMN], errors="ignore").to_csv(index=False)
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0] + [DIGEST_COLUMN]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for fields in rows[1:]:
+        writer.writerow(fields + [_row_digest(header, fields)])
+    return out.getvalue()
+
+
+def check_results(path: Path, text: str) -> None:
+    """Refuse a results file that is not as :func:`run_experiment` wrote it, with one line naming the file.
+
+    Always: NUL bytes, a header without ``cell``, rows of another length than the header, duplicated rows, a cell
+    with another number of rows than it wrote (``cell_rows``). Files with :data:`DIGEST_COLUMN` (written since it
+    exists): every row's text must match its digest, so an emptied, edited, renamed or dropped column is caught.
+    """
+    where = f"results {path}"
+    advice = "move it away and rerun (stored cells are recomputed)"
+    if "\x00" in text:
+        raise DataError(f"{where} contain NUL bytes (a damaged file); {advice}")
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise DataError(f"{where} are not valid CSV ({err}); {advice}") from None
+    if not rows:
+        raise DataError(f"{where} are empty; {advice}")
+    header, body = rows[0], [r for r in rows[1:] if r]
+    if "cell" not in header:
+        raise DataError(f"{where} have no 'cell' column (not written by experiments.run); {advice}")
+    if len(set(header)) != len(header):
+        raise DataError(f"{where} repeat a column name; {advice}")
+    for number, fields in enumerate(body, start=2):
+        if len(fields) != len(header):
+            raise DataError(
+                f"{where}, row {number}: {len(fields)} fields where the header has {len(header)} (truncated or "
+                f"edited); {advice}"
+            )
+    seen: set[tuple[str, ...]] = set()
+    for number, fields in enumerate(body, start=2):
+        if tuple(fields) in seen:
+            raise DataError(f"{where}, row {number}: a duplicate of an earlier row; {advice}")
+        seen.add(tuple(fields))
+    if DIGEST_COLUMN in header:
+        for number, fields in enumerate(body, start=2):
+            if fields[header.index(DIGEST_COLUMN)] != _row_digest(header, fields):
+                raise DataError(
+                    f"{where}, row {number}: does not match its digest (edited after it was written); {advice}"
+                )
+    if ROWS_COLUMN in header:
+        cell, expected = header.index("cell"), header.index(ROWS_COLUMN)
+        counts: dict[str, int] = {}
+        for fields in body:
+            counts[fields[cell]] = counts.get(fields[cell], 0) + 1
+        for fields in body:
+            if fields[expected] and _as_count(fields[expected]) != counts[fields[cell]]:  # blank: an older row
+                raise DataError(
+                    f"{where}: cell {fields[cell]} has {counts[fields[cell]]} rows, it wrote {fields[expected]} "
+                    f"(truncated or duplicated); {advice}"
+                )
+
+
+def _as_count(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A stored results table, checked by :func:`check_results`; anything wrong is a one-line :class:`DataError`."""
+    try:
+        text = read_text_file(path, "results", max_bytes=MAX_RESULTS_BYTES)
+    except UsageError as err:
+        raise DataError(str(err)) from None
+    check_results(path, text)
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
         raise DataError(f"cannot read results {path}: {type(err).__name__}; move it away and rerun") from None
-    if "cell" not in frame.columns:
-        raise DataError(f"results {path} have no 'cell' column (not written by experiments.run); move it away")
-    return frame
+    if "cell_seconds" in frame and not pd.api.types.is_numeric_dtype(frame["cell_seconds"]):
+        raise DataError(f"results {path}: cell_seconds holds text; move it away and rerun")
+    return frame.drop(columns=[DIGEST_COLUMN], errors="ignore")
+
+
+def has_digests(path: Path) -> bool:
+    """Whether a results file carries :data:`DIGEST_COLUMN` (files written before it existed do not)."""
+    with open(path, newline="") as fh:
+        return DIGEST_COLUMN in next(csv.reader(fh), [])
+
+
+def check_cell_columns(path: Path, frame: pd.DataFrame, cells: list[dict[str, Any]]) -> None:
+    """Every parameter of the current cells is a column of the stored table (a dropped or renamed one is refused)."""
+    if frame.empty:
+        return
+    stored = set(frame["cell"])
+    needed = {key for cell in cells if cell_key(cell) in stored for key in cell}
+    missing = sorted(needed - set(frame.columns))
+    if missing:
+        raise DataError(f"results {path} lack the column(s) {', '.join(missing)}; move it away and rerun")
+
+
+@contextlib.contextmanager
+def reading_results(path: Path):
+    """Turn a failure of an experiment's summary or figure code on stored rows into one line naming the file.
+
+    Stored rows that pass :func:`check_results` but lack what the code expects (a file written before a column
+    existed, by hand, or by another version) end here instead of in a traceback.
+    """
+    try:
+        yield
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+        detail = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+        raise DataError(
+            f"cannot summarise results {path} ({detail}): a column is missing or holds the wrong kind of value; "
+            "move it away and rerun"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -175,7 +295,7 @@ def _flatten(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False))
+    atomic_write_text(path, results_csv(frame))
 
 
 def run_experiment(
@@ -212,19 +332,25 @@ def run_experiment(
     path = results_path(name, scale, out)
     with results_lock(path):  # the whole read-compute-write: a second run on this folder fails at once
         table = _read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
+        check_cell_columns(path, table, cells)
+        if len(table) and not has_digests(path):  # written before the row digests: add them once, as read
+            table[ROWS_COLUMN] = table.groupby("cell")["cell"].transform("size")
+            _write(path, table)
+            log(f"{name}: added row digests to {path} (later edits of it are refused)")
         done = set() if force else set(table["cell"])
         pending = [(k, c) for k, c in zip(keys, cells) if k not in done]
+        left = len(pending) - max_cells if max_cells is not None and len(pending) > max_cells else 0
         if max_cells is not None:
             pending = pending[:max_cells]
         ctx = Context(
             device=resolve_device(device) if not isinstance(device, torch.device) else device,
-            data_root=Path(data_root).expanduser() if data_root else default_data_root(),
+            data_root=data_root_rule(data_root),
             workdir=Path(out) / name / "work",
             progress=False,
             log=log,
         )
+        stored = sum(k in done for k in keys)
         if pending:
-            stored = len(cells) - len(pending)
             log(f"{name} ({scale}): {stored} of {len(cells)} cells stored, computing {len(pending)} -> {path}")
             meta = {"experiment": name, "scale": scale, "config": cfg}
             atomic_write_text(path.with_suffix(".json"), json.dumps(json_safe(meta), indent=2, default=str))
@@ -239,13 +365,22 @@ def run_experiment(
                     advance()
                     continue
                 seconds = time.perf_counter() - start
-                new = pd.DataFrame([{"cell": key, **_flatten(cell), **row, "cell_seconds": seconds} for row in rows])
+                new = pd.DataFrame(
+                    [
+                        {"cell": key, **_flatten(cell), **row, "cell_seconds": seconds, ROWS_COLUMN: len(rows)}
+                        for row in rows
+                    ]
+                )
                 kept = table[table["cell"] != key]
                 table = pd.concat([kept, new], ignore_index=True) if len(kept) else new
                 _write(path, table)
                 advance()
         for why, count in skipped.items():
             log(f"{name}: skipped {count} cell(s): {why}")
+        computed = len(pending) - sum(skipped.values())
+        more = f"; {left} cell(s) still to compute (rerun to continue)" if left else ""
+        forced = " (--force: stored cells recomputed)" if force and computed else ""
+        log(f"{name} ({scale}): computed {computed} cell(s){forced}, read {stored} stored from {path}{more}")
         return table[table["cell"].isin(keys)].reset_index(drop=True)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 
 from symmetry.io import atomic_path
@@ -45,8 +47,23 @@ def subplots(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float =
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
 
 
+FIGURE_SEED = 0
+"""Seed of numpy's global generator while figures are drawn (seaborn's strip-plot jitter draws from it)."""
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int = FIGURE_SEED):
+    """Draw with numpy's global generator seeded, and leave it as it was: the same figure twice is the same bytes."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
 def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
-    """Write ``name.png`` and ``name.pdf`` atomically (reproducible: no timestamps)."""
+    """Write ``name.png`` and ``name.pdf`` atomically and reproducibly (no timestamps or version stamps)."""
     out_dir = Path(out_dir)
     paths = []
     for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):

@@ -1,15 +1,16 @@
-"""``symmetry_power``: how often the symmetry test rejects on 25 natural photographs (issue 11; docs/symmetry.md).
+"""``symmetry_power``: how often the symmetry test rejects on subsets of natural photographs (issues 11, 20).
 
-Random subsets of ``images`` clean Rain100L photographs (BSD) are measured for the groups ``rot4,flip,flipud`` in
-one run (Holm over their 5 elements) at several estimator settings; a group counts as rejected when its verdict is
-*not symmetric* at ``alpha``. Photographs are up-down asymmetric (sky above, ground below) and left-right
-symmetric, so flipud and rot4 should be rejected and flip not. One control per setting measures the same subsets
-made exactly dih4-invariant (each photo turned by a random quarter turn and randomly flipped): its rejection rate
-is the test's size on these photos, which an exact null keeps at or below ``alpha``.
+Random subsets of ``images`` photographs of a source (Rain100L clean test or training photos, B100 HR photos;
+:data:`SOURCES`) are measured for the groups ``rot4,flip,flipud`` in one run (one threshold per group, Holm over the
+groups) at several settings (the aggregated default test, presets, single kernels, or the classifier two-sample
+test of :mod:`benchmarks.classifier`); a group counts as rejected when its verdict is *not symmetric* at ``alpha``.
+Photographs are up-down asymmetric (sky above, ground below) and left-right symmetric, so flipud and rot4 should be
+rejected and flip not. One control per setting measures the same subsets made exactly dih4-invariant (each photo
+moved by a random element of dih4): its rejection rate is the test's size, which an exact null keeps at ``alpha``.
 
 The subsets are drawn from the named stream ``split`` of ``seed`` (:mod:`symmetry.streams`), one draw per subset
-index; ``role`` says why a seed is there: ``select`` (the draws the recommended setting was chosen on) or
-``evaluate`` (fresh draws, reported). Each cell is one (setting, split, role, subset), so a run resumes subset by
+index; ``role`` says why a seed is there: ``select`` (the draws a recommended setting was chosen on) or
+``evaluate`` (fresh draws, reported). Each cell is one (setting, sample, subset), so a run resumes subset by
 subset. The data come from the data root (``--data-root``, ``$SYMMETRY_DATA`` or ``../shared/data``); without it
 every cell is skipped with one message.
 """
@@ -20,7 +21,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 
 from experiments.runner import Context, SkipCell
 
@@ -39,10 +39,17 @@ def cells(config: dict) -> list[dict]:
     out = []
     for name, given in config["settings"].items():
         options = {**preset_options(given.get("preset")), **given}  # the hash follows the preset's content
+        sizes = options.pop("only_images", None)  # measure this setting only on subsets of these sizes
+        most = options.pop("max_subsets", None)  # and on at most this many subsets per sample
         options["mesh"] = [float(h) for h in options["mesh"]] if "mesh" in options else None
         for sample in config["samples"]:
-            for subset in range(int(sample["subsets"])):
+            if sizes is not None and int(sample.get("images", config["images"])) not in sizes:
+                continue
+            count = int(sample["subsets"]) if most is None else min(int(most), int(sample["subsets"]))
+            for subset in range(count):
                 for symmetrised, family in _variants(name, config):
+                    if symmetrised and not sample.get("controls", True):
+                        continue
                     out.append(
                         {
                             "setting": name,
@@ -51,7 +58,7 @@ def cells(config: dict) -> list[dict]:
                             "role": sample["role"],
                             "seed": int(sample["seed"]),
                             "subset": subset,
-                            "images": int(config["images"]),
+                            "images": int(sample.get("images", config["images"])),
                             "symmetrised": symmetrised,
                             "family": family,
                             "groups": ",".join(config.get("groups", GROUPS)),
@@ -59,6 +66,8 @@ def cells(config: dict) -> list[dict]:
                             "alpha": float(config["alpha"]),
                         }
                     )
+    # subset by subset (a partial run covers every setting and sample), the slow classifier test last
+    out.sort(key=lambda c: (bool(c["options"].get("classifier")), c["subset"]))
     return out
 
 
@@ -69,22 +78,37 @@ def _variants(name: str, config: dict) -> list[tuple[bool, str]]:
     return [(False, f) for f in families] + [(True, f) for f in families if name in config.get("controls", [])]
 
 
-def _photos(ctx: Context, split: str) -> list:
-    """The clean photographs of a Rain100L split as in-memory sources; SkipCell when the data are absent."""
+SOURCES = {  # photo collections under the data root: (what it is, relative path, dataset spec or None for Rain100L)
+    "rain100l:test": ("Rain100L test clean photos (BSD)", "rain100l", None),
+    "rain100l:train": ("Rain100L train clean photos (BSD)", "rain100l", None),
+    "b100": ("B100 HR photos (BSD100)", "sr_benchmarks/B100/HR", "folder"),
+}
+
+
+def photo_sources(ctx: Context, source: str) -> list:
+    """The photographs of ``source`` (a :data:`SOURCES` key; a bare Rain100L split name means ``rain100l:SPLIT``) as
+    in-memory sources, decoded once per process; SkipCell when the data are absent."""
     from symmetry.data import ImageSource, load_dataset
     from symmetry.errors import DataError
 
-    if not ctx.data_available("rain100l"):
+    source = source if source in SOURCES else f"rain100l:{source}"
+    if source not in SOURCES:
+        raise ValueError(f"unknown photo source {source!r}; choose one of {', '.join(SOURCES)}")
+    what, relative, kind = SOURCES[source]
+    if not ctx.data_available(relative):
         raise SkipCell(
-            f"Rain100L is not under the data root ({ctx.data_root}); pass --data-root DIR with DIR/rain100l/ "
-            "(or set $SYMMETRY_DATA) to measure the power on real photographs"
+            f"{what} not under the data root ({ctx.data_root}); pass --data-root DIR with DIR/{relative} "
+            "(or set $SYMMETRY_DATA) to measure on real photographs"
         )
-    key = (str(ctx.data_root), split)
+    key = (str(ctx.data_root), source)
     if key not in _IMAGES:
         try:
-            dataset = load_dataset("rain100l", data_root=ctx.data_root, split=split)
+            if kind == "folder":
+                dataset = load_dataset(f"folder:{ctx.data_root / relative}")
+            else:
+                dataset = load_dataset("rain100l", data_root=ctx.data_root, split=source.split(":")[1])
         except DataError as why:
-            raise SkipCell(f"Rain100L ({split}) not readable under {ctx.data_root}: {why}") from None
+            raise SkipCell(f"{what} not readable under {ctx.data_root}: {why}") from None
         _IMAGES.clear()
         _IMAGES[key] = [ImageSource(src.name, array=src.load()) for src in dataset]
     return _IMAGES[key]
@@ -100,28 +124,35 @@ def subset_indices(total: int, size: int, seed: int, subset: int) -> np.ndarray:
 
 
 def symmetrise(sources: list, seed: int, subset: int) -> list:
-    """Each photograph turned by a random quarter turn and randomly flipped: an exactly dih4-invariant law."""
+    """Each photograph moved by a uniformly random element of dih4 (a random quarter turn, randomly flipped):
+    an exactly dih4-invariant law (:func:`symmetry.transforms.transform_image`, exact pixel permutations)."""
     from symmetry.data import ImageSource
+    from symmetry.groups import get_group
     from symmetry.streams import rng
+    from symmetry.transforms import transform_image
 
-    draws = rng(seed, "split", subset, 1)
-    out = []
-    for src in sources:
-        image = torch.rot90(src.array, int(draws.integers(4)), dims=(-2, -1))
-        if draws.integers(2):
-            image = torch.flip(image, dims=(-1,))
-        out.append(ImageSource(src.name, array=image.contiguous()))
-    return out
+    dih4 = get_group("dih4")
+    draws = rng(seed, "split", subset, 1).integers(len(dih4), size=len(sources))
+    return [
+        ImageSource(src.name, array=transform_image(src.array, dih4[int(k)])[0].contiguous())
+        for src, k in zip(sources, draws)
+    ]
 
 
 def run_cell(cell: dict, ctx: Context) -> list[dict]:
-    """Measure one subset for the groups at one setting; one row per group with its adjusted p and verdict."""
+    """Measure one subset for the groups at one setting; one row per group with its adjusted p and verdict.
+
+    A setting with ``classifier = true`` runs :func:`benchmarks.classifier.classifier_test` (``steps`` Adam steps)
+    once per group instead; its exact binomial p-values are Holm-adjusted over the groups like the estimator's.
+    """
     import symmetry
 
-    photos = _photos(ctx, cell["split"])
+    photos = photo_sources(ctx, cell["split"])
     chosen = [photos[i] for i in subset_indices(len(photos), cell["images"], cell["seed"], cell["subset"])]
     if cell["symmetrised"]:
         chosen = symmetrise(chosen, cell["seed"], cell["subset"])
+    if cell["options"].get("classifier"):
+        return _classifier_rows(chosen, cell)
     options = {k: v for k, v in cell["options"].items() if k != "preset"}
     mesh = options.pop("mesh", None)
     runs = [cell["groups"]] if cell["family"] == "joint" else cell["groups"].split(",")
@@ -155,6 +186,30 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
     return rows
 
 
+def _classifier_rows(chosen: list, cell: dict) -> list[dict]:
+    """The classifier two-sample test of each group on the subset (Holm over the groups)."""
+    from benchmarks.classifier import classifier_test
+    from symmetry.estimators import holm
+
+    groups = cell["groups"].split(",")
+    seed = cell["seed"] * 1000 + cell["subset"]
+    steps = int(cell["options"].get("steps", 300))
+    results = [classifier_test([s.array for s in chosen], g, steps=steps, seed=seed) for g in groups]
+    adjusted = holm([r["p_value"] for r in results])
+    return [
+        {
+            "group": g,
+            "p_adjusted": float(a),
+            "rejected": bool(a < cell["alpha"]),
+            "p_value": r["p_value"],
+            "accuracy": r["accuracy"],
+            "train_loss": r["train_loss"],
+            "measure_seconds": r["seconds"],
+        }
+        for g, r, a in zip(groups, results, adjusted)
+    ]
+
+
 # --------------------------------------------------------------------------- tables and figures
 
 
@@ -172,8 +227,8 @@ def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 
 def rates(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rejections per (setting, family, split, role, symmetrised, group): count, subsets, rate, Wilson interval."""
-    keys = ["setting", "family", "split", "role", "symmetrised", "group"]
+    """Rejections per (setting, family, split, images, role, symmetrised, group): count, subsets, rate, Wilson."""
+    keys = ["setting", "family", "split", "images", "role", "symmetrised", "group"]
     out = []
     for key, sub in frame.groupby(keys, sort=False):
         k, n = int(sub["rejected"].astype(bool).sum()), len(sub)
@@ -183,7 +238,9 @@ def rates(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _label(row) -> str:
-    return f"{row['split']} ({row['role']})" + (", dih4-symmetrised" if row["symmetrised"] else "")
+    return f"{row['split']}, {row['images']} photos ({row['role']})" + (
+        ", dih4-symmetrised" if row["symmetrised"] else ""
+    )
 
 
 def _variant(row) -> str:
@@ -216,13 +273,13 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
         ax.axhline(0.8, color="0.3", ls="--", lw=0.8)
         ax.axhline(config["alpha"], color="0.3", ls=":", lw=0.8)
         ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right", fontsize=7)
-        ax.set_title(f"{sample}: {int(sub['subsets'].max())} subsets of {config['images']}", fontsize=9)
+        ax.set_title(f"{sample}: {int(sub['subsets'].max())} subsets", fontsize=9)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(f"rejected at alpha {config['alpha']:g} (Holm)")
     for ax in list(axes.flat)[len(samples) :]:
         ax.set_visible(False)
     handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.suptitle("Power on Rain100L photos (bar: rejection rate; whiskers: 95% Wilson; dashed 0.8; dotted alpha)")
+    fig.suptitle("Power on photo subsets (bar: rejection rate; whiskers: 95% Wilson; dashed 0.8; dotted alpha)")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.legend(handles[: len(groups)], names[: len(groups)], ncol=len(groups), loc="upper right", fontsize=8)
     return {"rejections": fig}
@@ -233,6 +290,8 @@ def verdict(frame: pd.DataFrame, config: dict) -> str:
     table = rates(frame)
     best = config.get("recommended", "photos")
     table = table[(table["setting"] == best) & (table["role"] == "evaluate")]
+    if "target_images" in config:  # the target is stated for subsets of this size
+        table = table[table["images"] == int(config["target_images"])]
     parts = []
     for key, sub in table.groupby(["split", "symmetrised", "family"], sort=False):
         counts = ", ".join(f"{r['group']} {r['rejected']}/{r['subsets']}" for _, r in sub.iterrows())

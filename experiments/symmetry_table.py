@@ -20,8 +20,19 @@ import math
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import SymLogNorm, TwoSlopeNorm
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
+import symmetry
 from experiments.runner import Context, SkipCell
+from experiments.style import PALETTE, subplots
+from symmetry.datasets import data_root, load_dataset
+from symmetry.errors import DataError
+from symmetry.groups import get_group
+from symmetry.sources import ImageSource
+from symmetry.synthetic import DEFAULTS, parse_spec
+from symmetry.transforms import to_mesh
 
 #: Spec prefixes of datasets read from files under the data root (their cells are skipped when absent).
 FILE_DATASETS = ("rain100l", "div2k")
@@ -65,9 +76,6 @@ def _kind(spec: str) -> str:
 
 def _load(cell: dict, ctx: Context):
     """The cell's dataset; :class:`SkipCell` when a file dataset is absent under the data root."""
-    from symmetry.data import data_root, load_dataset
-    from symmetry.errors import DataError
-
     spec = cell["dataset"]
     if _kind(spec) not in FILE_DATASETS:
         return load_dataset(spec, split=cell["split"], channels=cell["channels"])
@@ -90,9 +98,6 @@ class _CachedSource:
         self.source, self.name, self._cache, self._image = source, source.name, cache, None
 
     def _raster(self, mesh: float):
-        from symmetry.data import ImageSource
-        from symmetry.transforms import to_mesh
-
         if isinstance(self.source, ImageSource) and type(self.source).at_mesh is ImageSource.at_mesh:
             if self._image is None:  # a file is decoded once for every mesh, as symmetry.measure_dataset does
                 self._image = self.source.load()
@@ -124,8 +129,6 @@ def _cached(dataset, cell: dict, ctx: Context) -> list[_CachedSource]:
 
 def run_cell(cell: dict, ctx: Context) -> list[dict]:
     """Measure eps_G(h) of one dataset for one group at every mesh; one row per (mesh, statistic)."""
-    import symmetry
-
     dataset = _load(cell, ctx)
     sources = _cached(dataset, cell, ctx)
     report = symmetry.measure_dataset(
@@ -172,9 +175,6 @@ def designed_symmetric(spec: str, group: str) -> bool | None:
     ``a`` maps it to ``a + 180 - t`` (invariant iff ``a - 2 mu = 0 mod P``). ``kappa = 0`` and ``isotropic``
     are uniform: invariant under all of O(2).
     """
-    from symmetry.groups import get_group
-    from symmetry.synthetic import DEFAULTS, parse_spec
-
     if not spec.startswith("synthetic"):
         return None
     family, params = parse_spec(spec)
@@ -207,8 +207,6 @@ def dataset_label(spec: str, split: str = "train") -> str:
     if key == "skimage":
         return "skimage photos"
     if key == "synthetic":
-        from symmetry.synthetic import parse_spec
-
         family, params = parse_spec(spec)
         shown = {k: v for k, v in params.items() if k not in ("n", "size", "seed", "atoms")}
         text = " ".join(f"{k}={v:g}" for k, v in shown.items())
@@ -261,11 +259,6 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
 def _heatmap(frame: pd.DataFrame, config: dict):
     """Left: eps_G at the finest mesh; right: eps_G over its null's q95 (comparable across datasets, whose kernel
     bandwidths differ). Hatched: inside the null; x: a synthetic family whose result differs from its design."""
-    from matplotlib.colors import SymLogNorm, TwoSlopeNorm
-    from matplotlib.patches import Rectangle
-
-    from experiments.style import subplots
-
     table = worst_table(frame, config)
     table["ratio"] = table["symmetry_error"] / table["null_q95"]
     labels, groups = _order(table, config)
@@ -325,10 +318,6 @@ def _heatmap(frame: pd.DataFrame, config: dict):
 def _mesh_curves(frame: pd.DataFrame, config: dict, groups: list[str]):
     """eps_G(h) (worst element) with its bootstrap CI, the null's q95 and the fit eps0 + c h^2, one panel per
     dataset (Lemma 3.4: the interpolation error of a non-grid transform vanishes like h^2)."""
-    from matplotlib.lines import Line2D
-
-    from experiments.style import PALETTE, subplots
-
     frame = _labelled(frame)
     labels, _ = _order(frame, config)
     worst = frame[(frame["statistic"] == "worst") & frame["group"].isin(groups)]

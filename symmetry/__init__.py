@@ -6,18 +6,25 @@
 ``cli`` (``python -m symmetry.measure``).
 """
 
-from symmetry.groups import Group, GroupElement, get_group, is_subgroup
-from symmetry.report import SymmetryReport
-from symmetry.settings import Settings
-
 __all__ = ["measure_dataset", "get_group", "is_subgroup", "Group", "GroupElement", "SymmetryReport", "Settings"]
 __version__ = "0.1.0"
 
+_LAZY = {
+    "measure_dataset": "symmetry.measurement",
+    "get_group": "symmetry.groups",
+    "is_subgroup": "symmetry.groups",
+    "Group": "symmetry.groups",
+    "GroupElement": "symmetry.groups",
+    "SymmetryReport": "symmetry.report",
+    "Settings": "symmetry.settings",
+}
+
 
 def __getattr__(name: str):
-    # Imported lazily: ``import symmetry`` stays light (no torch.distributed, no rich) until a measurement runs.
-    if name == "measure_dataset":
-        from symmetry.measurement import measure_dataset
+    # Imported lazily: ``import symmetry`` imports nothing heavy, so that ``python -m symmetry.measure`` (which imports
+    # this package first) reaches its Ctrl-C handler (symmetry.interrupt) before torch is imported.
+    if name in _LAZY:
+        import importlib
 
-        return measure_dataset
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'symmetry' has no attribute {name!r}")

@@ -40,6 +40,11 @@ the grid-exact elements of ``G`` (lattice permutations) and these equivalences h
 
 from __future__ import annotations
 
+from symmetry import interrupt
+
+interrupt.install(__name__)  # first, before the imports below (seconds): a Ctrl-C while they run ends quietly
+# ruff: noqa: E402 - the imports follow the Ctrl-C handler on purpose
+
 import abc
 import argparse
 import math
@@ -50,11 +55,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from symmetry.cli import default_split
+from symmetry.data import IMAGE_EXTENSIONS
 from symmetry.errors import DataError, UsageError
 from symmetry.features import RandomFourierFeatures, median_bandwidth
 from symmetry.groups import Group, GroupElement, get_group
-from symmetry.io import atomic_write_text, check_writable, output_lock
-from symmetry.runtime import cli_entry, resolve_device
+from symmetry.io import atomic_write_text, check_outputs_apart_from_inputs, check_writable, output_lock
+from symmetry.runtime import cli_entry, resolve_device, set_threads
 from symmetry.settings import Settings
 from symmetry.streams import rng, seed_of
 from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, deformation_matrix, disk_offsets, interpolate
@@ -467,7 +474,7 @@ def main(argv=None) -> int:
     p.add_argument("--group", default="rot4", help="group to align with (default rot4)")
     p.add_argument("--mesh", type=float, default=1.0, help="mesh size h, native pixels per sample (default 1)")
     p.add_argument("--data-root", help="folder holding rain100l/ or DIV2K (default $SYMMETRY_DATA)")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default=None, help="split of rain100l/div2k: train, valid or test (default: train)")
     p.add_argument("--max-images", type=int)
     p.add_argument("--radius", type=float, default=AlignmentSettings.radius)
     p.add_argument("--distance", choices=("covariance", "mmd"), default="covariance", help="default covariance")
@@ -477,7 +484,9 @@ def main(argv=None) -> int:
     p.add_argument("--csv", help="write the table to this CSV file")
     args = p.parse_args(argv)
     _check_options(args)
+    set_threads()
     if args.csv:
+        check_outputs_apart_from_inputs({"--csv": args.csv}, args.dataset, IMAGE_EXTENSIONS)
         check_writable(args.csv, "--csv")  # before the work, not after it
     with output_lock(args.csv):  # a second alignment writing this CSV fails at once instead of after its work
         frame = best_alignment(
@@ -485,7 +494,7 @@ def main(argv=None) -> int:
             args.group,
             args.mesh,
             data_root=args.data_root,
-            split=args.split,
+            split=default_split(args.dataset, args.split),
             max_images=args.max_images,
             device=args.device,
             radius=args.radius,
@@ -503,4 +512,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interrupt.run(main))

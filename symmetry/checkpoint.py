@@ -16,7 +16,9 @@ checkpoint whose fingerprint or images differ is refused.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 
 from symmetry.errors import DataError, UsageError
-from symmetry.io import atomic_path
+from symmetry.io import atomic_write_bytes
 
 VERSION = 2
 """Format version; files of another version are refused (start over)."""
@@ -79,8 +81,9 @@ def same_image(record: dict, source) -> bool:
 
 def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` (the keys of :data:`_KEYS` but ``version``) atomically."""
-    with atomic_path(path) as tmp:
-        torch.save({"version": VERSION, **state}, tmp)
+    buffer = io.BytesIO()  # serialised first: torch.save on a full disk raises a bare RuntimeError, a write OSError
+    torch.save({"version": VERSION, **state}, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
@@ -115,8 +118,17 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
             )
     if not all(isinstance(r, dict) for r in state["images"]) or not all(isinstance(s, str) for s in state["skipped"]):
         raise DataError(f"checkpoint {path}: malformed image records; {advice}")
-    if not 0 <= state["done"] <= len(state["images"]) + len(state["skipped"]):
+    if state["done"] != len(state["images"]) + len(state["skipped"]):  # each image done is recorded or skipped
         raise DataError(f"checkpoint {path}: inconsistent image count; {advice}")
+    counts = {
+        saved.get("images")
+        for per_group in state["mmd"]
+        if isinstance(per_group, list)
+        for saved in per_group
+        if isinstance(saved, dict)
+    }
+    if counts - {len(state["images"])}:  # the sums must be over exactly the images recorded
+        raise DataError(f"checkpoint {path}: the running sums cover another number of images than recorded; {advice}")
     return state
 
 
@@ -138,8 +150,9 @@ def check_state(path, template: dict[str, Any], state: dict[str, Any], what: str
         got = state[key]
         if isinstance(value, torch.Tensor):
             ok = isinstance(got, torch.Tensor) and got.shape == value.shape and got.dtype == value.dtype
+            ok = ok and (not got.is_floating_point() or bool(torch.isfinite(got).all()))  # NaN sums: damage
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            ok = isinstance(got, (int, float)) and not isinstance(got, bool) and got == got
+            ok = isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got)
         else:
             ok = isinstance(got, type(value))
         if not ok:

@@ -14,11 +14,13 @@ from dataclasses import fields
 
 import torch
 
+from symmetry import budget
 from symmetry import settings as defaults
+from symmetry.decoders import IMAGE_EXTENSIONS
 from symmetry.errors import SymmetryError, UsageError
 from symmetry.groups import GROUP_NAMES_HELP, get_group
-from symmetry.io import check_writable
-from symmetry.runtime import DistInfo, broadcast_object, cli_entry, resolve_device, setup_distributed
+from symmetry.io import check_outputs_apart_from_inputs, check_plot_format, check_writable
+from symmetry.runtime import DistInfo, broadcast_object, cli_entry, resolve_device, set_threads, setup_distributed
 from symmetry.settings import Settings
 
 _DEFAULT = {f.name: f.default for f in fields(Settings)}
@@ -58,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m symmetry.measure",
         description="Estimate a dataset's non-strict symmetry error eps_G(h) per group, element and mesh size "
         "(squared kernel MMD between windows and transformed windows, an exact randomisation null with "
-        "Holm-adjusted p-values, bootstrap intervals and the eps0 + c*h^2 extrapolation).",
+        "one threshold per group over every kernel, scale and element (min-p), Holm over groups, bootstrap "
+        "intervals and the eps0 + c*h^2 extrapolation; by default an aggregated test over six kernels and scales).",
     )
     d = p.add_argument_group("data")
     d.add_argument(
@@ -71,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root", default=None, help="where datasets live (default: $SYMMETRY_DATA or ~/.cache/symmetry)"
     )
     d.add_argument("--download", action="store_true", help="download the dataset if missing (div2k)")
-    d.add_argument("--split", default="train", help="dataset split: train, valid or test (default: train)")
+    d.add_argument(
+        "--split",
+        default=None,
+        help="split of a dataset that has them (rain100l, div2k): train, valid or test (default: train, and the "
+        "output says so; Rain100L's test split is the one papers report)",
+    )
     d.add_argument("--channels", default="gray", choices=["gray", "rgb"], help="luma (BT.601) or RGB windows")
     d.add_argument("--augment", default=None, metavar="GROUP", help="close the dataset under a grid-exact group first")
     d.add_argument("--max-images", type=int, default=None, help="use only the first N images (N >= 1)")
@@ -88,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="recommended settings by name; options given explicitly override them. photos: natural photographs, "
         "to decide a group (radius 16 at mesh 4, a local-contrast channel, the linear-kernel limit; "
         "docs/symmetry.md, 'Power on Rain100L')",
+    )
+    m.add_argument(
+        "--kernels",
+        choices=list(defaults.KERNELS),
+        help="aggregate (default): one test over several kernels and scales (median-rule Gaussian and linear-kernel "
+        "limit with a contrast channel, radii 8, 16, 32 px) under one threshold; single: one kernel, set by --radius, "
+        "--bandwidth, --contrast, --windows (giving any of these selects single)",
     )
     m.add_argument(
         "--mesh",
@@ -127,9 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="add a local-contrast channel (log |Laplacian|, exactly D4-equivariant) to every window, so the test "
         "sees where texture is; the null stays exact (default: off; on with --preset photos)",
     )
-    m.add_argument("--alpha", type=float, help=f"level of the verdicts, Holm-adjusted {_default('alpha')}")
+    m.add_argument("--alpha", type=float, help=f"verdicts level, Holm over groups {_default('alpha')}")
     m.add_argument("--seed", type=int, help=f"seed for windows, features, null and bootstrap {_default('seed')}")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    m.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="refuse to start when the run's estimated memory exceeds SIZE, e.g. 16G or 512M (default: what the "
+        "machine has available: MemAvailable, a cgroup limit or ulimit -v, whichever is least; a GPU's share is "
+        "compared with its free memory)",
+    )
+    m.add_argument("--threads", type=int, help="CPU threads of this process (default: $OMP_NUM_THREADS, else 1)")
     o = p.add_argument_group("output")
     o.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
     o.add_argument("--csv", default=None, metavar="PATH", help="write the tidy table as CSV")
@@ -141,6 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--list-datasets", action="store_true", help="list the datasets and exit")
     o.add_argument("--list-groups", action="store_true", help="list the groups and exit")
     return p
+
+
+SPLIT_DATASETS = ("rain100l", "div2k")
+"""Datasets with train/valid/test splits: the split used is named when it was left to its default."""
+
+
+def default_split(dataset: str, split: str | None, quiet: bool = False) -> str:
+    """``split``, else ``"train"``; for a dataset with splits, a note on stderr says the default was taken."""
+    if split is not None:
+        return split
+    if not quiet and str(dataset).split(":")[0].lower() in SPLIT_DATASETS:
+        print(f"note: {dataset}: using the train split (the default; --split test for the test split)", file=sys.stderr)
+    return "train"
 
 
 SETTINGS = tuple(_DEFAULT)  # option names passed to the API as Settings fields
@@ -162,6 +198,7 @@ def main(argv=None) -> int:
         for key in EXAMPLE_GROUPS:
             print(f"  {key:<8} {', '.join(get_group(key).names)}")
         return 0
+    set_threads(args.threads)
     info = setup_distributed(resolve_device(args.device))
     try:
         return _run(args, info)
@@ -195,14 +232,20 @@ def _run(args: argparse.Namespace, info: DistInfo) -> int:
     if info.main:
         try:
             _distinct_outputs(args)
+            outputs = {f"--{o}": getattr(args, o) for o in ("json", "csv", "plot", "checkpoint")}
+            check_outputs_apart_from_inputs(outputs, args.dataset, IMAGE_EXTENSIONS)
+            if args.plot:
+                check_plot_format(args.plot)
             for option in ("json", "csv", "plot"):
                 if getattr(args, option):
                     check_writable(getattr(args, option), f"--{option}")
+            budget.check_measure(args, processes=budget.local_processes())  # before any work: issue 23
         except UsageError as err:
             verdict = err
     verdict = broadcast_object(verdict, info)
     if verdict is not None:
         raise verdict
+    split = default_split(args.dataset, args.split, quiet=args.quiet or not info.main)
     report = measure_dataset(
         args.dataset,
         args.group,
@@ -210,7 +253,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> int:
         preset=args.preset,
         data_root=args.data_root,
         download=args.download,
-        split=args.split,
+        split=split,
         channels=args.channels,
         augment=args.augment,
         max_images=args.max_images,

@@ -372,6 +372,40 @@ def p_value(observed: float, null: np.ndarray) -> float:
     return float((1 + np.sum(null >= observed)) / (1 + len(null)))
 
 
+def min_p_aggregate(observed, null) -> tuple[float, np.ndarray, np.ndarray]:
+    """Several statistics under one randomisation-calibrated threshold (MMDAgg's combination, uniform weights).
+
+    ``observed`` ``(K,)`` and ``null`` ``(B, K)``: K statistics (kernels, scales, meshes, elements) whose null draws
+    come from the *same* random group elements (row ``b`` of every column is one re-transformation of the images).
+    Each draw ``b`` (the observation is draw 0) gets its rank p-value in every column,
+    ``p_k(b) = #{b' : T_k(b') >= T_k(b)} / (B + 1)``, and the combined statistic ``S_b = min_k p_k(b)``. Returns
+
+    - the aggregated p-value ``#{b : S_b <= S_0} / (B + 1)``: exact (the B + 1 draws are exchangeable under the null
+      and ``S`` is a symmetric function of them), so one threshold serves all K statistics, with no union bound;
+    - the per-statistic p-values ``p_k(0)`` (``(1 + #{null >= observed}) / (B + 1)``, as :func:`p_value`);
+    - per-statistic adjusted p-values ``#{b : S_b <= p_k(0)} / (B + 1)`` (single-step min-p, Westfall and Young):
+      family-wise over the K statistics; their minimum is the aggregated p-value.
+
+    Columns with a missing observation or null are left out (NaN in the outputs).
+    """
+    obs = np.asarray(observed, dtype=np.float64)
+    null = np.asarray(null, dtype=np.float64).reshape(-1, len(obs))
+    raw = np.full(len(obs), np.nan)
+    adjusted = np.full(len(obs), np.nan)
+    ok = np.isfinite(obs) & np.isfinite(null).all(0)
+    if len(null) == 0 or not ok.any():
+        return float("nan"), raw, adjusted
+    draws = np.vstack([obs[ok], null[:, ok]])  # (B + 1, K'): the observation is draw 0
+    total = len(draws)
+    ordered = np.sort(draws, axis=0)
+    at_least = np.stack([total - np.searchsorted(ordered[:, k], draws[:, k], side="left") for k in range(ok.sum())], 1)
+    ranks = at_least / total  # p_k(b)
+    smallest = np.sort(ranks.min(1))  # S_b, sorted
+    raw[ok] = ranks[0]
+    adjusted[ok] = np.searchsorted(smallest, ranks[0], side="right") / total
+    return float(adjusted[ok].min()), raw, adjusted
+
+
 def holm(p_values) -> np.ndarray:
     """Holm's step-down adjustment of a family of p-values (NaN entries stay NaN and do not count)."""
     p = np.asarray(p_values, dtype=np.float64)

@@ -371,11 +371,29 @@ def feature_differences(windows: Windows, rff: RandomFourierFeatures, weights: t
     return torch.stack(rows) - sums[:1]
 
 
-def median_bandwidth(sources, settings: Settings, device=None, images: int = 8, per_image: int = 64) -> float:
-    """Median rule: ``sigma^2 = median |w - w'|^2`` over identity windows at mesh 1 of the first images.
+def invariant_median(windows: torch.Tensor, offsets: torch.Tensor) -> float:
+    """``median |w - C w'|^2`` over pairs of distinct windows (rows of ``windows``, channel-major on the lattice
+    ``offsets``) and the eight lattice permutations ``C`` of D4: unchanged when any window is replaced by ``B w``."""
+    points = len(offsets)
+    channels = windows.shape[-1] // points
+    off = ~torch.eye(len(windows), dtype=torch.bool, device=windows.device)
+    d2 = []
+    for perm in lattice_permutations(offsets, get_group("dih4").matrices()):
+        index = (perm[None, :] + points * torch.arange(channels)[:, None]).reshape(-1).to(windows.device)
+        d2.append(torch.cdist(windows, windows[:, index]).pow(2)[off])
+    return float(torch.cat(d2).median())
 
-    Raises a DataError when the windows are (numerically) constant: a kernel width of ~1e-16 would turn
-    rounding noise into a large symmetry error.
+
+def median_bandwidth(sources, settings: Settings, device=None, images: int = 8, per_image: int = 64) -> float:
+    """Median rule: ``sigma^2 = median |w - C w'|^2`` over pairs of distinct identity windows ``w, w'`` at mesh 1 of
+    the first images and over the eight quarter turns and flips ``C`` of the window lattice.
+
+    Taking every ``C`` makes sigma a G-invariant function of the images for every grid-exact group: replacing an
+    image by ``pi_B x`` (and, as the randomisation null does, its window centres by ``B c``) replaces each of its
+    windows by ``B w``, which only permutes the multiset ``{|w - C w'|^2 : C in D4}``. So the kernel is the same for
+    every draw of the randomisation null and the test stays exact (with the plain median over identity windows the
+    kernel depended on the images' orientations, which the null re-draws). Raises a DataError when the windows are
+    (numerically) constant: a kernel width of ~1e-16 would turn rounding noise into a large symmetry error.
     """
     pilot = settings.replace(windows=per_image, exact=False)
     eye = torch.eye(2, dtype=torch.float64)[None]
@@ -384,9 +402,7 @@ def median_bandwidth(sources, settings: Settings, device=None, images: int = 8, 
         for i, src in zip(range(images), sources)
     ]
     x = torch.cat(wins)
-    d2 = torch.cdist(x, x).pow(2)
-    off = d2[~torch.eye(len(x), dtype=torch.bool, device=d2.device)]
-    sigma = float(off.median().sqrt())
+    sigma = math.sqrt(invariant_median(x, disk_offsets(settings.radius, 1.0)))
     if not sigma > 1e-9 * math.sqrt(x.shape[-1]):  # rounding noise of mean-removed constant windows is ~1e-16
         raise DataError(
             "the sampled windows are (nearly) constant, so the median kernel width is 0; the symmetry error is "

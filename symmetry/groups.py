@@ -25,7 +25,6 @@ from fractions import Fraction
 import torch
 
 from symmetry.errors import UsageError
-from symmetry.transforms import turn_matrix
 
 SO2_DEFAULT_SAMPLES = 36
 MAX_ORDER = 4096
@@ -42,8 +41,26 @@ class UnknownGroupError(UsageError, ValueError):
     """Raised for a group name that :func:`get_group` does not know (a usage error: exit code 2)."""
 
 
+def turn_matrix(turn: float | Fraction, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Rotation by ``turn`` full turns (``degrees / 360``) ``(2, 2)``; quarter turns have exact entries in {-1, 0, 1}.
+
+    Convention: plane coordinates ``(x, y)`` as every matrix here (and :func:`symmetry.transforms.rotation_matrix`);
+    other angles use ``math.cos`` and ``math.sin`` of ``2 pi (turn mod 1)``. Exact entries make a quarter turn act
+    on a pixel grid as a permutation (:func:`symmetry.transforms.lattice_permutations`). Pass a
+    ``fractions.Fraction`` for exact arithmetic.
+    """
+    turn = turn % 1
+    quarter = float(turn) * 4
+    if abs(quarter - round(quarter)) < 1e-12:
+        c, s = ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[round(quarter) % 4]
+    else:
+        angle = 2 * math.pi * float(turn)
+        c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s], [s, c]], dtype=dtype, device=device)
+
+
 def _rotation(turn: Fraction) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Rotation by ``turn`` full turns, exact for quarter turns: :func:`symmetry.transforms.turn_matrix`."""
+    """Rotation by ``turn`` full turns, exact for quarter turns: :func:`turn_matrix`."""
     return tuple(tuple(row) for row in turn_matrix(turn).tolist())
 
 

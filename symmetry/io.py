@@ -11,7 +11,8 @@
 - :func:`check_writable` (before long work) also records the output's state; the atomic write then refuses
   to replace a file that another process changed since (compare-and-swap on device, inode, size and
   mtime), and keeps the new content beside it as ``STEM.conflict-PID.SUFFIX``.
-- :func:`check_distinct_outputs`: two options of one command naming the same file is a usage error.
+- :func:`check_distinct_outputs`: two options of one command naming the same file is a usage error;
+  :func:`check_outputs_apart_from_inputs`: an output that would replace (or join) the images measured is one too.
 - :func:`json_safe` / :func:`to_json`: the project's one JSON rule: NaN -> ``null``, +-inf -> ``"inf"`` (strict JSON).
 """
 
@@ -87,6 +88,55 @@ def check_distinct_outputs(**paths: str | os.PathLike | None) -> None:
                 )
         for key in keys:
             seen[key] = option
+
+
+def check_outputs_apart_from_inputs(
+    outputs: dict[str, str | os.PathLike | None], dataset: str, extensions: tuple[str, ...]
+) -> None:
+    """Refuse an output that would overwrite an input image, or be read as one on the next run.
+
+    ``outputs`` maps option names (``"--json"``) to paths; ``dataset`` is the dataset spec. For a ``folder:PATH``
+    dataset, an output (after following symlinks) inside ``PATH`` with an image suffix from ``extensions``, or equal
+    to one of the folder's files (a link into it from elsewhere), is a :class:`UsageError`.
+    """
+    if not str(dataset).startswith("folder:"):
+        return
+    folder = Path(os.path.realpath(os.path.expanduser(str(dataset)[len("folder:") :])))
+    if not folder.is_dir():
+        return  # the loader names a missing folder
+    inputs = None
+    for option, path in outputs.items():
+        if path is None or path == "":
+            continue
+        target = Path(os.path.realpath(os.fspath(path)))
+        inside = target.is_relative_to(folder) and target.suffix.lower() in extensions
+        if not inside and target.exists():
+            if inputs is None:  # the folder's files after following links, listed once
+                inputs = {
+                    os.path.realpath(os.path.join(d, f))
+                    for d, _, files in os.walk(folder)
+                    for f in files
+                    if f.lower().endswith(extensions)
+                }
+            inside = str(target) in inputs
+        if inside:
+            raise UsageError(
+                f"{option} {path} names an image of the dataset folder {folder} (it would overwrite an input, "
+                "or be read as one by the next run); write it outside that folder or with another suffix"
+            )
+
+
+def check_plot_format(path: str | os.PathLike, option: str = "--plot") -> None:
+    """Refuse a figure path whose suffix matplotlib cannot write, before any output is replaced (none: PNG)."""
+    from matplotlib.backend_bases import FigureCanvasBase  # only when a figure is asked for (0.3 s to import)
+
+    suffix = Path(os.fspath(path)).suffix.lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise UsageError(
+            f"{option} {path}: unsupported figure format {suffix!r}; use one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
 
 
 # ---- locks ---------------------------------------------------------------------------------
@@ -269,6 +319,56 @@ def check_writable(path: str | os.PathLike, option: str = "output") -> Path:
         raise UsageError(f"cannot write {option} {path}: cannot create files in {probe} ({err.strerror})") from None
     _SEEN[target] = _state(target)
     return Path(path)
+
+
+# ---- reading small text files ----------------------------------------------------------------
+
+MAX_CONFIG_BYTES = 16 << 20
+"""Largest configuration or metadata file read (a config is kilobytes; ``/dev/zero`` would never end)."""
+
+
+def read_text_file(path: str | os.PathLike, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of a small regular file; a missing, special, huge or non-UTF-8 file is a one-line error.
+
+    Missing: :class:`UsageError` (the user named it); anything else: :class:`DataError`.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except OSError as err:
+        raise DataError(f"cannot read {what} {path}: {err.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{what} {path} is not a regular file (a directory, device or pipe); give a file")
+    if st.st_size > max_bytes:
+        raise DataError(f"{what} {path} is {st.st_size:,} bytes, more than a configuration file can be")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as err:
+        raise DataError(f"cannot read {what} {path}: {err.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{what} {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+
+
+def parse_json(text: str, where: str) -> Any:
+    """``json.loads`` with every failure (syntax, nesting too deep, an integer too long) as one :class:`DataError`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise DataError(f"{where}: unreadable JSON value ({str(err).splitlines()[0][:120]})") from None
+
+
+def read_json_file(path: str | os.PathLike, what: str) -> Any:
+    """:func:`read_text_file` then :func:`parse_json`."""
+    return parse_json(read_text_file(path, what), f"{what} {path}")
 
 
 # ---- JSON ------------------------------------------------------------------------------------

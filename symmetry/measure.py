@@ -13,6 +13,11 @@ Python (:func:`symmetry.measurement.measure_dataset`, also ``symmetry.measure_da
 
 from __future__ import annotations
 
+from symmetry import interrupt
+
+interrupt.install(__name__)  # first, before the imports below (seconds): a Ctrl-C while they run ends quietly
+# ruff: noqa: E402 - the imports follow the Ctrl-C handler on purpose
+
 import sys
 
 from symmetry.cli import build_parser, main
@@ -21,4 +26,4 @@ from symmetry.measurement import measure_dataset as measure
 __all__ = ["measure", "main", "build_parser"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interrupt.run(main))

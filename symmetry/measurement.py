@@ -7,7 +7,7 @@
 Several groups are measured in one pass: the windows and features of the union of their
 elements are computed once per image (:mod:`symmetry.features`) and each group keeps its
 own sums (:mod:`symmetry.estimators`); the report (:mod:`symmetry.report`) adjusts the
-p-values of every element, mesh and group of the run together (Holm).
+p-values of every element and mesh of a group under one threshold (min-p), Holm over the groups.
 
 Several processes (``torchrun --nproc_per_node=K -m symmetry.measure ...``, or the API
 called inside an initialised ``torch.distributed`` process group): image ``i`` is measured
@@ -128,10 +128,34 @@ def measure_dataset(
     (where float64 is slow on most cards) unless given.
     """
     chosen = defaults.preset_options(preset)
+    options = {k: v for k, v in options.items() if v is not None}
+    if options.get("kernels", chosen.get("kernels")) is None:  # options describing one kernel select one kernel
+        single = any(k in options for k in defaults.SINGLE_KERNEL_OPTIONS)
+        options["kernels"] = "single" if single else "aggregate"
+    if {**chosen, **options}["kernels"] == "aggregate":
+        if preset is not None:
+            raise UsageError(f"--preset {preset} is one kernel; it cannot be combined with --kernels aggregate")
+        return _aggregate(
+            dataset,
+            group,
+            mesh,
+            data_root=data_root,
+            download=download,
+            split=split,
+            channels=channels,
+            augment=augment,
+            max_images=max_images,
+            skip_bad=skip_bad,
+            device=device,
+            dtype=dtype,
+            checkpoint=checkpoint,
+            progress=progress,
+            **options,
+        )
     if mesh is None:
         mesh = chosen.pop("mesh", defaults.MESHES)
     chosen.pop("mesh", None)
-    options = {**chosen, **{k: v for k, v in options.items() if v is not None}}
+    options = {**chosen, **options}
     radii = _radii(options.pop("radius", None))
     if len(radii) > 1:
         profile = _scale_profile(
@@ -192,6 +216,56 @@ def measure_dataset(
             torch.distributed.destroy_process_group()
 
 
+def _aggregate(dataset, group, mesh, *, checkpoint=None, **kwargs) -> SymmetryReport:
+    """The aggregated default test: one run per component of :data:`symmetry.settings.AGGREGATE` (its radius,
+    kernel and channels; its mesh times each ``mesh`` value, default 1), combined by
+    :func:`symmetry.report.combine_kernels` (the smallest of the components' p-values, calibrated by the same
+    randomisation null draws: every component uses the same random group element per image and null draw)."""
+    from symmetry.report import combine_kernels
+
+    given = sorted(k for k in defaults.SINGLE_KERNEL_OPTIONS if k in kwargs)
+    if given:
+        raise UsageError(
+            f"--{', --'.join(given)} describe(s) one kernel, but --kernels aggregate runs its own kernels and scales; "
+            "drop them, or add --kernels single"
+        )
+    scales = [1.0] if mesh is None else [float(h) for h in (mesh if isinstance(mesh, (list, tuple)) else [mesh])]
+    check_meshes(scales, 1.0)
+    if isinstance(dataset, str) or kwargs.get("augment"):  # resolve (list, augment) once for every component
+        name, sources = _resolve_dataset(
+            dataset,
+            kwargs.pop("data_root", None),
+            kwargs.pop("download", False),
+            kwargs.get("split", "train"),
+            kwargs.get("channels", "gray"),
+            kwargs.pop("augment", None),
+            kwargs.pop("max_images", None),
+        )
+        dataset = _Named(name, sources)
+    reports = []
+    for comp in defaults.AGGREGATE:
+        options = {k: v for k, v in comp.items() if k not in ("name", "mesh")}
+        part = None if checkpoint is None else f"{checkpoint}.{comp['name']}"
+        reports.append(
+            measure_dataset(
+                dataset,
+                group,
+                [comp["mesh"] * h for h in scales],
+                checkpoint=part,
+                **{**kwargs, **options, "kernels": "single"},
+            )
+        )
+    return combine_kernels(reports, [c["name"] for c in defaults.AGGREGATE])
+
+
+class _Named(list):
+    """A list of image sources with the dataset's name (what :func:`_resolve_dataset` reads back)."""
+
+    def __init__(self, name: str, sources: list):
+        super().__init__(sources)
+        self.name = name
+
+
 def _radii(radius) -> list[float | None]:
     """``radius`` as a list: None (the default), a number, a list, or a comma-separated string."""
     if radius is None:
@@ -211,7 +285,7 @@ def _radii(radius) -> list[float | None]:
 
 def _scale_profile(radii, dataset, group, mesh, *, checkpoint=None, **kwargs) -> SymmetryReport:
     """One run per radius ``r`` at meshes ``h * r / PROFILE_RADIUS`` (windows keep their number of points); the
-    reports are combined and their p-values Holm-adjusted together (theory.md: the support D is the receptive
+    reports are combined under one threshold per group (min-p over radii; theory.md: the support D is the receptive
     field, so symmetry is a function of scale)."""
     from symmetry.report import combine
 

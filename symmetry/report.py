@@ -2,11 +2,13 @@
 
 Decisions (documented in docs/symmetry.md):
 
-- **Multiplicity.** Every (group, mesh, element) of one run is one hypothesis; their p-values
-  are Holm-adjusted together (``p_adjusted``). A group is declared *not symmetric* when any of
-  its elements is rejected at ``alpha`` after adjustment (Holm's closed procedure, so the
-  family-wise error over the whole run stays below ``alpha``). A NaN p-value (no null) is never
-  a verdict: ``symmetric`` is then missing.
+- **Multiplicity.** Per group, one test over every (mesh, element) statistic of the run (and, for the
+  aggregated default test and scale profiles, every kernel and radius): the smallest of their
+  randomisation p-values, calibrated by the same null draws (min-p, :func:`_one_threshold`), so
+  perfectly correlated rows (rot90 and rot270) cost nothing. The groups' p-values are Holm-adjusted
+  (their draws differ). A group is declared *not symmetric* when its adjusted p-value is below
+  ``alpha``; element rows' ``p_adjusted`` (their family-wise min-p value, at least the group's) show
+  where the evidence is. A NaN p-value (no null) is never a verdict: ``symmetric`` is then missing.
 - **Minimum detectable eps.** ``null_q95`` is the 95% quantile of the randomisation null: an
   error below it cannot be told from a symmetric dataset by this run.
 - **Intervals.** Per element: the 95% Poisson-bootstrap percentile interval of the unbiased
@@ -26,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from symmetry.estimators import fit_mesh, holm, p_value
+from symmetry.estimators import fit_mesh, holm, min_p_aggregate, p_value
 from symmetry.io import atomic_path, atomic_write_text
 
 
@@ -37,7 +39,7 @@ class SymmetryReport:
     ``rows`` holds one dict per (group, mesh, statistic): ``statistic`` is an element name, or ``worst``
     (``eps_G = max_A``) or ``mean`` over the non-identity elements. Columns: ``symmetry_error``
     (unbiased squared MMD), ``null_q95`` (95% quantile of the randomisation null: the minimum detectable
-    eps), ``p_value``, ``p_adjusted`` (Holm over every element, mesh and group of the run),
+    eps), ``p_value``, ``p_adjusted`` (one threshold per group, Holm over the groups; module docstring),
     ``ci_low``/``ci_high`` (95% interval), and with ``frechet`` the image-norm bracket on W2^2
     (squared image-norm units): ``frechet_distance`` (Gelbrich lower bound) and ``w2_upper``
     (assignment upper bound). ``meta`` states the kernel: ``bandwidth_mode`` (``median`` or ``fixed``),
@@ -149,11 +151,14 @@ class SymmetryReport:
         df = self.summary("worst")
         if "radius" not in df:
             df["radius"] = self.settings.get("radius")
+        if "kernel" in df:  # the aggregated test: one curve per group and kernel family (median rule, linear limit)
+            df["group"] = df["group"] + " " + df["kernel"].str.split("-").str[-1]
         bracket = "frechet_distance" in df and df["frechet_distance"].notna().any()
         sns.set_theme(style="whitegrid")
         rows = 2 if bracket else 1
         fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), constrained_layout=True, squeeze=False)
-        palette = dict(zip(self.groups or [self.group], sns.color_palette(n_colors=max(1, len(self.groups)))))
+        curves = list(dict.fromkeys(df["group"]))
+        palette = dict(zip(curves, sns.color_palette(n_colors=max(1, len(curves)))))
         for col, (x, other) in enumerate((("radius", "mesh"), ("mesh", "radius"))):
             # one curve per group: at each x the finest value of the other axis (the profile's matching mesh)
             for grp, sub in df.groupby("group"):
@@ -192,6 +197,8 @@ class SymmetryReport:
 
         console = console or Console()
         m, s = self.meta, self.settings
+        if s.get("kernels") == "aggregate":
+            return self._render_aggregate(console, Table)
         console.print(
             f"[bold]{self.dataset}[/bold]"
             + (f" (preset {m['preset']})" if m.get("preset") else "")
@@ -201,8 +208,8 @@ class SymmetryReport:
             f"{_radius(s.get('radius'))} px"
             + (" with a local-contrast channel" if s.get("contrast") else "")
             + f", MMD with {s.get('features')} random features, {_kernel(m)}; "
-            f"{s.get('permutations')} null draws (p >= {m.get('p_floor', float('nan')):.2g}), Holm over "
-            f"{m.get('tests', '?')} tests"
+            f"{s.get('permutations')} null draws (p >= {m.get('p_floor', float('nan')):.2g}), one threshold per "
+            f"group, Holm over {m.get('tests', '?')} groups"
         )
         df = self.to_frame()
         if "radius" not in df:
@@ -227,7 +234,7 @@ class SymmetryReport:
                 table.add_row(f"[bold]{stat}[/bold]", *[_fmt(_cell(sub, c, stat), bold=True) for c in columns])
                 table.add_row("  detectable (null q95)", *[_fmt(_cell(sub, c, stat, "null_q95")) for c in columns])
                 column = "p_adjusted" if stat == "worst" else "p_value"
-                label = "  Holm-adjusted p" if stat == "worst" else "  p-value"
+                label = "  adjusted p" if stat == "worst" else "  p-value"
                 table.add_row(label, *[_p(_cell(sub, c, stat, column)) for c in columns])
                 table.add_row(
                     "  95% interval",
@@ -256,9 +263,60 @@ class SymmetryReport:
                         f"[{_fmt(f['eps0_ci_low'])} .. {_fmt(f['eps0_ci_high'])}] x1e-3, "
                         f"c = {_fmt(f['c'])} x1e-3 per px^2"
                     )
-        console.print(f"verdicts at alpha={self.alpha:g} (Holm over every element, mesh and group of this run):")
+        console.print(f"verdicts at alpha={self.alpha:g} (one threshold per group, Holm over the groups of this run):")
         for v in self.verdicts:
             console.print("  " + v["text"])
+
+
+def _render_aggregate(self, console, table_class) -> None:
+    """:meth:`SymmetryReport.render` for the aggregated test: one row per kernel and scale, then the verdicts."""
+    m, s = self.meta, self.settings
+    kernels = m.get("kernels", [])
+    console.print(
+        f"[bold]{self.dataset}[/bold]: {m.get('images')} images"
+        + (f" ({m.get('skipped')} skipped)" if m.get("skipped") else "")
+        + f", groups [bold]{self.group}[/bold]; the default test: {len(kernels)} kernels and scales (median-rule "
+        f"Gaussian on intensity windows, linear-kernel limit on intensity + local-contrast windows), "
+        f"{s.get('features')} random features each, {s.get('permutations')} null draws shared by all of them "
+        f"(p >= {m.get('p_floor', float('nan')):.2g}); one threshold per group (min-p), "
+        f"Holm over {m.get('tests')} groups"
+    )
+    df = self.to_frame()
+    for grp in self.groups or [self.group]:
+        sub = df[df["group"] == grp]
+        table = table_class(title=f"{grp}: which kernel and scale carries the evidence (eps: squared MMD, x1e-3)")
+        for name, justify in (
+            ("kernel", "left"),
+            ("radius", "right"),
+            ("h", "right"),
+            ("worst element", "left"),
+            ("eps", "right"),
+            ("detectable (null q95)", "right"),
+            ("p alone", "right"),
+            ("adjusted p", "right"),
+        ):
+            table.add_column(name, justify=justify)
+        elements = sub[~sub["statistic"].isin(["worst", "mean", "aggregate"])]
+        for _, worst in sub[sub["statistic"] == "worst"].iterrows():
+            same = elements[(elements["kernel"] == worst["kernel"]) & (elements["mesh"] == worst["mesh"])]
+            top = same.loc[same["symmetry_error"].idxmax()] if len(same) else None
+            table.add_row(
+                str(worst["kernel"]),
+                f"{worst['radius']:g}",
+                f"{worst['mesh']:g}",
+                "-" if top is None else str(top["statistic"]),
+                _fmt(float(worst["symmetry_error"])),
+                _fmt(float(worst["null_q95"])),
+                _p(float(worst["p_value"])),
+                _p(float(worst["p_adjusted"])),
+            )
+        console.print(table)
+    console.print(f"verdicts at alpha={self.alpha:g} (aggregated over kernels and scales, Holm over groups):")
+    for v in self.verdicts:
+        console.print("  " + v["text"])
+
+
+SymmetryReport._render_aggregate = _render_aggregate
 
 
 def _kernel(meta: dict) -> str:
@@ -299,6 +357,12 @@ def _fmt(value: float, bold: bool = False) -> str:
     scaled = 1e3 * value
     text = f"{scaled:.3f}" if scaled == 0 or abs(scaled) >= 0.01 else f"{scaled:.2g}"  # tiny values: 2 digits
     return f"[bold]{text}[/bold]" if bold else text
+
+
+def _e3(value: float) -> str:
+    """``value`` in running text: ``1.234e-3`` style, or plain scientific when tiny (never ``1.6e-05e-3``)."""
+    text = _fmt(value)
+    return text if text == "-" else f"{value:.2g}" if "e" in text else f"{text}e-3"
 
 
 def _p(value: float) -> str:
@@ -349,6 +413,7 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
     """The report of a run from its sums: ``mmd[group][mesh]`` statistics, ``moments[mesh]`` over the union."""
     rows, per_image, fits = [], [], []
     element_rows: list[dict] = []
+    draws: dict[str, list] = {}  # group -> [(mesh, element names, eps (G-1,), null (B, G-1))] for combine_kernels
     for grp, idx, per_mesh in zip(groups, indices, mmd):
         names = grp.names
         order = len(grp) - 1
@@ -356,6 +421,7 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
         for h, stats, mom in zip(meshes, per_mesh, moments):
             est = {k: v.numpy() for k, v in stats.estimate().items()}
             eps, null, boot = est["eps"][1:], est["null"][:, 1:], est["boot"][:, 1:]
+            draws.setdefault(grp.name, []).append((h, names[1:], eps, null))
             frechet = mom.distances().numpy()[idx][1:] if mom is not None else None
             upper = mom.upper_bounds().numpy()[idx][1:] if mom is not None else None
             group_rows = []
@@ -419,9 +485,7 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
                         "eps0_ci_high": hi,
                     }
                 )
-    adjusted = holm([r["p_value"] for r in element_rows])
-    for r, p in zip(element_rows, adjusted):
-        r["p_adjusted"] = float(p)
+    group_p = _one_threshold(rows, [(None, draws)], [g.name for g in groups])
     for r in rows:
         if r["statistic"] == "worst":
             ps = [e["p_adjusted"] for e in r.pop("_elements") if not math.isnan(e["p_adjusted"])]
@@ -435,17 +499,183 @@ def assemble(name, groups, indices, union, meshes, sources, mmd, moments, settin
         fits=fits,
         per_image=per_image,
         settings=dict(settings.__dict__),
-        meta={"tests": int(np.isfinite(adjusted).sum())},
+        meta={"tests": sum(math.isfinite(p) for p, _ in group_p.values())},
         alpha=settings.alpha,
         groups=[g.name for g in groups],
     )
     images = mmd[0][0].images if mmd and mmd[0] else None
-    report.verdicts = [_verdict(report, g.name, images) for g in groups]
+    report.verdicts = [{**_verdict(report, g.name, images), "p_value": group_p[g.name][0]} for g in groups]
+    report.draws = draws  # not serialised: the null draws themselves, which combine_kernels calibrates together
     return report
 
 
+def _one_threshold(
+    rows: list[dict], parts: list[tuple], groups: list[str], field: str = "kernel"
+) -> dict[str, tuple[float, float]]:
+    """Per group, one test over all its statistics, then Holm over the groups; sets the element rows' p-values.
+
+    ``parts`` pairs a label (the rows' ``field``: kernel name, radius; None for one run) with a report's ``draws``
+    (group -> [(mesh, elements, eps, null)]). Every statistic of a group (kernel, mesh, element) uses the same random
+    group element per image and null draw, so :func:`~symmetry.estimators.min_p_aggregate` calibrates the smallest
+    of their p-values exactly: perfectly correlated rows (rot90 and rot270, one kernel at two meshes) cost nothing,
+    where a union bound (Holm over rows) would pile the adjusted p-values of symmetric data near 1. Groups have
+    different draws (their elements differ), so the groups' p-values are Holm-adjusted. Element rows get
+    ``p_adjusted`` = the larger of their min-p adjusted p-value (family-wise within the group) and the group's
+    Holm-adjusted p-value. Returns ``{group: (p, Holm-adjusted p)}``.
+    """
+    aggregated = {}
+    lookup = {}
+    for grp in groups:
+        columns, observed, nulls = [], [], []
+        for label, draws in parts:
+            for h, elements, eps, null in draws.get(grp, []):
+                columns += [(label, h, el) for el in elements]
+                observed.append(eps)
+                nulls.append(null)
+        if not columns or len({n.shape[0] for n in nulls}) != 1:
+            aggregated[grp] = float("nan")
+            continue
+        p, _, adjusted = min_p_aggregate(np.concatenate(observed), np.concatenate(nulls, axis=1))
+        aggregated[grp] = p
+        lookup.update({(grp, *c): float(a) for c, a in zip(columns, adjusted)})
+    holm_groups = dict(zip(groups, holm([aggregated[g] for g in groups])))
+    for row in rows:
+        if row["statistic"] in ("worst", "mean", "aggregate"):
+            continue
+        key = (row["group"], row.get(field), row["mesh"], row["statistic"])
+        row["p_adjusted"] = max(lookup[key], holm_groups[row["group"]]) if key in lookup else float("nan")
+    return {g: (aggregated[g], float(holm_groups[g])) for g in groups}
+
+
+def combine_kernels(reports: list[SymmetryReport], names: list[str]) -> SymmetryReport:
+    """The aggregated test (docs/symmetry.md, "The default test"): reports of several kernels and scales of the same
+    images, groups and seed, as one report whose decision per group is one statistic under one threshold.
+
+    Every component's null draw ``b`` re-transforms image ``n`` by the same group element (stream ``null`` of
+    ``(seed, n)``), so the columns (component, mesh, element) of a group share their draws and
+    :func:`~symmetry.estimators.min_p_aggregate` calibrates the smallest of their p-values exactly. Per group:
+    an ``aggregate`` row (``p_value``: the aggregated p; ``p_adjusted``: Holm over the run's groups, whose draws
+    differ); per element row: its own ``p_value`` and ``p_adjusted`` = the larger of its min-p adjusted p
+    (family-wise within the group) and the group's Holm-adjusted p, so the rows show which kernel and scale
+    carried the evidence. ``worst`` rows take the smallest ``p_adjusted`` of their elements.
+    """
+    first = reports[0]
+    rows, fits, per_image = [], [], []
+    for name, rep in zip(names, reports):
+        radius = float(rep.settings["radius"])
+        rows += [{**row, "kernel": name, "radius": radius} for row in rep.rows]
+        fits += [{**f, "kernel": name, "radius": radius} for f in rep.fits]
+        per_image += [{**p, "kernel": name, "radius": radius} for p in rep.per_image]
+    groups = first.groups or [first.group]
+    group_p = _one_threshold(rows, [(name, getattr(rep, "draws", {})) for name, rep in zip(names, reports)], groups)
+    aggregated = {g: p for g, (p, _) in group_p.items()}
+    holm_groups = dict(zip(groups, holm([aggregated[g] for g in groups])))
+    for row in rows:
+        if row["statistic"] == "worst":
+            ps = [
+                e["p_adjusted"]
+                for e in rows
+                if e["statistic"] not in ("worst", "mean")
+                and (e["group"], e["kernel"], e["mesh"]) == (row["group"], row["kernel"], row["mesh"])
+                and not math.isnan(e["p_adjusted"])
+            ]
+            row["p_adjusted"] = min(ps) if ps else float("nan")
+    for grp in groups:
+        rows.append(
+            {
+                "group": grp,
+                "mesh": float("nan"),
+                "statistic": "aggregate",
+                "angle": float("nan"),
+                "symmetry_error": float("nan"),
+                "null_q95": float("nan"),
+                "p_value": aggregated[grp],
+                "p_adjusted": float(holm_groups[grp]),
+                "ci_low": float("nan"),
+                "ci_high": float("nan"),
+                "kernel": "aggregate",
+                "radius": float("nan"),
+            }
+        )
+    kernels = [
+        {
+            "kernel": name,
+            "radius": float(rep.settings["radius"]),
+            "meshes": list(rep.meshes),
+            "windows": rep.settings.get("windows"),
+            "contrast": bool(rep.settings.get("contrast")),
+            "bandwidth_mode": rep.meta.get("bandwidth_mode"),
+            "bandwidth_std": rep.meta.get("bandwidth_std"),
+            "bandwidth": rep.meta.get("bandwidth"),
+        }
+        for name, rep in zip(names, reports)
+    ]
+    settings = {**first.settings, "kernels": "aggregate"}
+    for key in ("radius", "windows", "bandwidth", "contrast"):
+        settings[key] = [rep.settings.get(key) for rep in reports]
+    report = SymmetryReport(
+        dataset=first.dataset,
+        group=first.group,
+        elements=first.elements,
+        meshes=sorted({float(h) for rep in reports for h in rep.meshes}, reverse=True),
+        rows=rows,
+        fits=fits,
+        per_image=per_image,
+        settings=settings,
+        meta={
+            **{k: v for k, v in first.meta.items() if not k.startswith("bandwidth")},
+            "kernels": kernels,
+            "tests": sum(math.isfinite(p) for p in aggregated.values()),
+            "statistics": sum(1 for r in rows if r["statistic"] not in ("worst", "mean", "aggregate")),
+            "seconds": round(sum(rep.meta.get("seconds", 0.0) for rep in reports), 3),
+        },
+        alpha=first.alpha,
+        groups=first.groups,
+    )
+    report.verdicts = [_aggregate_verdict(report, g, aggregated[g], holm_groups[g], len(names)) for g in groups]
+    return report
+
+
+def _aggregate_verdict(report, group, p, adjusted, components) -> dict:
+    """One line per group of the aggregated test: the decision, and the kernel and scale that carried the evidence."""
+    if not math.isfinite(adjusted):
+        return {
+            "group": group,
+            "symmetric": None,
+            "p_adjusted": float("nan"),
+            "text": f"{group}: no verdict (no null distribution: trivial group or no permutations)",
+        }
+    elements = [r for r in report.rows if r["group"] == group and r["statistic"] not in ("worst", "mean", "aggregate")]
+    best = min(elements, key=lambda r: (r["p_value"], -r["symmetry_error"]))
+    symmetric = bool(adjusted >= report.alpha)
+    where = f"{best['kernel']} {best['statistic']} at h={best['mesh']:g}"
+    family = f"{components} kernels and scales, one threshold; Holm over {report.meta.get('tests')} groups"
+    if symmetric:
+        text = (
+            f"{group}: no asymmetry detected (aggregated p = {p:.3g}, adjusted {adjusted:.3g}; {family}); "
+            f"the strongest evidence, {where}, has p = {best['p_value']:.3g} alone"
+        )
+    else:
+        text = (
+            f"{group}: NOT symmetric (aggregated p = {p:.3g}, adjusted {adjusted:.3g}; {family}); carried by {where} "
+            f"(p = {best['p_value']:.3g}, eps = {_fmt(best['symmetry_error'])}e-3 against a detectable "
+            f"{_fmt(best['null_q95'])}e-3)"
+        )
+    return {
+        "group": group,
+        "symmetric": symmetric,
+        "p_adjusted": float(adjusted),
+        "p_value": float(p),
+        "element": best["statistic"],
+        "kernel": best["kernel"],
+        "mesh": best["mesh"],
+        "text": text,
+    }
+
+
 def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
-    """Reports of several window radii (a scale profile) as one, with p-values Holm-adjusted across all of them."""
+    """Reports of several window radii (a scale profile) as one: one threshold per group over every radius, mesh and
+    element (:func:`_one_threshold`; the radii share their null draws), Holm over the groups."""
     first = reports[0]
     rows, fits, per_image = [], [], []
     for r, rep in zip(radii, reports):
@@ -453,8 +683,9 @@ def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
         fits += [{**f, "radius": float(r)} for f in rep.fits]
         per_image += [{**p, "radius": float(r)} for p in rep.per_image]
     elements = [row for row in rows if row["statistic"] not in ("worst", "mean")]
-    for row, p in zip(elements, holm([row["p_value"] for row in elements])):
-        row["p_adjusted"] = float(p)
+    groups = first.groups or [first.group]
+    parts = [(float(r), getattr(rep, "draws", {})) for r, rep in zip(radii, reports)]
+    group_p = _one_threshold(rows, parts, groups, field="radius")  # one threshold per group over every radius
     for row in rows:
         if row["statistic"] == "worst":
             ps = [
@@ -476,7 +707,7 @@ def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
         settings={**first.settings, "radius": [float(r) for r in radii]},
         meta={
             **first.meta,
-            "tests": int(np.isfinite([e["p_adjusted"] for e in elements]).sum()),
+            "tests": sum(math.isfinite(p) for p, _ in group_p.values()),
             "seconds": sum(rep.meta.get("seconds", 0.0) for rep in reports),
             # the median rule picks one kernel per radius; a fixed kernel has one standardised sigma for all
             "bandwidth_per_radius": [rep.meta.get("bandwidth") for rep in reports],
@@ -485,7 +716,9 @@ def combine(reports: list[SymmetryReport], radii) -> SymmetryReport:
         alpha=first.alpha,
         groups=first.groups,
     )
-    report.verdicts = [_verdict(report, g, first.meta.get("images")) for g in first.groups]
+    report.verdicts = [
+        {**_verdict(report, g, first.meta.get("images")), "p_value": group_p[g][0]} for g in first.groups
+    ]
     return report
 
 
@@ -510,7 +743,7 @@ def _verdict(report: SymmetryReport, group: str, images: int | None = None) -> d
     if symmetric:
         text = (
             f"{group}: no asymmetry detected (smallest adjusted p = {p:.3g}); this run could detect eps above "
-            f"{_fmt(detectable)}e-3 at h={finest['mesh']:g} (null q95 of the worst element)"
+            f"{_e3(detectable)} at h={finest['mesh']:g} (null q95 of the worst element)"
         )
         top = max(rows, key=lambda r: r["symmetry_error"])
         if images and top["symmetry_error"] > 0 and top["null_q95"] > 0:
@@ -518,13 +751,13 @@ def _verdict(report: SymmetryReport, group: str, images: int | None = None) -> d
             # (a lower estimate: the Holm adjustment over the run's tests asks for a higher quantile than q95)
             needed = max(images + 1, math.ceil(images * top["null_q95"] / top["symmetry_error"]))
             text += (
-                f"; if the observed {top['statistic']} error ({_fmt(top['symmetry_error'])}e-3 at h={top['mesh']:g}) "
+                f"; if the observed {top['statistic']} error ({_e3(top['symmetry_error'])} at h={top['mesh']:g}) "
                 f"is real, at least about {needed} images would be needed to detect it"
             )
     else:
         text = (
             f"{group}: NOT symmetric (adjusted p = {p:.3g} for {best['statistic']} at h={best['mesh']:g}, "
-            f"eps = {_fmt(best['symmetry_error'])}e-3 against a detectable {_fmt(best['null_q95'])}e-3)"
+            f"eps = {_e3(best['symmetry_error'])} against a detectable {_e3(best['null_q95'])})"
         )
     return {
         "group": group,

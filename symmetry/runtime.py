@@ -80,7 +80,7 @@ class Progress:
 
 @contextlib.contextmanager
 def progress(
-    total: int,
+    total: int | None,
     label: str,
     *,
     enabled: bool = True,
@@ -88,23 +88,36 @@ def progress(
     completed: int = 0,
     fields: dict[str, str] | None = None,
     transient: bool = False,
+    unit: str = "items",
 ) -> Iterator[Progress]:
     """The toolkit's one progress bar (rich, on stderr): ``with progress(n, "train") as bar: bar.advance()``.
 
     ``fields`` are extra columns shown as ``name value`` and updated by ``bar.update(name=...)``. ``enabled=False``
-    (or ``quiet``) shows no bar; ``bar.print`` still prints unless ``quiet``.
+    (or ``quiet``) shows no bar; ``bar.print`` still prints unless ``quiet``. ``unit="bytes"`` shows sizes and a
+    transfer speed instead of ``done/total`` (the downloader); ``total=None`` is an unknown total.
     """
+    if unit not in ("items", "bytes"):
+        raise ValueError(f"unit must be 'items' or 'bytes', got {unit!r}")
     from rich.console import Console
 
     console = Console(stderr=True, soft_wrap=True)
     if not enabled or quiet:
         yield Progress(None, None, console, quiet)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
     from rich.progress import Progress as RichProgress
 
     fields = dict(fields or {})
-    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
+    columns = [TextColumn(label), BarColumn()]
+    columns += [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn()]
     columns += [TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields]
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
     with RichProgress(*columns, console=console, transient=transient) as bar:
@@ -184,3 +197,27 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
         work = tensor.to("cpu", copy=True)
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
     return work.to(device)
+
+
+THREADS_ENV = "OMP_NUM_THREADS"
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set this process's CPU threads: ``threads``, else ``$OMP_NUM_THREADS``, else 1; returns the number set.
+
+    One thread per process is the default: on a shared or small CPU torch's default (one per core) made the small
+    models and estimators here several times slower (docs/performance.md, 'Threads on a shared CPU'); give more
+    on an idle many-core machine. A bad value is a :class:`UsageError`.
+    """
+    source = "--threads"
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        source, threads = (f"${THREADS_ENV}", env) if env else ("", 1)
+    try:
+        count = int(threads)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1 or count > 4096:
+        raise UsageError(f"{source} must be a whole number of threads from 1 to 4096, got {threads!r}")
+    torch.set_num_threads(count)
+    return count

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from symmetry.errors import UsageError
+from symmetry.sources import Dataset
 from symmetry.transforms import deformation_matrix
 
 FAMILIES = {
@@ -237,10 +238,8 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     return family, params
 
 
-def load_synthetic(spec: str, split: str = "train"):
-    """A :class:`symmetry.data.Dataset` of synthetic fields from a spec string."""
-    from symmetry.data import Dataset
-
+def load_synthetic(spec: str, split: str = "train") -> Dataset:
+    """A :class:`symmetry.sources.Dataset` of synthetic fields from a spec string."""
     family, params = parse_spec(spec)
     fields = make_fields(family, split=split, **params)
     return Dataset(name=spec, sources=fields, description=FAMILIES[family])

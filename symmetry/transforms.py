@@ -1,7 +1,7 @@
 """The action pi~_A of plane transformations on pixel arrays, and resampling (theory.md, sections 1 and 4).
 
 The one home of the project's geometry: build a matrix, then sample with one sampler. Matrices
-(:func:`rotation_matrix`, :func:`turn_matrix`, :func:`deformation_matrix`, :func:`inverse_deformation_matrix`), lattices
+(:func:`rotation_matrix`, :func:`deformation_matrix`, :func:`inverse_deformation_matrix`), lattices
 (:func:`disk_offsets`, :func:`disk_mask`, :func:`window_positions`) and samplers
 (:func:`interpolate`, :func:`lattice_operator`, :func:`sample_windows`, :func:`transform_image`,
 :func:`imresize`, :func:`to_mesh`) share one set of conventions:
@@ -19,18 +19,13 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from symmetry.errors import UsageError
-
-if TYPE_CHECKING:
-    from fractions import Fraction
-
-    from symmetry.groups import GroupElement
+from symmetry.groups import GroupElement, turn_matrix  # noqa: F401  (turn_matrix re-exported: theory modules import it here)
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 KEYS_A = -0.5  # Keys' cubic convolution parameter used by MATLAB's imresize/interp2 'cubic'
@@ -49,28 +44,11 @@ def rotation_matrix(angle, dtype=torch.float64, device=None) -> torch.Tensor:
 
     Convention: plane coordinates ``(x, y)``, ``x`` along columns, ``y`` up, as every matrix of
     :mod:`symmetry.groups`. Differentiable in ``angle``; ``cos``/``sin`` as computed, so quarter turns are exact
-    only up to rounding (use :func:`turn_matrix` for exact ones).
+    only up to rounding (use :func:`symmetry.groups.turn_matrix` for exact ones).
     """
     angle = torch.as_tensor(angle, dtype=dtype, device=device)
     c, s = torch.cos(angle), torch.sin(angle)
     return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
-
-
-def turn_matrix(turn: float | Fraction, dtype=torch.float64, device=None) -> torch.Tensor:
-    """Rotation by ``turn`` full turns (``degrees / 360``) ``(2, 2)``; quarter turns have exact entries in {-1, 0, 1}.
-
-    Convention: plane coordinates ``(x, y)`` as :func:`rotation_matrix`; other angles use ``math.cos`` and
-    ``math.sin`` of ``2 pi (turn mod 1)``. Exact entries make a quarter turn act on a pixel grid as a
-    permutation (:func:`lattice_permutations`). Pass a ``fractions.Fraction`` for exact arithmetic.
-    """
-    turn = turn % 1
-    quarter = float(turn) * 4
-    if abs(quarter - round(quarter)) < 1e-12:
-        c, s = ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[round(quarter) % 4]
-    else:
-        angle = 2 * math.pi * float(turn)
-        c, s = math.cos(angle), math.sin(angle)
-    return torch.tensor([[c, -s], [s, c]], dtype=dtype, device=device)
 
 
 def deformation_matrix(theta0, cx, cy, dtype=torch.float64, device=None) -> torch.Tensor:

@@ -22,8 +22,8 @@ from symmetry.alignment import (
     make_aligner,
     match_to,
 )
-from symmetry.data import ImageSource
 from symmetry.groups import get_group
+from symmetry.sources import ImageSource
 from symmetry.synthetic import make_fields
 
 FIELD = dict(size=96, atoms=150, long=2.5, short=0.7)  # dense, small atoms: a single image is nearly symmetric

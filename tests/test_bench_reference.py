@@ -8,8 +8,8 @@ import torch
 
 import symmetry
 from benchmarks.reference import ReferenceMMD, bicubic, bilinear, disk_lattice
-from symmetry.data import ImageSource
 from symmetry.settings import window_scale
+from symmetry.sources import ImageSource
 from symmetry.transforms import disk_offsets, interpolate
 
 SMALL = dict(radius=6.0, windows=12, features=48, bandwidth=1.5)

@@ -1,24 +1,34 @@
-"""Theorem 3.6 in its own setting: ``analysis.deconvolution`` and the ``bound`` experiment."""
+"""Theorem 3.6 in its own setting: ``theory.deconvolution``, ``theory.bumps``, ``theory.continuum`` and the ``bound``
+experiment, with a broken variant for every check the experiment makes."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import deconvolution as dc
 from experiments import bound_theorem as bound
 from experiments.runner import load_config
+from symmetry.groups import GroupElement, get_group
+from symmetry.transforms import rotation_matrix
+from theory import bumps
+from theory import continuum as ct
+from theory import deconvolution as dc
 
 
 def _tiny_cell(**changes) -> dict:
     cfg = load_config("bound", "quick")
-    cfg.update(images=2, meshes=[0.4], ts=[0.0, 1.0], groups=["rot4", "rot8", "so2"], so2_angles=2)
+    cfg.update(images=2, meshes=[0.4], ts=[0.0, 1.0], groups=["rot4", "rot8", "so2:3"], families=["gaussian"])
     cfg["measure"] = {**cfg["measure"], "windows": 0}
     cfg.update(changes)
     return bound.cells(cfg)[0]
+
+
+def _turn(angle: float) -> GroupElement:
+    return GroupElement(f"rot{angle:g}rad", tuple(tuple(row) for row in rotation_matrix(angle).tolist()))
 
 
 def _atom(c=2.0, centre=(0.3, -0.2), long=0.4, short=0.4, angle=0.0):
@@ -45,15 +55,15 @@ def test_quarter_turn_sampling_is_a_permutation():
     r = _atom(1.0, (0.5, 0.2), 0.5, 0.2, 0.3)
     mesh = dc.Mesh(0.3, 2.0)
     y = mesh.sample(r)
-    for _, a in dc.group_elements("dih4"):
-        assert dc.is_grid_exact(a)
-        moved = dc.transform_array(y, a, mesh)
-        assert np.array_equal(mesh.sample(r, a), moved)
+    for el in dc.group_elements("dih4"):
+        assert el.is_grid_exact
+        moved = dc.transform_array(y, el, mesh)
+        assert np.array_equal(mesh.sample(r, dc.element_matrix(el)), moved)
         assert sorted(moved.ravel()) == sorted(y.ravel())  # a permutation of the values
-    quarter = dict(dc.group_elements("rot4"))["r90"]
+    quarter = get_group("rot4").element("rot90")
     assert np.array_equal(dc.transform_array(y, quarter, mesh), np.rot90(y, k=1))  # (x, y) -> (-y, x)
-    rot45 = dict(dc.group_elements("rot8"))["r45"]
-    assert not dc.is_grid_exact(rot45)
+    assert not get_group("rot8").element("rot45").is_grid_exact
+    assert not any(el.is_grid_exact for el in dc.group_elements("so2:9"))
 
 
 def test_trig_interpolation_is_exact_at_nodes_and_accurate_between():
@@ -61,9 +71,10 @@ def test_trig_interpolation_is_exact_at_nodes_and_accurate_between():
     mesh = dc.Mesh(0.1, 3.0)
     y = mesh.sample(r)
     np.testing.assert_allclose(dc.trig_interpolate(y, mesh, mesh.points[::5, ::5]), y[::5, ::5], atol=1e-13)
-    a = dc.rotation(0.3)
-    np.testing.assert_allclose(dc.transform_array(y, a, mesh), mesh.sample(r, a), atol=1e-10)
-    np.testing.assert_allclose(dc.transform_array(y, a, mesh, "cpu"), dc.transform_array(y, a, mesh), atol=1e-13)
+    el = _turn(0.3)
+    a = dc.element_matrix(el)
+    np.testing.assert_allclose(dc.transform_array(y, el, mesh), mesh.sample(r, a), atol=1e-10)
+    np.testing.assert_allclose(dc.transform_array(y, el, mesh, "cpu"), dc.transform_array(y, el, mesh), atol=1e-13)
 
 
 def test_solver_reaches_tolerance_and_the_optimum():
@@ -126,19 +137,148 @@ def test_atom_bounds_dominate_sampled_sups():
     assert fourier[2] == pytest.approx(1.3 * (1 / 0.25 + 1 / 0.04), rel=1e-12)
 
 
-def test_design_eps_is_zero_for_symmetric_template_and_matches_its_formula():
+def test_continuum_norms_match_closed_forms_and_eps_ratio_is_at_most_a_quarter():
+    """Parseval on the fine grid reproduces closed-form L2 norms of Gaussian atoms; ``mu^2 ||H^-1 d||^2`` is at most
+    ``||d||^2 / 4`` of ``(2/mu) eps / t^2 = 4 ||d||^2``, and zero for a centred isotropic template."""
     cell = _tiny_cell()
-    problem, (parts, asym) = bound._problem(cell), bound._dataset(cell)
-    a = dc.rotation(math.pi / 4)
-    assert np.all(dc.design_eps(parts, asym, 0.0, problem, a) == 0)
+    problem, (_, asym) = bound._problem(cell), bound._dataset(cell)
+    grid = ct.FourierGrid(dc.Mesh(0.2, 6.0))
+    el = get_group("rot8").element("rot45")
+    moved = asym.transformed(dc.element_matrix(el))
+    closed = asym.inner(asym) - 2 * asym.inner(moved) + moved.inner(moved)
+    assert ct.asymmetry(asym, el, grid) == pytest.approx(closed, rel=1e-10)
+    cont = ct.continuum_error(asym, el, problem, grid)
+    assert 0 < cont <= closed * problem.mu**2 / problem.mu**2  # H >= mu
+    assert ct.eps_squared(closed, 2.0, problem) * 2 / problem.mu == pytest.approx(4 * 4.0 * closed)
     iso = _atom(1.0, (0.0, 0.0), 0.3, 0.3)
-    assert np.all(dc.design_eps(parts, iso, 1.0, problem, a) < 1e-7)  # an isotropic centred template is invariant
-    t = 2.0
-    m, moved = asym.scaled(t), asym.scaled(t).transformed(a.T)
-    gap = math.sqrt(m.inner(m) - 2 * m.inner(moved) + moved.inner(moved))
-    obs = (parts[0] + m).blurred(problem.blur)
-    rho = math.sqrt(m.inner(m)) + math.sqrt(obs.inner(obs) / problem.mu + m.inner(m))
-    assert dc.design_eps(parts, asym, t, problem, a)[0] == pytest.approx(2 * problem.mu * rho * gap, rel=1e-12)
+    assert ct.continuum_error(iso, el, problem, grid) < 1e-25
+
+
+def test_bump_profiles_fourier_bounds_and_blur():
+    """The finite-smoothness atom: its blurred profile matches a brute-force convolution, its transform matches
+    Parseval, its Fourier-L1 bounds dominate the sampled sups, and a grid optimum equals the continuum one."""
+    r, rk, q = 0.5, 0.3, 3
+    h = 0.004
+    x = np.arange(-1.0, 1.0 + h / 2, h)
+    xx, yy = np.meshgrid(x, x, indexing="ij")
+    b = bumps.profile(np.hypot(xx, yy), r, q)
+    k = bumps.profile(np.hypot(xx, yy), rk, q) / bumps.kernel_mass(rk, q)
+    from scipy.signal import fftconvolve
+
+    conv = fftconvolve(b, k, mode="same") * h * h
+    mid = len(x) // 2
+    spline = bumps.blurred_profile(r, rk, q)
+    np.testing.assert_allclose(conv[mid : mid + 200 : 25, mid], spline(x[mid : mid + 200 : 25]), atol=1e-6)
+    image = bumps.BumpImage(np.array([1.0, -0.5]), np.array([[0.2, 0.1], [-0.3, 0.0]]), r, q)
+    grid = ct.FourierGrid(dc.Mesh(0.1, 2.0))
+    mesh_norm = dc.norm2(image.evaluate(np.stack(np.meshgrid(x, x, indexing="ij"), -1)), h)
+    assert float(grid.norm2(grid.spectrum(image))) == pytest.approx(float(mesh_norm), rel=1e-5)
+    rho = np.linspace(0, r, 100_001)
+    sups = bumps.radial_sups(bumps.profile(rho, r, q), rho)
+    assert np.all(np.asarray(bumps.fourier_integrals(r, q)) >= np.asarray(sups))
+    with pytest.raises(ValueError, match="q >= 3"):
+        bumps.fourier_integrals(r, 2)
+
+
+@functools.lru_cache(maxsize=1)
+def _theorem_rows() -> pd.DataFrame:
+    """The unbroken setting, shared by the positive checks: meshes down to 0.1, where the Gaussian case converges."""
+    return _rows(meshes=(0.4, 0.3, 0.25, 0.2, 0.12, 0.1))
+
+
+def _rows(monkeypatch=None, solver=None, action=None, family="gaussian", meshes=(0.4, 0.3, 0.25, 0.2), **changes):
+    """Mesh rows of a tiny run (one image, rot4 and so2:3, t in 0, 0.5, 1; continuum grid step 0.1, enough for the
+    Gaussian family), optionally with a broken solver or a broken group action patched in."""
+    cfg = load_config("bound", "quick")
+    cfg.update(images=1, meshes=list(meshes), ts=[0.0, 0.5, 1.0], groups=["rot4", "so2:3"], families=[family])
+    cfg.update(fine_step=0.1)
+    cfg["measure"] = {**cfg["measure"], "windows": 0}
+    cfg.update(changes)
+    if solver is not None:
+        monkeypatch.setattr(dc, "Solver", solver)
+    if action is not None:
+        monkeypatch.setattr(dc, "transform_array", action)
+    frame = pd.DataFrame([row for cell in bound.cells(cfg) for row in bound.run_cell(cell, None)])
+    frame.insert(0, "kind", "mesh")
+    return bound.summary(frame)
+
+
+class _AnisotropicRegulariser(dc.Solver):
+    """Negative control: ``k_R`` stretched along x, so the regulariser is not rotation invariant."""
+
+    def __init__(self, problem, mesh):
+        super().__init__(problem, mesh)
+        off = np.fft.fftfreq(self.n, d=1.0 / self.n) * mesh.h
+        s = problem.reg
+        xx, yy = off[:, None] ** 2, off[None, :] ** 2
+        stretched = np.exp(-xx / (8 * s**2) - yy / (2 * s**2)) / (4 * math.pi * s**2)
+        self.kr_hat = np.real(np.fft.rfft2(stretched))
+        self.normal_hat = mesh.h**4 * (self.k_hat**2 + problem.lam * self.kr_hat**2)
+
+
+class _WrongPower(dc.Solver):
+    """Negative control: the blur's Riemann sum weighted by ``h`` instead of ``h^2``."""
+
+    def __init__(self, problem, mesh):
+        super().__init__(problem, mesh)
+        self.k_hat = self.k_hat / mesh.h
+        self.normal_hat = mesh.h**4 * (self.k_hat**2 + problem.lam * self.kr_hat**2)
+
+
+_transform = dc.transform_array
+
+
+def _inverse_action(y, element, mesh, device=None):
+    """Negative control: ``pi~_A`` applied as ``pi~_{A^-1}`` (the wrong group action)."""
+    return _transform(y, element.inverse(), mesh, device)
+
+
+def test_checks_pass_on_the_theorem_setting():
+    s = _theorem_rows()
+    assert bound.check_exact(s) and bound.check_rate(s) and bound.check_continuum(s)
+    assert bound.check_eps_slope(s) and bound.check_bounds(s)
+    r = bound.rates(s).set_index(["group", "quantity"])
+    assert r.loc[("so2:3", "measured"), "low"] >= 2 and r.loc[("rot4", "measured"), "exact"]
+
+
+def test_non_equivariant_regulariser_fails_exactness_and_rate(monkeypatch):
+    s = _rows(monkeypatch, solver=_AnisotropicRegulariser, meshes=(0.4, 0.3, 0.25))
+    assert not bound.check_exact(s)
+    assert not bound.check_rate(s)
+
+
+def test_wrong_power_of_h_fails_the_continuum_equality(monkeypatch):
+    s = _rows(monkeypatch, solver=_WrongPower, meshes=(0.2, 0.12, 0.1))
+    assert not bound.check_continuum(s)
+    fine = s[(s["h"] == s["h"].min()) & (s["t"] > 0) & (s["group"] == "rot4")]
+    assert (fine["continuum_rel_diff"] > 0.1).all()
+    step1 = bound.rates(s).set_index("quantity").loc["step1"]
+    assert step1["high"] < 2  # |F - F~| no longer falls like h^2: proof step 1's rate says no too
+
+
+def test_wrong_group_action_fails_exactness_and_rate(monkeypatch):
+    s = _rows(monkeypatch, action=_inverse_action, meshes=(0.4, 0.3, 0.25))
+    assert not bound.check_exact(s)
+    assert not bound.check_rate(s)
+
+
+def test_eps_in_linear_units_fails_the_slope_check():
+    """The old design eps grew like t while the error grows like t^2: the ratio drifts with t, and the check says
+    so; the squared-units eps passes on the same rows."""
+    s = _theorem_rows()
+    assert bound.check_eps_slope(s)
+    linear = s.assign(eps=np.sqrt(s["eps"]))
+    linear["bound_eps"] = linear["b"] * linear["eps"]
+    linear["eps_ratio"] = linear["measured"] / linear["bound_eps"]
+    assert not bound.check_eps_slope(linear)
+
+
+def test_bound_without_its_h2_term_fails_the_bound_check():
+    """Without the discretisation term the bound is 0 at t = 0, below the rot8 error: the check rejects it."""
+    s = _theorem_rows()
+    assert bound.check_bounds(s)
+    broken = s.assign(bound=s["bound_eps"])
+    assert not bound.check_bounds(broken)
 
 
 def test_tiny_instance_measured_under_bound():
@@ -147,12 +287,13 @@ def test_tiny_instance_measured_under_bound():
     rows = pd.DataFrame(bound.run_cell(_tiny_cell(), None))
     assert len(rows) == 6
     assert (rows["measured"] <= rows["bound"]).all(), rows[["group", "t", "measured", "bound"]]
+    assert (rows["step1"] <= rows["step1_bound"]).all() and (rows["step2"] <= rows["step2_bound"]).all()
     assert rows["kkt_residual"].max() <= 1e-13
     assert (rows["assumption_ratio"] <= 1).all() and rows["boundary"].max() < 1e-8
     zero = rows[rows["t"] == 0].set_index("group")["measured"]
     assert zero["rot4"] < 1e-20 and zero["rot8"] > 1e-12  # 45 degrees is not a permutation at h = 0.4
     one = rows[rows["t"] == 1].set_index("group")
-    assert (one["measured"] > zero).all() and (one["eps"] > 0).all()
+    assert (one["measured"] > zero).all() and (one["eps"] > 0).all() and (one["continuum"] > 0).all()
 
 
 def test_verdict_reports_a_violation_from_the_numbers():

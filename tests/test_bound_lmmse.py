@@ -9,7 +9,11 @@ import pytest
 import torch
 from scipy.special import iv
 
-from analysis.optimal import (
+from experiments.runner import load_config, run_experiment
+from symmetry.groups import get_group
+from symmetry.synthetic import make_fields
+from symmetry.transforms import transform_image
+from theory.optimal import (
     FieldLaw,
     Restoration,
     covariance_symmetry_error,
@@ -27,10 +31,6 @@ from analysis.optimal import (
     wiener_convolution,
     window_covariance,
 )
-from experiments.runner import load_config, run_experiment
-from symmetry.groups import get_group
-from symmetry.synthetic import make_fields
-from symmetry.transforms import transform_image
 
 SMALL = {"long": 3.0, "short": 1.0}
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import symmetry
-from symmetry.data import ImageSource
 from symmetry.settings import window_scale
+from symmetry.sources import ImageSource
 
 GROUPS = ("rot4", "flip", "flipud", "dih4")
 SUBSETS, IMAGES, ALPHA = 20, 30, 0.05

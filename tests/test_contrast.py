@@ -9,9 +9,9 @@ import torch
 import symmetry
 from symmetry.cli import main
 from symmetry.contrast import ContrastSource
-from symmetry.data import ImageSource
 from symmetry.errors import UsageError
 from symmetry.settings import PRESETS, Settings, preset_options
+from symmetry.sources import ImageSource
 
 D4 = {
     "rot90": lambda t: torch.rot90(t, 1, dims=(-2, -1)),

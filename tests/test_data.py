@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from symmetry import data
+from symmetry import datasets, decoders, sources
 from symmetry.errors import DataError, UsageError
 from symmetry.groups import get_group
 from symmetry.transforms import to_mesh, transform_image
@@ -74,7 +74,7 @@ def test_8_and_16_bit_png_and_16_bit_tiff_agree(tmp_path):
     save(tmp_path / "a.png", v8)
     save(tmp_path / "b.png", v16)  # Pillow writes 16-bit gray PNG (mode I;16)
     tifffile.imwrite(tmp_path / "c.tif", v16)
-    a, b, c = (data.read_image(tmp_path / n) for n in ("a.png", "b.png", "c.tif"))
+    a, b, c = (decoders.read_image(tmp_path / n) for n in ("a.png", "b.png", "c.tif"))
     assert a.dtype == torch.float64 and a.shape == (1, 2, 3)
     assert torch.allclose(a[0, 0], torch.tensor([0.0, 0.2, 1.0], dtype=torch.float64))
     assert torch.allclose(a, b, atol=1e-15) and torch.allclose(b, c, atol=1e-15)
@@ -85,7 +85,7 @@ def test_8_and_16_bit_png_and_16_bit_tiff_agree(tmp_path):
     (tmp_path / "rgb16.png").write_bytes(png16(rgb16))
     tifffile.imwrite(tmp_path / "rgb16.tif", rgb16, photometric="rgb")
     tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb16, -1, 0), photometric="rgb", planarconfig="separate")
-    loaded = [data.read_image(tmp_path / n, "rgb") for n in ("rgb8.png", "rgb16.png", "rgb16.tif", "planar.tif")]
+    loaded = [decoders.read_image(tmp_path / n, "rgb") for n in ("rgb8.png", "rgb16.png", "rgb16.tif", "planar.tif")]
     assert loaded[0].shape == (3, 2, 3)
     assert all(torch.allclose(loaded[0], x, atol=1e-15) for x in loaded[1:])
 
@@ -97,7 +97,7 @@ def test_16_bit_colour_png_keeps_full_precision_for_every_filter(tmp_path):
         arr[0, 0] = [65535] * ch
         path = tmp_path / f"c{ch}.png"
         path.write_bytes(png16(arr))
-        got = data.read_image(path, "rgb")
+        got = decoders.read_image(path, "rgb")
         colour = arr[..., :3] if ch >= 3 else np.repeat(arr[..., :1], 3, axis=-1)  # alpha dropped
         assert torch.equal(got, torch.from_numpy(np.moveaxis(colour, -1, 0) / 65535.0))
         if ch >= 3:  # an independent decoder (Pillow, 8-bit) reads the same file: the high bytes agree
@@ -105,7 +105,7 @@ def test_16_bit_colour_png_keeps_full_precision_for_every_filter(tmp_path):
                 assert np.array_equal(np.asarray(im.convert("RGB")), (colour >> 8).astype(np.uint8))
     (tmp_path / "cut.png").write_bytes(path.read_bytes()[:-40])
     with pytest.raises(DataError, match=r"cut\.png: truncated PNG"):
-        data.read_image(tmp_path / "cut.png")
+        decoders.read_image(tmp_path / "cut.png")
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -114,14 +114,14 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
     Image.fromarray(arr).save(tmp_path / "x.jpg", exif=exif, quality=100)
-    img = data.read_image(tmp_path / "x.jpg", "rgb")
+    img = decoders.read_image(tmp_path / "x.jpg", "rgb")
     assert img.shape == (3, 6, 4) and int(img[0].argmax()) == 3  # the marker moved to the top-right corner
 
 
 def test_rgba_drops_alpha_and_gray_is_bt601_luma(tmp_path):
     save(tmp_path / "x.png", np.array([[[200, 100, 50, 7]]], dtype=np.uint8), "RGBA")
-    rgb = data.read_image(tmp_path / "x.png", "rgb")
-    gray = data.read_image(tmp_path / "x.png", "gray")
+    rgb = decoders.read_image(tmp_path / "x.png", "rgb")
+    gray = decoders.read_image(tmp_path / "x.png", "gray")
     assert rgb.shape == (3, 1, 1) and gray.shape == (1, 1, 1)
     assert torch.allclose(rgb[:, 0, 0], torch.tensor([200.0, 100.0, 50.0], dtype=torch.float64) / 255)
     assert float(gray) == pytest.approx((0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255, abs=1e-15)
@@ -132,28 +132,28 @@ def test_palette_and_gray_channel_rules(tmp_path):
     pal.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
     pal.putpixel((1, 0), 1)
     pal.save(tmp_path / "p.png")
-    rgb = data.read_image(tmp_path / "p.png", "rgb")
+    rgb = decoders.read_image(tmp_path / "p.png", "rgb")
     assert torch.equal(rgb[:, 0], torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], dtype=torch.float64))
     cmap = np.zeros((3, 256), np.uint16)
     cmap[1, 1] = 65535
     tifffile.imwrite(tmp_path / "p.tif", np.array([[0, 1]], np.uint8), photometric="palette", colormap=cmap)
-    assert torch.equal(data.read_image(tmp_path / "p.tif", "rgb")[:, 0, 1], torch.tensor([0.0, 1.0, 0.0]).double())
+    assert torch.equal(decoders.read_image(tmp_path / "p.tif", "rgb")[:, 0, 1], torch.tensor([0.0, 1.0, 0.0]).double())
 
     save(tmp_path / "g.png", np.array([[10, 250]], np.uint8))
-    gray, rgb = data.read_image(tmp_path / "g.png", "gray"), data.read_image(tmp_path / "g.png", "rgb")
+    gray, rgb = decoders.read_image(tmp_path / "g.png", "gray"), decoders.read_image(tmp_path / "g.png", "rgb")
     assert gray.shape == (1, 1, 2) and rgb.shape == (3, 1, 2) and torch.equal(rgb, gray.expand(3, -1, -1))
     with pytest.raises(UsageError, match="channels"):
-        data.read_image(tmp_path / "g.png", "bgr")
+        decoders.read_image(tmp_path / "g.png", "bgr")
 
 
 def test_float_tiff_is_kept_and_must_be_finite(tmp_path):
     arr = np.array([[0.25, 1.5], [-0.5, 0.0]], np.float32)
     tifffile.imwrite(tmp_path / "f.tif", arr)
-    assert torch.equal(data.read_image(tmp_path / "f.tif")[0], torch.from_numpy(arr).double())
+    assert torch.equal(decoders.read_image(tmp_path / "f.tif")[0], torch.from_numpy(arr).double())
     for bad in (np.nan, np.inf):
         arr[1, 1] = bad
         tifffile.imwrite(tmp_path / "nan.tif", arr)
-        ds = data.load_dataset(f"folder:{tmp_path}")
+        ds = datasets.load_dataset(f"folder:{tmp_path}")
         with pytest.raises(DataError, match=r"nan\.tif.*NaN or infinite"):
             ds[[s.name for s in ds].index("nan.tif")].load()
 
@@ -163,7 +163,7 @@ def test_unsupported_channel_count(tmp_path):
         tmp_path / "five.tif", np.zeros((4, 4, 5), np.uint16), photometric="minisblack", planarconfig="contig"
     )
     with pytest.raises(DataError, match=r"five\.tif.*channel count \(5\)"):
-        data.read_image(tmp_path / "five.tif")
+        decoders.read_image(tmp_path / "five.tif")
 
 
 # --------------------------------------------------------------------------- folders and errors
@@ -174,31 +174,31 @@ def test_folder_is_recursive_sorted_and_skips_other_files(tmp_path):
     for name in ("b/z.png", "a.png", "b/a.jpg", "b/c/d.TIF", ".hidden/x.png", "b/.y.png"):
         save(tmp_path / name, img)
     (tmp_path / "notes.txt").write_text("not an image")
-    ds = data.load_dataset(f"folder:{tmp_path}")
+    ds = datasets.load_dataset(f"folder:{tmp_path}")
     assert [s.name for s in ds] == ["a.png", "b/a.jpg", "b/c/d.TIF", "b/z.png"]
     assert len(ds) == 4 and ds[-1].path == tmp_path / "b" / "z.png" and len(ds[1:3]) == 2
-    assert isinstance(ds[0], data.ImageSource) and ds[0].at_mesh(2.0).shape == (1, 2, 2)
+    assert isinstance(ds[0], sources.ImageSource) and ds[0].at_mesh(2.0).shape == (1, 2, 2)
 
 
 def test_errors_name_the_path(tmp_path):
     with pytest.raises(DataError, match="missing-dir.*does not exist"):
-        data.load_dataset(f"folder:{tmp_path / 'missing-dir'}")
+        datasets.load_dataset(f"folder:{tmp_path / 'missing-dir'}")
     with pytest.raises(DataError, match=rf"no images found in {tmp_path}.*\.png, \.jpg, \.jpeg, \.tif, \.tiff"):
-        data.load_dataset(f"folder:{tmp_path}")
+        datasets.load_dataset(f"folder:{tmp_path}")
     save(tmp_path / "ok.png", np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
     with pytest.raises(DataError, match="ok.png is a file"):
-        data.load_dataset(f"folder:{tmp_path / 'ok.png'}")
+        datasets.load_dataset(f"folder:{tmp_path / 'ok.png'}")
     (tmp_path / "bad.png").write_bytes((tmp_path / "ok.png").read_bytes()[:100])  # truncated
-    ds = data.load_dataset(f"folder:{tmp_path}")  # listing works: decoding is lazy
+    ds = datasets.load_dataset(f"folder:{tmp_path}")  # listing works: decoding is lazy
     assert ds[1].load().shape == (1, 64, 64)
     with pytest.raises(DataError, match=r"bad\.png: cannot read image"):
         ds[0].load()
     with pytest.raises(UsageError, match="skimage, folder:PATH, div2k, rain100l, synthetic"):
-        data.load_dataset("imagenet")
+        datasets.load_dataset("imagenet")
     with pytest.raises(UsageError, match=f"folder:{tmp_path}"):  # a bare folder gets a hint
-        data.load_dataset(str(tmp_path))
+        datasets.load_dataset(str(tmp_path))
     with pytest.raises(UsageError, match="channels"):
-        data.load_dataset("skimage", channels="cmyk")
+        datasets.load_dataset("skimage", channels="cmyk")
 
 
 # --------------------------------------------------------------------------- decompression bombs
@@ -252,7 +252,7 @@ def test_a_header_claiming_15000_squared_pixels_is_refused_before_allocation(tmp
     tracemalloc.start()
     try:
         with pytest.raises(DataError) as err:
-            data.read_image(path, "rgb")
+            decoders.read_image(path, "rgb")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -271,24 +271,24 @@ def test_the_pixel_limit_applies_to_every_decoder_and_can_be_raised(tmp_path, mo
     save(tmp_path / "g8.jpg", (arr16[..., 0] >> 8).astype(np.uint8))
     for name in ("c16.png", "g.tif", "g8.png", "g8.jpg"):
         with pytest.raises(DataError, match=r"5 = 30 pixels exceeds the limit of 29"):
-            data.read_image(tmp_path / name, max_pixels=29)
-        assert data.read_image(tmp_path / name, max_pixels=30).shape == (1, 5, 6)
-    exact = data.read_image(tmp_path / "c16.png", "rgb", max_pixels=30)
+            decoders.read_image(tmp_path / name, max_pixels=29)
+        assert decoders.read_image(tmp_path / name, max_pixels=30).shape == (1, 5, 6)
+    exact = decoders.read_image(tmp_path / "c16.png", "rgb", max_pixels=30)
     assert torch.equal(exact, torch.from_numpy(np.moveaxis(arr16, -1, 0) / 65535.0))  # still bit-exact
     monkeypatch.setenv("SYMMETRY_MAX_PIXELS", "29")
-    assert data.pixel_limit() == 29 and data.pixel_limit(1000) == 1000  # an explicit limit wins
+    assert decoders.pixel_limit() == 29 and decoders.pixel_limit(1000) == 1000  # an explicit limit wins
     with pytest.raises(DataError, match="limit of 29"):
-        data.load_dataset(f"folder:{tmp_path}")[0].load()
-    assert data.load_dataset(f"folder:{tmp_path}", max_pixels=30)[0].load().shape == (1, 5, 6)
+        datasets.load_dataset(f"folder:{tmp_path}")[0].load()
+    assert datasets.load_dataset(f"folder:{tmp_path}", max_pixels=30)[0].load().shape == (1, 5, 6)
     for bad in ("-5", "lots", "1.5"):
         monkeypatch.setenv("SYMMETRY_MAX_PIXELS", bad)
         with pytest.raises(UsageError, match="SYMMETRY_MAX_PIXELS must be a positive whole number"):
-            data.read_image(tmp_path / "g.tif")
+            decoders.read_image(tmp_path / "g.tif")
     monkeypatch.delenv("SYMMETRY_MAX_PIXELS")
-    assert data.pixel_limit() == data.MAX_IMAGE_PIXELS == 100_000_000
+    assert decoders.pixel_limit() == decoders.MAX_IMAGE_PIXELS == 100_000_000
     for bad in (0, -1, 2.5, True):
         with pytest.raises(UsageError, match="max_pixels must be a positive whole number"):
-            data.load_dataset("skimage", max_pixels=bad)
+            datasets.load_dataset("skimage", max_pixels=bad)
 
 
 def test_a_zlib_stream_longer_than_the_header_promises_is_not_inflated_past_it(tmp_path):
@@ -301,7 +301,7 @@ def test_a_zlib_stream_longer_than_the_header_promises_is_not_inflated_past_it(t
     path.write_bytes(good[:8] + ihdr + _chunk(b"IDAT", long_idat) + _chunk(b"IEND", b""))
     tracemalloc.start()
     try:
-        image = data.read_image(path, "rgb")
+        image = decoders.read_image(path, "rgb")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -321,35 +321,43 @@ def test_an_unreadable_subfolder_is_an_error_not_a_gap(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(DataError, match=r"cannot list .*locked \(Permission denied\); fix its permissions"):
-        data.load_dataset(f"folder:{tmp_path}")
+        datasets.load_dataset(f"folder:{tmp_path}")
 
 
 def test_splits_are_checked_and_splitless_datasets_have_train_only(tmp_path):
     save(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
-    assert len(data.load_dataset(f"folder:{tmp_path}", split="train")) == 1
+    assert len(datasets.load_dataset(f"folder:{tmp_path}", split="train")) == 1
     for spec in (f"folder:{tmp_path}", "skimage"):
         with pytest.raises(UsageError, match="has no test split"):
-            data.load_dataset(spec, split="test")
+            datasets.load_dataset(spec, split="test")
     for spec in (f"folder:{tmp_path}", "synthetic:isotropic,n=2,size=8", "rain100l", "div2k"):
         with pytest.raises(UsageError, match="split must be one of train, valid, test, got 'tset'"):
-            data.load_dataset(spec, split="tset", data_root=tmp_path)
+            datasets.load_dataset(spec, split="tset", data_root=tmp_path)
 
 
 def test_first_images_refuses_counts_below_one():
-    sources = list(range(5))
-    assert data.first_images(sources, None) == sources and data.first_images(sources, 2) == [0, 1]
-    assert data.first_images(sources, 9) == sources
+    items = list(range(5))
+    assert sources.first_images(items, None) == items and sources.first_images(items, 2) == [0, 1]
+    assert sources.first_images(items, 9) == items
     for bad in (0, -1, 1.5, True, "3"):
         with pytest.raises(UsageError, match="--max-images must be a whole number >= 1"):
-            data.first_images(sources, bad)
+            sources.first_images(items, bad)
 
 
 def test_data_root_resolution(tmp_path, monkeypatch):
+    """The one rule, step by step: explicit, $SYMMETRY_DATA, ../shared/data beside a checkout, ~/.cache/symmetry."""
+    shared = tmp_path / "shared" / "data"
+    monkeypatch.setattr(datasets, "DEVELOPMENT_DATA", shared)
     monkeypatch.setenv("SYMMETRY_DATA", str(tmp_path / "env"))
-    assert data.data_root(tmp_path / "explicit") == tmp_path / "explicit"
-    assert data.data_root() == tmp_path / "env"
+    assert datasets.data_root(tmp_path / "explicit") == tmp_path / "explicit"
+    assert datasets.data_root("~/x") == Path.home() / "x"
+    assert datasets.data_root() == datasets.data_root("") == tmp_path / "env"
     monkeypatch.delenv("SYMMETRY_DATA")
-    assert data.data_root() == Path.home() / ".cache" / "symmetry"
+    assert datasets.data_root() == Path.home() / ".cache" / "symmetry"  # no development data yet
+    shared.mkdir(parents=True)
+    assert datasets.data_root() == shared
+    monkeypatch.setattr(datasets, "CHECKOUT", tmp_path / "installed")  # not a checkout: no pyproject.toml there
+    assert datasets.data_root() == Path.home() / ".cache" / "symmetry"
 
 
 def test_skimage_default_is_offline_and_real(monkeypatch):
@@ -357,21 +365,21 @@ def test_skimage_default_is_offline_and_real(monkeypatch):
         raise AssertionError("the skimage dataset must not touch the network")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    ds = data.load_dataset("skimage")
-    assert len(ds) >= 10 and [s.name for s in ds] == list(data.SKIMAGE_IMAGES)
+    ds = datasets.load_dataset("skimage")
+    assert len(ds) >= 10 and [s.name for s in ds] == list(datasets.SKIMAGE_IMAGES)
     for s in ds:
         img = s.load()
         assert img.shape[0] == 1 and min(img.shape[-2:]) >= 256 and 0 <= img.min() and img.max() <= 1
         assert img.std() > 0.02  # real content, not a flat placeholder
-    assert data.load_dataset("skimage", channels="rgb")[0].load().shape == (3, 512, 512)  # astronaut
+    assert datasets.load_dataset("skimage", channels="rgb")[0].load().shape == (3, 512, 512)  # astronaut
 
 
 def test_list_datasets_and_synthetic_delegation():
-    names = data.list_datasets()
+    names = datasets.list_datasets()
     assert {"skimage", "folder:PATH", "div2k", "rain100l"} <= set(names)
     assert any(k.startswith("synthetic:") for k in names) and all(isinstance(v, str) and v for v in names.values())
     family = next(k for k in names if k.startswith("synthetic:"))
-    ds = data.load_dataset(f"{family},n=2,size=16", split="test")
+    ds = datasets.load_dataset(f"{family},n=2,size=16", split="test")
     assert len(ds) == 2 and ds[0].at_mesh(1.0).shape[-1] == 16
 
 
@@ -396,7 +404,7 @@ def test_list_datasets_and_synthetic_delegation():
 )
 def test_synthetic_specs_are_checked_when_parsed(spec, fragment):
     with pytest.raises(UsageError, match=fragment) as err:
-        data.load_dataset(spec)
+        datasets.load_dataset(spec)
     assert "\n" not in str(err.value)
 
 
@@ -428,28 +436,28 @@ def _fake_rain100l(root: Path, ks=(1, 2, 10)) -> Path:
 
 def test_rain100l_pairs_from_a_fake_layout(tmp_path):
     base = _fake_rain100l(tmp_path)
-    pairs = data.load_pairs("rain100l", data_root=tmp_path, split="test")
+    pairs = datasets.load_pairs("rain100l", data_root=tmp_path, split="test")
     assert [c.name for _, c in pairs] == [f"test/norain/norain-{k}.png" for k in (1, 2, 10)]  # sorted by K
     for (rain, clean), k in zip(pairs, (1, 2, 10)):
         assert rain.path.parent.name == "rain" and rain.path.name == clean.path.name
         assert float(rain.load()[0, 0, 0]) * 255 == pytest.approx(k + 100) and clean.load().shape == (3, 6, 8)
     # the root may be the folder holding rain100l/ or rain100l/ itself; the dataset is the clean side
-    ds = data.load_dataset("rain100l", data_root=base, split="train")
-    assert [s.path for s in ds] == [c.path for _, c in data.load_pairs(data_root=tmp_path)]
+    ds = datasets.load_dataset("rain100l", data_root=base, split="train")
+    assert [s.path for s in ds] == [c.path for _, c in datasets.load_pairs(data_root=tmp_path)]
     assert ds[0].load().shape == (1, 6, 8)
     with pytest.raises(UsageError, match="train, test"):
-        data.load_pairs(data_root=tmp_path, split="valid")
+        datasets.load_pairs(data_root=tmp_path, split="valid")
     (base / "train" / "rain" / "norain-2.png").unlink()
     with pytest.raises(DataError, match=r"norain-2\.png has no pair in .*rain"):
-        data.load_pairs(data_root=tmp_path)
+        datasets.load_pairs(data_root=tmp_path)
     with pytest.raises(DataError, match=rf"Rain100L not found under {tmp_path / 'nowhere'}.*--data-root"):
-        data.load_dataset("rain100l", data_root=tmp_path / "nowhere")
+        datasets.load_dataset("rain100l", data_root=tmp_path / "nowhere")
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "rain100l").is_dir(), reason="../shared/data/rain100l is not present")
 def test_real_rain100l_has_200_training_pairs():
-    pairs = data.load_pairs("rain100l", data_root=SHARED_DATA, split="train")
-    assert len(pairs) == 200 and len(data.load_pairs(data_root=SHARED_DATA / "rain100l", split="test")) == 100
+    pairs = datasets.load_pairs("rain100l", data_root=SHARED_DATA, split="train")
+    assert len(pairs) == 200 and len(datasets.load_pairs(data_root=SHARED_DATA / "rain100l", split="test")) == 100
     rain, clean = pairs[0]
     assert rain.load().shape == clean.load().shape and clean.load().shape[0] == 3
 
@@ -459,11 +467,11 @@ def test_real_rain100l_has_200_training_pairs():
 
 def test_div2k_missing_folder_says_how_to_get_it(tmp_path):
     with pytest.raises(DataError, match=rf"{tmp_path / 'DIV2K_train_HR'} is missing.*--download.*DIV2K_train_HR\.zip"):
-        data.load_dataset("div2k", data_root=tmp_path)
+        datasets.load_dataset("div2k", data_root=tmp_path)
     with pytest.raises(DataError, match="DIV2K_valid_HR"):
-        data.load_dataset("div2k", data_root=tmp_path, split="test")
+        datasets.load_dataset("div2k", data_root=tmp_path, split="test")
     with pytest.raises(UsageError, match="train, valid, test"):
-        data.load_dataset("div2k", data_root=tmp_path, split="holdout")
+        datasets.load_dataset("div2k", data_root=tmp_path, split="holdout")
 
 
 def _div2k_zip(folder: str = "DIV2K_valid_HR") -> bytes:
@@ -515,7 +523,7 @@ def server(monkeypatch):
     for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SYMMETRY_DIV2K_URL", f"http://127.0.0.1:{httpd.server_address[1]}/cvl/DIV2K/")
-    monkeypatch.setitem(data.DIV2K_SHA256, "DIV2K_valid_HR.zip", hashlib.sha256(RangeHandler.payload).hexdigest())
+    monkeypatch.setitem(datasets.DIV2K_SHA256, "DIV2K_valid_HR.zip", hashlib.sha256(RangeHandler.payload).hexdigest())
     yield RangeHandler
     httpd.shutdown()
     httpd.server_close()
@@ -526,21 +534,40 @@ def _leftovers(root: Path) -> list[str]:
 
 
 def test_div2k_download_is_verified_and_extracted(server, tmp_path):
-    ds = data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
+    ds = datasets.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
     assert [s.name for s in ds] == ["0801.png", "0802.png"] and server.ranges == [0]
     assert float(ds[1].load().mean()) == pytest.approx(10 / 255)
     assert _leftovers(tmp_path) == ["DIV2K_valid_HR", "DIV2K_valid_HR.zip"]  # no .part, no temporary folder
-    again = data.load_dataset("div2k", data_root=tmp_path, split="test", download=True)  # present: no request
+    again = datasets.load_dataset("div2k", data_root=tmp_path, split="test", download=True)  # present: no request
     assert len(again) == 2 and server.ranges == [0]
+
+
+def test_the_download_bar_is_the_one_progress_bar(server, tmp_path, monkeypatch, capsys):
+    """The downloader shows symmetry.runtime.progress in bytes (no bar of its own); a bad unit is refused."""
+    from symmetry import download, runtime
+
+    assert download.progress is runtime.progress
+    calls = []
+
+    def spy(total, label, **kwargs):
+        calls.append((total, label, kwargs.get("unit"), kwargs.get("completed")))
+        return runtime.progress(total, label, **kwargs)
+
+    monkeypatch.setattr(download, "progress", spy)
+    datasets.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
+    assert calls == [(len(server.payload), "download DIV2K_valid_HR.zip", "bytes", 0)]
+    with pytest.raises(ValueError, match="unit must be 'items' or 'bytes'"):
+        with runtime.progress(3, "x", unit="kg"):
+            pass
 
 
 def test_div2k_interrupted_download_resumes(server, tmp_path):
     server.cut = 100
     with pytest.raises(DataError, match=r"interrupted at 100 of \d+ bytes.*resume"):
-        data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
+        datasets.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
     assert _leftovers(tmp_path) == ["DIV2K_valid_HR.zip.part"]
     assert (tmp_path / "DIV2K_valid_HR.zip.part").read_bytes() == server.payload[:100]
-    ds = data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
+    ds = datasets.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
     assert server.ranges == [0, 100] and len(ds) == 2  # the second request asked only for the rest
     assert (tmp_path / "DIV2K_valid_HR.zip").read_bytes() == server.payload
     assert _leftovers(tmp_path) == ["DIV2K_valid_HR", "DIV2K_valid_HR.zip"]
@@ -548,26 +575,26 @@ def test_div2k_interrupted_download_resumes(server, tmp_path):
 
 def test_div2k_complete_part_is_only_verified(server, tmp_path):
     (tmp_path / "DIV2K_valid_HR.zip.part").write_bytes(server.payload)  # whole, but not yet renamed
-    assert len(data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)) == 2
+    assert len(datasets.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)) == 2
     assert server.ranges == [len(server.payload)]  # answered 416: nothing left to fetch
 
 
 def test_div2k_wrong_checksum_leaves_no_dataset(server, tmp_path, monkeypatch):
-    monkeypatch.setitem(data.DIV2K_SHA256, "DIV2K_valid_HR.zip", "0" * 64)
+    monkeypatch.setitem(datasets.DIV2K_SHA256, "DIV2K_valid_HR.zip", "0" * 64)
     with pytest.raises(DataError, match=r"DIV2K_valid_HR\.zip: checksum mismatch.*expected 0{64}"):
-        data.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
+        datasets.load_dataset("div2k", data_root=tmp_path, split="valid", download=True)
     assert _leftovers(tmp_path) == []  # no folder, no archive, no partial download
 
 
 def test_div2k_placed_archive_is_extracted_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("SYMMETRY_DIV2K_URL", "http://127.0.0.1:9/unreachable")
-    monkeypatch.setitem(data.DIV2K_SHA256, "DIV2K_train_HR.zip", None)
+    monkeypatch.setitem(datasets.DIV2K_SHA256, "DIV2K_train_HR.zip", None)
     (tmp_path / "DIV2K_train_HR.zip").write_bytes(_div2k_zip("DIV2K_train_HR"))
-    assert len(data.load_dataset("div2k", data_root=tmp_path)) == 2
+    assert len(datasets.load_dataset("div2k", data_root=tmp_path)) == 2
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "DIV2K_train_HR.zip").write_bytes(_div2k_zip("wrong_folder"))
     with pytest.raises(DataError, match="no DIV2K_train_HR/ folder inside"):
-        data.load_dataset("div2k", data_root=tmp_path / "other")
+        datasets.load_dataset("div2k", data_root=tmp_path / "other")
     assert _leftovers(tmp_path / "other") == ["DIV2K_train_HR.zip"]  # the temporary folder is gone
 
 
@@ -577,8 +604,8 @@ def test_div2k_placed_archive_is_extracted_without_network(tmp_path, monkeypatch
 def test_augment_dih4_is_closed_and_holds_exact_quarter_turns():
     rng = torch.Generator().manual_seed(0)
     images = [torch.rand(1, 6, 9, generator=rng, dtype=torch.float64), torch.rand(3, 5, 4, generator=rng).double()]
-    base = data.Dataset("two", [data.ImageSource(f"x{i}", array=im) for i, im in enumerate(images)])
-    closed = data.augment(base, "dih4")
+    base = sources.Dataset("two", [sources.ImageSource(f"x{i}", array=im) for i, im in enumerate(images)])
+    closed = sources.augment(base, "dih4")
     assert len(closed) == 8 * len(base) and closed.name == "two+dih4"
     loaded = [s.load() for s in closed]
     for im in images:
@@ -593,6 +620,6 @@ def test_augment_dih4_is_closed_and_holds_exact_quarter_turns():
     turned = next(s for s in closed if torch.equal(s.load(), torch.rot90(images[0], 1, (-2, -1))))
     assert torch.allclose(turned.at_mesh(2.0), to_mesh(torch.rot90(images[0], 1, (-2, -1)), 2.0), atol=1e-12)
     with pytest.raises(UsageError, match="quarter turns"):
-        data.augment(base, "rot8")
+        sources.augment(base, "rot8")
     with pytest.raises(UsageError):
-        data.augment(base, "hexagon")
+        sources.augment(base, "hexagon")

@@ -58,7 +58,7 @@ def test_error_grows_with_anisotropy():
 
 
 def test_dih4_closure_reads_as_dih4_symmetric():
-    from symmetry.data import Dataset, augment
+    from symmetry.sources import Dataset, augment
 
     base = Dataset(name="vonmises", sources=make_fields("vonmises", n=12, size=48, kappa=8.0), description="")
     raw = worst(symmetry.measure_dataset(base, "dih4", mesh=1.0, **FAST))
@@ -86,7 +86,9 @@ def test_mesh_fit_recovers_known_eps0():
 
 def test_streaming_equals_one_shot_and_shards_merge():
     data = make_fields("vonmises", n=10, size=40, kappa=4.0)
-    s = Settings(radius=5.0, windows=32, features=128, bandwidth=0.2, permutations=50, bootstrap=50, seed=3)
+    s = Settings(
+        radius=5.0, windows=32, features=128, bandwidth=0.2, permutations=50, bootstrap=50, seed=3, kernels="single"
+    )
     assert s == Settings.from_options(**s.__dict__)
     group = symmetry.get_group("rot8")
     report = symmetry.measure_dataset(data, group, mesh=1.0, dtype=torch.float64, **{**s.__dict__, "device": "cpu"})
@@ -131,7 +133,7 @@ def test_gaussian_distance_known_values():
 
 def test_frechet_is_near_zero_for_quarter_turns_of_closed_set():
     """Closing a set under rot4 takes its Frechet distances from ~2.4 to sampling noise (~0.04), 60x smaller."""
-    from symmetry.data import Dataset, augment
+    from symmetry.sources import Dataset, augment
 
     base = Dataset(name="v", sources=make_fields("vonmises", n=4, size=40, kappa=4.0), description="")
     options = dict(mesh=1.0, frechet=True, **{**FAST, "windows": 256})
@@ -275,7 +277,7 @@ class _WholeImage:
 @pytest.mark.parametrize("mesh", [0.5, 1 / 3])
 def test_patch_upsampling_equals_whole_image_upsampling(mesh):
     """At h < 1 only the patches under the windows are upsampled; the windows equal those of the whole raster."""
-    from symmetry.data import ImageSource
+    from symmetry.sources import ImageSource
 
     rng = np.random.default_rng(0)
     source = ImageSource("im", array=torch.from_numpy(rng.random((2, 37, 41))))

@@ -69,6 +69,32 @@ def trained_run(tmp_path_factory) -> Path:
     return base / "run"
 
 
+@pytest.fixture(scope="module")
+def measure_checkpoint(tmp_path_factory) -> Path:
+    """A finished measure checkpoint of MEASURE on ``imgs`` (the images every workspace holds)."""
+    base = tmp_path_factory.mktemp("fuzz-measure")
+    _images(base / "imgs")
+    old = os.getcwd()
+    os.chdir(base)
+    try:
+        code = importlib.import_module("symmetry.measure").main(MEASURE + ["--checkpoint", "m.pt"])
+    finally:
+        os.chdir(old)
+    assert code == 0 and (base / "m.pt").is_file()
+    return base / "m.pt"
+
+
+def _digested_results() -> str:
+    """The committed bound results in the checked format (row digests, cell_rows), as a fresh run writes them."""
+    import pandas as pd
+
+    from experiments.runner import ROWS_COLUMN, results_csv
+
+    frame = pd.read_csv(ROOT / "results" / "bound" / "quick.csv")
+    frame[ROWS_COLUMN] = frame.groupby("cell")["cell"].transform("size")
+    return results_csv(frame)
+
+
 def _images(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -91,7 +117,74 @@ def _bomb(folder: Path) -> None:
     (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
-def _workspace(root: Path, needs: tuple[str, ...], trained: Path | None) -> None:
+def _long_png16(folder: Path) -> None:
+    """A 16-bit RGB PNG of 1 x 2,000,000 pixels (14 KB, inside the pixel limit): its row-filter sweep once hung."""
+    import struct
+    import zlib
+
+    folder.mkdir()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 2_000_000, 1, 16, 2, 0, 0, 0)
+    raw = zlib.compress(b"\0" * (1 + 6 * 2_000_000), 9)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    (folder / "long.png").write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def _sr_cache_without_input(root: Path, trained: Path) -> None:
+    """A decoded-image cache (``$SYMMETRY_CACHE`` = root/cache) whose SR entries hold target.npy but no input.npy,
+    and a second whose first entry's target was replaced by another valid array (cache/replaced)."""
+    from analysis.patches import lazy_items
+
+    for name in ("cache", "cache-replaced"):
+        items = lazy_items("sr", "folder:imgs", channels="rgb", scale=2, cache=root / name)
+        for item in items:
+            item.target_store  # noqa: B018 - decodes the image into the cache
+    for entry in (root / "cache").rglob("input.npy"):
+        entry.unlink()
+    first, second = sorted((root / "cache-replaced").rglob("target.npy"))[:2]
+    shutil.copyfile(second, first)
+
+
+def _bad_results(root: Path) -> None:
+    """Results folders ``res-KIND/bound/quick.csv``: the bound results damaged in each way of the audit."""
+    import csv
+    import io
+
+    text = _digested_results()
+    rows = list(csv.reader(io.StringIO(text)))
+    header, body = rows[0], rows[1:]
+
+    def written(header: list[str], body: list[list[str]]) -> str:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows([header, *body])
+        return out.getvalue()
+
+    measured = header.index("measured")
+    emptied = [r[:measured] + [""] + r[measured + 1 :] for r in body]
+    texted = [body[0][:measured] + ["abc"] + body[0][measured + 1 :], *body[1:]]
+    dropped = written(header[:measured] + header[measured + 1 :], [r[:measured] + r[measured + 1 :] for r in body])
+    renamed = written(header[:measured] + ["measured_x"] + header[measured + 1 :], body)
+    old = (ROOT / "results" / "bound" / "quick.csv").read_text().splitlines(keepends=True)
+    variants = {
+        "dup": text + "".join(text.splitlines(keepends=True)[1:]),
+        "trunc": text[: len(text) // 2],
+        "emptied": written(header, emptied),
+        "dropped": dropped,
+        "renamed": renamed,
+        "text": written(header, texted),
+        "nul": text.replace("\n", "\x00\n", 3),
+        "old-dup": "".join(old) + "".join(old[1:]),
+        "old-trunc": "".join(old)[: len("".join(old)) // 2],
+    }
+    for name, content in variants.items():
+        (root / f"res-{name}" / "bound").mkdir(parents=True)
+        (root / f"res-{name}" / "bound" / "quick.csv").write_text(content)
+
+
+def _workspace(root: Path, needs: tuple[str, ...], trained: Path | None, measure_ckpt: Path | None = None) -> None:
     _images(root / "imgs")
     (root / "out.json").write_text('{"kept": true}\n')
     (root / "out.csv").write_text("kept\n1\n")
@@ -122,6 +215,61 @@ def _workspace(root: Path, needs: tuple[str, ...], trained: Path | None) -> None
 
         torch.save([1, 2, 3], root / "list.ckpt")
         torch.save({"fingerprint": "x"}, root / "partial.ckpt")
+    if "fifo" in needs:
+        _images(root / "fifo-imgs")
+        os.mkfifo(root / "fifo-imgs" / "z.png")
+    if "long16" in needs:
+        _long_png16(root / "long")
+    if "volume" in needs:
+        import tifffile
+
+        (root / "vol").mkdir()
+        volume = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        tifffile.imwrite(root / "vol" / "v.tif", volume, volumetric=True)  # Z=64, Y=64, X=3: not an RGB image
+    if "input-link" in needs:
+        (root / "lnk.png").symlink_to(root / "imgs" / "im1.png")
+    if "measure-ckpt" in needs:
+        import torch
+
+        for name, edit in {
+            "done0": lambda st: st.update(done=0),
+            "nan": lambda st: [stats["sum_d"].fill_(float("nan")) for per in st["mmd"] for stats in per],
+            "huge": lambda st: st.update(done=10**12),
+        }.items():
+            state = torch.load(measure_ckpt, weights_only=True)
+            edit(state)
+            torch.save(state, root / f"m-{name}.pt")
+    if "train-ckpt" in needs:
+        import torch
+
+        def adam_shape(st):
+            for moments in st["optimizer"]["state"].values():
+                moments["exp_avg"] = torch.zeros(7)
+
+        for name, edit in {
+            "adam-empty": lambda st: st["optimizer"].update(state={}),
+            "adam-shape": adam_shape,
+            "running-text": lambda st: st.update(running={"sum": "abc", "count": "x"}),
+            "sched-garbage": lambda st: st.update(scheduler={"garbage": 1}),
+            "step-huge": lambda st: st.update(step=10**12),
+        }.items():
+            shutil.copytree(trained, root / f"ck-{name}")
+            state = torch.load(root / f"ck-{name}" / "checkpoint.pt", weights_only=True)
+            edit(state)
+            torch.save(state, root / f"ck-{name}" / "checkpoint.pt")
+    if "latin1-run" in needs:
+        shutil.copytree(trained, root / "latin1-run")
+        cfg = root / "latin1-run" / "config.json"
+        cfg.write_bytes(cfg.read_bytes().replace(b'"plain"', b'"pl\xe9in"'))
+    if "hostile-configs" in needs:
+        (root / "latin1.json").write_bytes('{"out": "caf\xe9"}'.encode("latin-1"))
+        (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+        (root / "bigint.json").write_text('{"seed": ' + "9" * 5000 + "}")
+        (root / "latin1.toml").write_bytes('[quick]\nx = "caf\xe9"\n'.encode("latin-1"))
+        (root / "deep.toml").write_text("[quick]\nx = " + "[" * 100_000 + "]" * 100_000 + "\n")
+        (root / "bigint.toml").write_text("[quick]\nx = " + "9" * 5000 + "\n")
+    if "bad-results" in needs:
+        _bad_results(root)
     if "results" in needs:
         for name, text in {"empty": "", "garbage": 'cell,"\n\x00,1,2,3\n'}.items():
             (root / f"res-{name}" / "symmetry_table").mkdir(parents=True)
@@ -387,6 +535,84 @@ CASES = [
         id="figures-out-read-only",
     ),
     pytest.param("run", ["symmetry_table", "--quick", "--max-cells", "-1"], (), id="run-max-cells-neg"),
+    # issue 21's held-out audit: hangs
+    pytest.param("measure", MEASURE + ["--dataset", "folder:fifo-imgs"], ("fifo",), id="measure-fifo-named-png"),
+    pytest.param("alignment", ALIGN + ["--dataset", "folder:fifo-imgs"], ("fifo",), id="align-fifo-named-png"),
+    pytest.param("train", TRAIN + ["--data", "folder:fifo-imgs"], ("fifo",), id="train-fifo-named-png"),
+    pytest.param("measure", MEASURE + ["--dataset", "folder:long"], ("long16",), id="measure-png16-1x2000000"),
+    # lost output
+    pytest.param("measure", MEASURE + ["--json", "imgs/im0.png"], (), id="measure-json-is-an-input"),
+    pytest.param("measure", MEASURE + ["--csv", "lnk.png"], ("input-link",), id="measure-csv-links-to-an-input"),
+    pytest.param("measure", MEASURE + ["--plot", "imgs/im2.png"], (), id="measure-plot-is-an-input"),
+    pytest.param("alignment", ALIGN + ["--csv", "imgs/im0.png"], (), id="align-csv-is-an-input"),
+    pytest.param("compare", ["run", "--csv", "run/metrics.json"], ("run",), id="compare-csv-is-runs-metrics"),
+    pytest.param("compare", ["run", "--markdown", "run/config.json"], ("run",), id="compare-md-is-runs-config"),
+    pytest.param("measure", MEASURE + ["--json", "out.json", "--plot", "out.txt"], (), id="plot-txt-after-json"),
+    pytest.param(
+        "train",
+        TRAIN + ["--out", "run", "--overwrite", "--init-from", "out.json"],
+        ("run",),
+        id="overwrite-bad-init",
+    ),
+    pytest.param(
+        "train",
+        TRAIN + ["--out", "run", "--overwrite", "--width", "3", "--init-from", "run"],
+        ("run",),
+        id="train-overwrite-init-wrong-width",
+    ),
+    pytest.param(
+        "train",
+        TRAIN + ["--out", "run", "--overwrite", "--val-images", "1", "--test-data", "folder:nonesuch"],
+        ("run",),
+        id="train-overwrite-missing-test-data",
+    ),
+    # silent wrong
+    pytest.param("measure", MEASURE + ["--dataset", "folder:vol"], ("volume",), id="measure-volumetric-tiff"),
+    pytest.param("measure", MEASURE + ["--checkpoint", "m-done0.pt"], ("measure-ckpt",), id="measure-ckpt-done-0"),
+    pytest.param("measure", MEASURE + ["--checkpoint", "m-nan.pt"], ("measure-ckpt",), id="measure-ckpt-nan-sums"),
+    pytest.param("measure", MEASURE + ["--checkpoint", "m-huge.pt"], ("measure-ckpt",), id="measure-ckpt-done-1e12"),
+    pytest.param("train", TRAIN + ["--out", "ck-adam-empty", "--resume"], ("train-ckpt",), id="train-ckpt-adam-empty"),
+    pytest.param("train", TRAIN + ["--out", "ck-adam-shape", "--resume"], ("train-ckpt",), id="train-ckpt-adam-shape"),
+    pytest.param("train", TRAIN + ["--out", "ck-running-text", "--resume"], ("train-ckpt",), id="ckpt-running-text"),
+    pytest.param("train", TRAIN + ["--out", "ck-sched-garbage", "--resume"], ("train-ckpt",), id="ckpt-scheduler"),
+    pytest.param("train", TRAIN + ["--out", "ck-step-huge", "--resume"], ("train-ckpt",), id="train-ckpt-step-1e12"),
+    pytest.param("train", TRAIN + ["--out", "run", "--resume", "--steps", "1"], ("run",), id="resume-steps-below"),
+    pytest.param(
+        "train",
+        TRAIN[:2] + ["--task", "sr", "--scale", "2"] + TRAIN[2:],
+        ("sr-cache",),
+        id="train-sr-cache-target-without-input",
+    ),
+    pytest.param(
+        "train",
+        TRAIN[:2] + ["--task", "sr", "--scale", "2"] + TRAIN[2:],
+        ("sr-cache-replaced",),
+        id="train-cache-entry-replaced",
+    ),
+    # tracebacks: configs
+    pytest.param("train", TRAIN + ["--config", "latin1.json"], ("hostile-configs",), id="train-config-latin1"),
+    pytest.param("train", TRAIN + ["--config", "deep.json"], ("hostile-configs",), id="train-config-nested-1e5"),
+    pytest.param("train", TRAIN + ["--config", "bigint.json"], ("hostile-configs",), id="train-config-5000-digits"),
+    pytest.param("train", TRAIN + ["--config", "/dev/zero"], (), id="train-config-dev-zero"),
+    pytest.param("run", ["bound", "--quick", "--config", "latin1.toml"], ("hostile-configs",), id="run-config-latin1"),
+    pytest.param("run", ["bound", "--quick", "--config", "deep.toml"], ("hostile-configs",), id="run-config-nested"),
+    pytest.param("run", ["bound", "--quick", "--config", "bigint.toml"], ("hostile-configs",), id="run-config-digits"),
+    pytest.param("run", ["bound", "--quick", "--config", "/dev/zero"], (), id="run-config-dev-zero"),
+    pytest.param("train", TRAIN + ["--out", "latin1-run", "--resume"], ("latin1-run",), id="resume-config-latin1"),
+    pytest.param("evaluate", ["latin1-run", "--device", "cpu", "--quiet"], ("latin1-run",), id="eval-config-latin1"),
+    # full disk (a disk with 4 KB left: config and log fit, a checkpoint does not)
+    pytest.param("measure", MEASURE + ["--checkpoint", "new.pt"], ("full-disk",), id="measure-checkpoint-full-disk"),
+    pytest.param("train", TRAIN, ("full-disk",), id="train-out-full-disk"),
+    pytest.param("train", TRAIN + ["--out", "run", "--overwrite"], ("run", "full-disk"), id="overwrite-full-disk"),
+    # other
+    pytest.param("measure", MEASURE + ["--checkpoint", "imgs/ck.png"], (), id="measure-checkpoint-in-measured-folder"),
+    pytest.param("run", ["all", "nonesuch", "--quick"], (), id="run-all-nonesuch"),
+    # results read back (the committed bound results, damaged)
+    *[
+        pytest.param(cli, [*argv, "--results", f"res-{kind}"], ("bad-results",), id=f"{cli}-results-{kind}")
+        for kind in ("dup", "trunc", "emptied", "dropped", "renamed", "text", "nul", "old-dup", "old-trunc")
+        for cli, argv in (("run", ["bound", "--quick", "--max-cells", "0"]), ("figures", ["bound", "--out", "figs"]))
+    ],
 ]
 
 
@@ -402,12 +628,40 @@ def test_the_base_options_are_accepted(tmp_path, monkeypatch, capsys):
     assert code == 0 and (tmp_path / "base.json").is_file(), stderr[-1000:]
 
 
+def _full_disk(monkeypatch, room: int = 4096) -> None:
+    """Atomic writes (``.NAME.*.tmp``) of more than ``room`` bytes fail as on a full disk (ENOSPC)."""
+    import errno
+    import pathlib
+
+    for method in ("write_bytes", "write_text"):
+        original = getattr(pathlib.Path, method)
+
+        def write(self, data, *args, _original=original, **kwargs):
+            if self.name.startswith(".") and self.name.endswith(".tmp") and len(data) > room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return _original(self, data, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, method, write)
+
+
+TRAINED = {"run", "stored-config", "broken-run", "train-ckpt", "latin1-run"}
+
+
 @pytest.mark.parametrize("cli, argv, needs", CASES)
 def test_bad_input_is_one_error_line_and_changes_nothing(cli, argv, needs, tmp_path, monkeypatch, capsys, request):
-    trained = request.getfixturevalue("trained_run") if {"run", "stored-config", "broken-run"} & set(needs) else None
-    _workspace(tmp_path, needs, trained)
+    trained = request.getfixturevalue("trained_run") if TRAINED & set(needs) else None
+    measured = request.getfixturevalue("measure_checkpoint") if "measure-ckpt" in needs else None
+    if {"sr-cache", "sr-cache-replaced"} & set(needs):
+        monkeypatch.chdir(tmp_path)
+        _images(tmp_path / "imgs")
+        _sr_cache_without_input(tmp_path, trained)
+        cache = "cache" if "sr-cache" in needs else "cache-replaced"
+        monkeypatch.setenv("SYMMETRY_CACHE", str(tmp_path / cache))
+    _workspace(tmp_path, needs, trained, measured)
     monkeypatch.chdir(tmp_path)
     before = _snapshot(tmp_path)
+    if "full-disk" in needs:
+        _full_disk(monkeypatch)
     code, stderr = run_in_process(cli, list(argv), capsys)
     after = _snapshot(tmp_path)
     changed = [p for p in before if after.get(p) != before[p]]

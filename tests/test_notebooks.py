@@ -15,6 +15,7 @@ def _digest(folder: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.csv"))}
 
 
+@pytest.mark.slow  # a kernel per notebook, 7+ s of CPU each (make test-slow)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes(name):
     nbformat = pytest.importorskip("nbformat")

@@ -20,7 +20,8 @@ def test_photos_preset_rejects_ud_flip_on_25_photos_not_lr_flip(shared_data):
     report = symmetry.measure_dataset("rain100l", "flip,flipud", **kwargs)
     assert report.verdict("flipud")["symmetric"] is False and report.verdict("flipud")["p_adjusted"] <= 0.01
     assert report.verdict("flip")["symmetric"] is True and report.verdict("flip")["p_adjusted"] > 0.2
-    from symmetry.data import ImageSource, load_dataset
+    from symmetry.datasets import load_dataset
+    from symmetry.sources import ImageSource
 
     photos = list(load_dataset("rain100l", data_root=shared_data, split="train"))[:25]
     mixed = [ImageSource(p.name, array=p.load().flip(-2) if i % 2 else p.load()) for i, p in enumerate(photos)]

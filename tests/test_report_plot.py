@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import symmetry
-from symmetry.data import ImageSource
+from symmetry.sources import ImageSource
 
 OPTIONS = dict(mesh=1.0, windows=16, features=64, permutations=99, bootstrap=0, device="cpu")
 

@@ -87,6 +87,25 @@ def test_force_recomputes_and_skipped_cells_are_not_stored(fake, tmp_path):
     assert len(pd.read_csv(tmp_path / "fake" / "quick.csv")) == 2  # replaced, not duplicated
 
 
+def test_cells_see_the_data_root_of_the_one_rule(fake, tmp_path, monkeypatch):
+    """The runner resolves --data-root by symmetry.datasets.data_root, as every loader does (one rule, not two)."""
+    from pathlib import Path
+
+    from symmetry import datasets
+
+    roots = []
+    fake.run_cell = lambda cell, ctx: roots.append(ctx.data_root) or [{"y": 0}]
+    monkeypatch.setattr(datasets, "DEVELOPMENT_DATA", tmp_path / "absent")
+    monkeypatch.setenv("SYMMETRY_DATA", str(tmp_path / "env"))
+    run_experiment("fake", out=tmp_path / "a", config={"xs": [1], "seed": 0}, progress=False, log=lambda s: None)
+    monkeypatch.delenv("SYMMETRY_DATA")
+    run_experiment("fake", out=tmp_path / "b", config={"xs": [1], "seed": 0}, progress=False, log=lambda s: None)
+    kwargs = dict(config={"xs": [1], "seed": 0}, progress=False, log=lambda s: None, data_root="~/d")
+    run_experiment("fake", out=tmp_path / "c", **kwargs)
+    assert roots == [tmp_path / "env", datasets.data_root(), Path.home() / "d"]
+    assert roots[1] == Path.home() / ".cache" / "symmetry"
+
+
 def test_cell_key_is_order_independent():
     assert cell_key({"a": 1, "b": [1, 2]}) == cell_key({"b": [1, 2], "a": 1})
     assert cell_key({"a": 1}) != cell_key({"a": 2})

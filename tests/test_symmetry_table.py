@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
+import torch
 
+import symmetry
 from experiments import symmetry_table
 from experiments.runner import Context, SkipCell, cell_key, run_experiment
 from symmetry.settings import window_scale
@@ -110,7 +110,6 @@ def test_rerun_recomputes_nothing(small_run, monkeypatch):
 
 
 def test_absent_file_dataset_is_skipped(tmp_path):
-    import torch
 
     cell = next(c for c in symmetry_table.cells({**SMALL, "datasets": ["rain100l"]}))
     ctx = Context(device=torch.device("cpu"), data_root=tmp_path)
@@ -150,10 +149,65 @@ def test_designed_symmetry(spec, group, expected):
     assert symmetry_table.designed_symmetric(spec, group) is expected
 
 
-def test_cells_hold_every_parameter():
+class _Measured(Exception):
+    """Raised by the stand-in measurement: the arguments reached it, nothing needs computing."""
+
+
+#: (config key, a different value, the measure_dataset argument it must reach, the value expected there)
+PARAMETERS = [
+    ("seed", 7, "seed", 7),
+    ("meshes", [1.0], "mesh", [1.0]),
+    ("radius", 6.0, "radius", 6.0),
+    ("windows", 40, "windows", 40),
+    ("features", 64, "features", 64),
+    ("bandwidth", 0.3, "bandwidth", 0.3),
+    ("permutations", 99, "permutations", 99),
+    ("bootstrap", 10, "bootstrap", 10),
+    ("interpolation", "bilinear", "interpolation", "bilinear"),
+    ("channels", "rgb", "channels", "rgb"),
+    ("alpha", 0.01, "alpha", 0.01),
+    ("max_images", 3, "max_images", 3),
+]
+
+
+def _measured(config: dict, monkeypatch) -> tuple[dict, dict]:
+    """The first cell of ``config`` and the arguments its run_cell passes to the measurement."""
+    seen: dict = {}
+
+    def measure(sources, group, **kwargs):
+        seen.update(kwargs, group=group, first_image=sources[0].at_mesh(1.0))
+        raise _Measured
+
+    monkeypatch.setattr(symmetry, "measure_dataset", measure)
+    cell = symmetry_table.cells(config)[0]
+    with pytest.raises(_Measured):
+        symmetry_table.run_cell(cell, Context(device=torch.device("cpu")))
+    return cell, seen
+
+
+@pytest.mark.parametrize("key, value, argument, expected", PARAMETERS)
+def test_cells_hold_every_parameter(key, value, argument, expected, monkeypatch):
+    """A cell's key identifies its result: each setting of the config changes the key and reaches the measurement.
+
+    Fails if ``cells`` hard-codes a setting (say ``"seed": 0``) or ``run_cell`` ignores one (say ``windows=128``).
+    """
+    base = {**SMALL, "datasets": [ISOTROPIC]}
+    cell, seen = _measured(base, monkeypatch)
+    changed, seen_changed = _measured({**base, key: value}, monkeypatch)
+    assert cell_key(changed) != cell_key(cell)
+    assert seen[argument] != expected  # the base config does not already hold the new value
+    assert seen_changed[argument] == expected
+    assert seen_changed["group"] == base["groups"][0]
+
+
+def test_cells_hold_the_split_and_the_dataset(monkeypatch):
+    base = {**SMALL, "datasets": [ISOTROPIC]}
+    cell, seen = _measured(base, monkeypatch)
+    changed, seen_changed = _measured({**base, "splits": {"synthetic": "test"}}, monkeypatch)
+    assert cell_key(changed) != cell_key(cell)
+    assert (cell["split"], changed["split"]) == ("train", "test")
+    assert not torch.equal(seen["first_image"], seen_changed["first_image"])  # the split reached the loader
     cells = symmetry_table.cells(SMALL)
     assert len(cells) == len(SMALL["datasets"]) * len(SMALL["groups"])
     assert len({cell_key(c) for c in cells}) == len(cells)
-    assert all(c["seed"] == 0 and c["meshes"] == [2.0, 1.0] for c in cells)
     assert {c["split"] for c in cells if c["dataset"] == "div2k"} == {"valid"}
-    assert not math.isnan(cells[0]["radius"])

@@ -111,6 +111,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     pd.testing.assert_frame_equal(la[cols], lb[cols])
 
 
+@pytest.mark.slow  # three processes (make test-slow)
 def test_two_gloo_processes_match_one_process(tmp_path):
     cfg = {**TINY, "steps": 6, "log_every": 1, "val_images": 0}
     single = train({**cfg, "out": str(tmp_path / "one")})
@@ -207,6 +208,7 @@ def test_bad_options_are_one_line_usage_errors(tmp_path, capsys, change, message
     assert message in _error_line(capsys.readouterr().err)
 
 
+@pytest.mark.slow  # in-process: test_fuzz_cli's train-out-is-a-file and eval-not-a-run
 def test_cli_errors_in_a_subprocess_have_no_traceback(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

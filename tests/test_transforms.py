@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from symmetry.groups import get_group
+from symmetry.groups import get_group, turn_matrix
 from symmetry.transforms import (
     cubic,
     deformation_matrix,
@@ -16,7 +16,6 @@ from symmetry.transforms import (
     sample_windows,
     to_mesh,
     transform_image,
-    turn_matrix,
     window_positions,
 )
 

@@ -1,8 +1,10 @@
-"""Theorem 3.6 in its own setting: Riemann-sum deconvolution of analytic images, exact-sampling transforms.
+"""Theorem 3.6 in its own setting: Riemann-sum deconvolution of atom images, exact-sampling transforms.
 
 Everything the theorem needs is closed form here, so its constants are computed, not fitted.
 
-**Images** (supplement SM5.2). An :class:`AtomImage` is ``r(x) = sum_j c_j exp(-1/2 (x-p_j)^T S_j^-1 (x-p_j))``, a
+**Images** (supplement SM5.2). Two families (``FAMILIES``): finite-smoothness compact bumps (:mod:`theory.bumps`) and
+analytic Gaussian atoms, described here. An :class:`AtomImage` is
+``r(x) = sum_j c_j exp(-1/2 (x-p_j)^T S_j^-1 (x-p_j))``, a
 sum of (an)isotropic Gaussian atoms ``S_j = R(theta_j) diag(l_j^2, s_j^2) R(theta_j)^T``. Its transform
 ``pi_A r(x) = r(A^-1 x)`` is again an atom sum (centres ``A p``, covariances ``A S A^T``), so ``pi~_A Y`` is sampled
 *exactly* at any mesh (``Y_ij = r(A^-1 x_ij)``), never interpolated. Blur by the normalised Gaussian kernel
@@ -35,19 +37,14 @@ problem is bilinear (non-convex): "solved to tolerance" would be a local optimum
 growth would only be local. With a known isotropic kernel the blind problem's kernel symmetry (Lemma 3.1) is exact.
 
 **eps and Omega_eps** (Theorem 3.3, SM5.37). The data distribution ``D_t``: ``r_n = s_n + t a`` with ``s_n`` a sum of
-oriented atoms with random signs, uniformly random orientations and centres uniform in a disk (an O(2)-invariant,
-zero-mean law), and ``a`` one fixed off-centre oriented atom. ``t = 0`` is exactly symmetric (as a distribution,
-not per image); for ``t > 0`` the mean ``m = E r_n = t a`` is not invariant. "What the data distribution allows"
-enters the objective as the template ``m`` (the Omega_eps constraint in penalty form; Gaussian prior with the
-data's mean). With ``F_A`` the objective for the transformed observation and ``Delta(r) = F_A[pi_A r] - F[r]``,
-quadratic growth gives ``mu ||s* - pi_A r*||^2 <= Delta(r*) - Delta(pi_A^-1 s*) <= 2 eps`` for any ``eps >= sup|Delta|``
-over the optima: the ``2 eps / mu`` of Theorem 3.3. Here ``Delta(r) = -2 mu <r, pi_A^-1 m - m>``, so
-``|Delta| <= 2 mu rho ||m - pi_A^-1 m||`` with the a-priori radius ``rho = ||m|| + sqrt(||r_hat||^2/mu + ||m||^2)``
-(from ``F[r*] <= F[0]``); :func:`design_eps` computes it per sample from closed-form L2 inner products. It is
-``t ||a - pi_A^-1 a||`` times ``2 mu rho_n(t)`` (``rho`` grows with ``t``): zero at ``t = 0``, about linear for small
-``t``. The continuum error itself is ``mu^2 t^2 ||H^-1 (a - pi_A a)||^2``, quadratic in ``t``.
+atoms with random signs, uniformly random orientations and centres uniform in a disk (an O(2)-invariant, zero-mean
+law), and ``a`` one fixed off-centre atom. ``t = 0`` is exactly symmetric (as a distribution, not per image); for
+``t > 0`` the mean ``m = E r_n = t a`` is not invariant. "What the data distribution allows" enters the objective as
+the template ``m`` (the Omega_eps constraint in penalty form; Gaussian prior with the data's mean). eps in squared
+units, ``eps_A = 2 mu t^2 ||a - pi_A a||^2``, and the continuum error ``mu^2 t^2 ||H^-1 (a - pi_A a)||^2`` are in
+:mod:`theory.continuum` (docs/theory.md, section 2.2).
 
-**Constants** (SM5.2, SM5.52, theory.md section 2). ``F1, G1, H1`` must bound ``|.|``, ``|grad .|`` and the operator
+**Constants** (SM5.2, SM5.52, docs/theory.md, 2.2). ``F1, G1, H1`` must bound ``|.|``, ``|grad .|`` and the operator
 norm of the Hessian of ``r``, ``r_hat`` *and* of the optimum (SM5.40-5.44 apply them to ``Phi_bar``). The optimum's
 Fourier transform is ``(|k^|^2 r^ + mu m^)/(|k^|^2 + mu + lam |k_R^|^2)``, so ``|r*^| <= |r^| + |m^|`` and
 ``sup|d^alpha r*| <= (2 pi)^-2 int |w|^|alpha| (|r^| + |m^|) dw``; :func:`fourier_bounds` evaluates these integrals
@@ -77,9 +74,12 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from symmetry.transforms import turn_matrix
+from symmetry.groups import GroupElement, get_group
+from theory import bumps
 
 DEFAULT_TAIL = 1e-10
+FAMILIES = ("gaussian", "bump")
+"""Image and kernel families: analytic Gaussians (the "smooth" row), finite-smoothness bumps (:mod:`theory.bumps`)."""
 
 
 def tail_factor(tail: float) -> float:
@@ -90,41 +90,15 @@ def tail_factor(tail: float) -> float:
 # ---- analytic images -------------------------------------------------------------------------------------------
 
 
-def rotation(angle: float) -> np.ndarray:
-    """The rotation matrix by ``angle`` (radians): :func:`symmetry.transforms.turn_matrix`, quarter turns exact."""
-    return turn_matrix(angle / (2 * math.pi)).numpy()
+def group_elements(group: str) -> list[GroupElement]:
+    """The non-identity elements of ``group`` (:func:`symmetry.groups.get_group`: ``rot4``, ``rot8``, ``dih4``,
+    ``so2:K``, ...). ``so2:K`` with ``K`` odd has no grid-exact element besides the identity."""
+    return list(get_group(group).non_identity)
 
 
-def reflection(angle: float) -> np.ndarray:
-    """The reflection across the line at ``angle`` (``angle = pi/2``: the left-right flip ``x -> -x``).
-
-    ``R(2 angle) diag(1, -1)`` from :func:`symmetry.transforms.turn_matrix`, so axis flips have exact entries.
-    """
-    return (turn_matrix(angle / math.pi) @ torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))).numpy()
-
-
-def group_elements(group: str, so2_angles: int = 8) -> list[tuple[str, np.ndarray]]:
-    """Non-identity elements ``(name, A)`` of ``rot4``, ``rot8``, ``dih4`` or ``so2`` (``so2_angles`` angles).
-
-    ``so2`` uses the angles ``2 pi frac(k phi)``, ``k = 1..so2_angles``, ``phi`` the golden ratio: irrational
-    multiples of a turn, none of them grid-aligned.
-    """
-    if group in ("rot4", "rot8"):
-        n = int(group[3:])
-        return [(f"r{360 * k // n}", rotation(2 * math.pi * k / n)) for k in range(1, n)]
-    if group == "dih4":
-        out = group_elements("rot4")
-        return out + [(f"m{45 * k}", reflection(math.pi * k / 4)) for k in range(4)]
-    if group == "so2":
-        golden = (1 + math.sqrt(5)) / 2
-        angles = [2 * math.pi * ((k * golden) % 1.0) for k in range(1, so2_angles + 1)]
-        return [(f"r{math.degrees(a):.1f}", rotation(a)) for a in angles]
-    raise ValueError(f"unknown group {group!r}; use rot4, rot8, dih4 or so2")
-
-
-def is_grid_exact(matrix: np.ndarray) -> bool:
-    """Whether ``A`` maps the square mesh onto itself (integer entries: quarter turns and axis flips)."""
-    return bool(np.all(matrix == np.round(matrix)))
+def element_matrix(element: GroupElement) -> np.ndarray:
+    """``A`` as a float64 array (quarter turns and axis flips with exact integer entries)."""
+    return np.asarray(element.matrix, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -176,6 +150,14 @@ class AtomImage:
         cov = self.covariances + sigma**2 * np.eye(2)
         gain = np.sqrt(np.linalg.det(self.covariances) / np.linalg.det(cov))
         return AtomImage(self.amplitudes * gain, self.centres, cov)
+
+    def fourier(self, w: np.ndarray) -> np.ndarray:
+        """``r^(w) = int r(x) e^{-i w.x} dx = sum_j c_j 2 pi sqrt(det S_j) e^{-w'S_j w/2 - i w.p_j}``."""
+        w = np.asarray(w, float)
+        quad = np.einsum("...a,jab,...b->...j", w, self.covariances, w)
+        gain = 2 * math.pi * np.sqrt(np.linalg.det(self.covariances)) * self.amplitudes
+        phase = np.einsum("...a,ja->...j", w, self.centres)
+        return (np.exp(-0.5 * quad - 1j * phase) * gain).sum(-1)
 
     def inner(self, other: AtomImage) -> float:
         """``<r, r'>_{L2}`` in closed form."""
@@ -264,18 +246,44 @@ class AtomLaw:
 
 @dataclass(frozen=True)
 class Deconvolution:
-    """The per-sample objective: blur ``N(0, blur^2)``, regulariser ``lam ||k_R * r||^2 + mu ||r - m||^2`` with
-    ``k_R = N(0, reg^2) - N(0, 4 reg^2)`` (a smooth band-pass), supports cut at ``tail``."""
+    """The per-sample objective: blur ``k``, regulariser ``lam ||k_R * r||^2 + mu ||r - m||^2`` with
+    ``k_R = N(0, reg^2) - N(0, 4 reg^2)`` (a smooth band-pass), Gaussian supports cut at ``tail``.
+
+    ``family`` ``"gaussian"``: ``k = N(0, blur^2)`` (analytic); ``"bump"``: ``k`` the normalised bump of radius
+    ``blur`` and smoothness ``smoothness`` (:mod:`theory.bumps`: compact support, bounded Hessian, no more)."""
 
     blur: float = 0.15
     mu: float = 0.2
     lam: float = 0.02
     reg: float = 0.15
     tail: float = DEFAULT_TAIL
+    family: str = "gaussian"
+    smoothness: int = 3
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown image family {self.family!r}; use one of {', '.join(FAMILIES)}")
 
     @property
     def support_k(self) -> float:
-        return tail_factor(self.tail) * self.blur
+        return self.blur if self.family == "bump" else tail_factor(self.tail) * self.blur
+
+    def kernel_transform(self, w: np.ndarray) -> np.ndarray:
+        """``k^(|w|)`` (the Riemann sums' limit; the ``tail`` cut changes it by ``O(tail)``)."""
+        if self.family == "bump":
+            return bumps.profile_transform(w, self.blur, self.smoothness) / bumps.kernel_mass(
+                self.blur, self.smoothness
+            )
+        return np.exp(-0.5 * (self.blur * np.asarray(w, float)) ** 2)
+
+    def reg_transform(self, w: np.ndarray) -> np.ndarray:
+        """``k_R^(|w|)``."""
+        w2 = np.asarray(w, float) ** 2
+        return np.exp(-0.5 * self.reg**2 * w2) - np.exp(-2.0 * self.reg**2 * w2)
+
+    def hessian(self, w: np.ndarray) -> np.ndarray:
+        """The continuum objective's Hessian (halved) in Fourier: ``H = |k^|^2 + mu + lam |k_R^|^2 >= mu``."""
+        return self.kernel_transform(w) ** 2 + self.mu + self.lam * self.reg_transform(w) ** 2
 
     @property
     def support_reg(self) -> float:
@@ -283,6 +291,10 @@ class Deconvolution:
 
     def kernel(self, t2: np.ndarray) -> np.ndarray:
         """``k`` at squared radii, zero beyond ``D_k``."""
+        if self.family == "bump":
+            return bumps.profile(np.sqrt(t2), self.blur, self.smoothness) / bumps.kernel_mass(
+                self.blur, self.smoothness
+            )
         k = np.exp(-t2 / (2 * self.blur**2)) / (2 * math.pi * self.blur**2)
         return np.where(t2 <= self.support_k**2, k, 0.0)
 
@@ -296,10 +308,12 @@ class Deconvolution:
         """``F2, G2, H2`` (exact sups of ``k``) and ``F3, G3, H3`` (sums of the two Gaussians' sups)."""
         s, r1, r2 = self.blur, self.reg, 2 * self.reg
         e = math.exp(-0.5)
+        if self.family == "bump":
+            k = bumps.kernel_sups(s, self.smoothness)
+        else:
+            k = {"F2": 1 / (2 * math.pi * s**2), "G2": e / (2 * math.pi * s**3), "H2": 1 / (2 * math.pi * s**4)}
         return {
-            "F2": 1 / (2 * math.pi * s**2),
-            "G2": e / (2 * math.pi * s**3),
-            "H2": 1 / (2 * math.pi * s**4),
+            **k,
             "F3": (1 / r1**2 + 1 / r2**2) / (2 * math.pi),
             "G3": e * (1 / r1**3 + 1 / r2**3) / (2 * math.pi),
             "H3": (1 / r1**4 + 1 / r2**4) / (2 * math.pi),
@@ -342,11 +356,12 @@ def norm2(y: np.ndarray, h: float) -> np.ndarray:
     return h**2 * (y**2).sum(axis=(-2, -1))
 
 
-def transform_array(y: np.ndarray, matrix: np.ndarray, mesh: Mesh, device=None) -> np.ndarray:
-    """``pi~_A`` of mesh arrays ``(..., m, m)``: an exact index permutation when ``A`` maps the mesh to itself,
-    otherwise the trigonometric interpolant sampled at ``A^-1 x_ij`` (on ``device`` when given)."""
-    a = np.asarray(matrix, float)
-    if is_grid_exact(a):
+def transform_array(y: np.ndarray, element: GroupElement, mesh: Mesh, device=None) -> np.ndarray:
+    """``pi~_A`` of mesh arrays ``(..., m, m)``: an exact index permutation when ``A`` maps the mesh to itself
+    (:attr:`symmetry.groups.GroupElement.is_grid_exact`), otherwise the trigonometric interpolant sampled at
+    ``A^-1 x_ij`` (on ``device`` when given)."""
+    a = element_matrix(element)
+    if element.is_grid_exact:
         half = (mesh.m - 1) // 2
         idx = np.rint(mesh.points @ a / mesh.h).astype(int) + half  # A^-1 x_ij in index units
         return y[..., idx[..., 0], idx[..., 1]]
@@ -372,8 +387,6 @@ def trig_interpolate(y: np.ndarray, mesh: Mesh, points: np.ndarray, device=None)
     lead = y.shape[:-2]
     flat = y.reshape(-1, mesh.m, mesh.m)
     if device is not None:
-        import torch
-
         dx_t, flat_t, dy_t = (torch.as_tensor(v, dtype=torch.float64, device=device) for v in (dx, flat, dy))
         out = torch.einsum("pi,bij,pj->bp", dx_t, flat_t, dy_t).cpu().numpy()
     else:
@@ -484,11 +497,12 @@ def _fast_len(n: int) -> int:
 # ---- constants and eps -----------------------------------------------------------------------------------------
 
 
-def image_bounds(parts: list[AtomImage], asym: AtomImage, t: float) -> dict[str, float]:
+def image_bounds(parts: list, asym, t: float) -> dict[str, float]:
     """``F1, G1, H1`` over the dataset ``r_n = s_n + t a``, their blurred observations and the optima:
-    ``max_n`` of the Fourier-L1 bounds of ``|r_n^| + |m^|`` (``m = t a``)."""
-    fa = fourier_bounds(asym)
-    best = np.max([fourier_bounds(s) for s in parts], axis=0) + 2 * abs(t) * fa
+    ``max_n`` of the Fourier-L1 bounds of ``|r_n^| + |m^|`` (``m = t a``; Gaussian or bump atoms)."""
+    bounds = bumps.bump_bounds if isinstance(asym, bumps.BumpImage) else fourier_bounds
+    fa = bounds(asym)
+    best = np.max([bounds(s) for s in parts], axis=0) + 2 * abs(t) * fa
     return {"F1": float(best[0]), "G1": float(best[1]), "H1": float(best[2])}
 
 
@@ -508,39 +522,19 @@ def theorem_constants(bounds: dict[str, float], problem: Deconvolution, radius: 
             "D_R": dr_reg, "a": a, "b": 2 / mu}  # fmt: skip
 
 
-def design_eps(parts: list[AtomImage], asym: AtomImage, t: float, problem: Deconvolution, matrix) -> np.ndarray:
-    """Per sample ``eps_n(A) = 2 mu rho_n ||m - pi_A^-1 m||`` with ``rho_n = ||m|| + sqrt(||r_hat_n||^2/mu + ||m||^2)``
-    (see the module docstring): a bound on the objective's change when the data are transformed."""
-    if t == 0:
-        return np.zeros(len(parts))
-    m = asym.scaled(t)
-    moved = m.transformed(np.asarray(matrix, float).T)  # pi_{A^-1} m
-    diff = math.sqrt(max(m.inner(m) - 2 * m.inner(moved) + moved.inner(moved), 0.0))
-    mm = m.inner(m)
-    out = []
-    for s in parts:
-        obs = (s + m).blurred(problem.blur)
-        rho = math.sqrt(mm) + math.sqrt(obs.inner(obs) / problem.mu + mm)
-        out.append(2 * problem.mu * rho * diff)
-    return np.asarray(out)
-
-
 __all__ = [
     "AtomImage",
     "AtomLaw",
     "Deconvolution",
     "Mesh",
     "Solver",
-    "design_eps",
     "exact_atom_sups",
     "fourier_bounds",
     "fourier_integrals",
     "group_elements",
     "image_bounds",
-    "is_grid_exact",
     "norm2",
-    "reflection",
-    "rotation",
+    "element_matrix",
     "spectral_sups",
     "tail_factor",
     "theorem_constants",

@@ -1,36 +1,20 @@
-"""Bias-variance decomposition of a restoration risk; linear denoisers of chosen equivariance (theory.md, Section 4).
+"""G-invariant linear filters on a disk of taps and their least-squares fit (Lemma 4.1; docs/theory.md, 2.3).
 
-Section 4 of the theory splits a model's expected risk into bias and variance: forcing more equivariance than the
-data has adds bias (growing with the data's symmetry error eps), allowing less leaves more variance (worst with little
-data). This module measures both.
-
-- :func:`decompose`: for predictions ``f_s`` of ``S`` models trained on independent (disjoint) training sets and the
-  clean targets ``y``, ``risk = mean_s ||f_s - y||^2`` splits exactly into ``bias2 = ||f_bar - y||^2`` (``f_bar`` the
-  seed-averaged prediction) and ``variance = mean_s ||f_s - f_bar||^2`` (all norms are means over values);
-  :func:`tidy` turns a wide table of such rows into one row per component, for plotting.
-- Linear convolutional denoisers ``x_hat(p) = sum_d w(d) y(p + d)`` with taps ``d`` on a disk of radius ``radius``,
-  fitted in closed form by least squares (:func:`normal_equations`, :func:`fit_filter`), with the filter constrained
-  to be G-invariant by group averaging (Lemma 4.1: ``w_bar = (1/|G|) sum_A pi_A w``, :func:`group_average_operator`,
-  :func:`invariant_basis`). A correlation with a G-invariant filter is a G-equivariant operator; for quarter turns the
-  filter rotation is an exact tap permutation, for other angles it is a bicubic interpolation (error O(h^2), Lemma
-  3.4). The sample-adaptive variant rotates a G-invariant filter per sample by the sample's dominant orientation
-  (:func:`dominant_orientation`, a structure-tensor angle), like SA-Conv's per-sample ``D_w`` (theory.md section 3).
-- Two other ways to a G-equivariant linear filter: augmentation (:func:`augmented_normal_equations`, least squares on
-  the training set transformed by every element of G) and Lemma 4.1 applied after training (``Pi_G w`` of the plain
-  filter). For grid-exact groups augmentation and the constrained fit give the same filter.
-- Uncertainty: :func:`paired_difference` (a paired t interval over seeds for a difference of risks) and
-  :func:`ols_risk` (the closed-form risk ``sigma_G^2 (1 + p_G / (N - p_G - 1))`` of a least-squares fit with ``p_G``
-  free coefficients on ``N`` samples: bias in ``sigma_G^2``, variance in the second term).
+Linear convolutional denoisers ``x_hat(p) = sum_d w(d) y(p + d)`` with taps ``d`` on a disk of radius ``radius``,
+fitted in closed form by least squares (:func:`normal_equations`, :func:`fit_filter`), with the filter constrained
+to be G-invariant by group averaging (Lemma 4.1: ``w_bar = (1/|G|) sum_A pi_A w``, :func:`group_average_operator`,
+:func:`invariant_basis`). A correlation with a G-invariant filter is a G-equivariant operator; for quarter turns the
+filter rotation is an exact tap permutation, for other angles a bicubic interpolation (error O(h^2), Lemma 3.4).
+The sample-adaptive variant rotates a G-invariant filter per sample by the sample's dominant orientation
+(:func:`dominant_orientation`, a structure-tensor angle), like SA-Conv's per-sample ``D_w``. Two other ways to a
+G-equivariant linear filter: augmentation (:func:`augmented_normal_equations`) and Lemma 4.1 after training.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -38,111 +22,10 @@ from symmetry.errors import UsageError
 from symmetry.groups import get_group
 from symmetry.transforms import disk_offsets, lattice_operator, turn_matrix
 
-COMPONENTS = ("risk", "bias2", "variance", "noise")
 KEEP_SINGULAR = 0.75
 """Singular values of the group average above which a direction counts as G-invariant. They are 0 or 1 for
 grid-exact groups; with interpolated rotations the invariant directions have values near 1, while quarter-turn
 invariant filters that an interpolated rotation wipes out (fine detail) sit near 1/2 (rot8) and are dropped."""
-
-
-# ---- decomposition ----------------------------------------------------------------------
-
-
-def _as_float64(x) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.float64)
-    return torch.as_tensor(np.asarray(x), dtype=torch.float64)
-
-
-def decompose(predictions, targets, *, noise: float | None = None) -> dict[str, float]:
-    """Split the mean squared error of ``S`` trained models into bias^2 and variance (theory.md, Section 4).
-
-    ``predictions``: ``(S, N, ...)``, model ``s``'s prediction of every test value; ``targets``: ``(N, ...)`` (the
-    clean targets, the same for every seed) or ``(S, N, ...)`` holding the same targets per seed. With
-    ``f_bar = mean_s f_s`` and all norms means over the ``N * ...`` values, the identity
-
-        mean_s ||f_s - y||^2 = ||f_bar - y||^2 + mean_s ||f_s - f_bar||^2
-
-    holds exactly (the cross term sums to zero); computed in float64 it holds to rounding. ``noise`` is the
-    irreducible part of the error when known; it is then returned with ``excess_bias2 = bias2 - noise`` (otherwise
-    bias^2 includes it). Returns ``risk, bias2, variance, n_seeds, n_values, risk_seed_std`` (+ ``noise``,
-    ``excess_bias2``).
-    """
-    f = _as_float64(predictions)
-    y = _as_float64(targets)
-    if f.dim() < 2:
-        raise UsageError(f"predictions must be (S, N, ...), got shape {tuple(f.shape)}")
-    if y.shape == f.shape:
-        if not torch.equal(y, y[:1].expand_as(y)):
-            raise UsageError("per-seed targets differ between seeds; the decomposition needs one target per value")
-        y = y[0]
-    if y.shape != f.shape[1:]:
-        raise UsageError(f"targets {tuple(y.shape)} do not match predictions {tuple(f.shape)} (S, N, ...)")
-    f = f.reshape(f.shape[0], -1)
-    y = y.reshape(-1)
-    f_bar = f.mean(0)
-    per_seed = (f - y).square().mean(1)
-    out = {
-        "risk": float(per_seed.mean()),
-        "bias2": float((f_bar - y).square().mean()),
-        "variance": float((f - f_bar).square().mean()),
-        "n_seeds": int(f.shape[0]),
-        "n_values": int(f.shape[1]),
-        "risk_seed_std": float(per_seed.std(unbiased=False)),
-    }
-    if noise is not None:
-        out["noise"] = float(noise)
-        out["excess_bias2"] = out["bias2"] - float(noise)
-    return out
-
-
-def tidy(
-    frame: pd.DataFrame, id_vars: Sequence[str] | None = None, components: Iterable[str] = COMPONENTS
-) -> pd.DataFrame:
-    """One row per (experiment row, component): columns ``id_vars + [component, value]``.
-
-    ``components`` absent from ``frame`` are skipped, as are missing values (say, ``noise`` where it is unknown).
-    ``id_vars`` defaults to every column that is not a component.
-    """
-    comps = [c for c in components if c in frame.columns]
-    if not comps:
-        raise UsageError(f"frame has none of the components {', '.join(components)}")
-    ids = list(id_vars) if id_vars is not None else [c for c in frame.columns if c not in comps]
-    long = frame.melt(id_vars=ids, value_vars=comps, var_name="component", value_name="value")
-    return long.dropna(subset=["value"]).reset_index(drop=True)
-
-
-# ---- uncertainty and the closed-form risk ------------------------------------------------------
-
-
-def paired_difference(a, b, level: float = 0.95) -> dict[str, float]:
-    """Mean of ``a_s - b_s`` over seeds with its two-sided Student t interval (paired: same training set per seed).
-
-    Returns ``mean, low, high, sd, n``; with fewer than two seeds the interval is NaN.
-    """
-    from scipy import stats
-
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if d.ndim != 1 or d.size == 0:
-        raise UsageError(f"paired risks must be two equal-length 1-d sequences, got shape {d.shape}")
-    mean = float(d.mean())
-    if d.size < 2:
-        return {"mean": mean, "low": math.nan, "high": math.nan, "sd": math.nan, "n": int(d.size)}
-    sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * sd / math.sqrt(d.size)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "sd": sd, "n": int(d.size)}
-
-
-def ols_risk(sigma2: float, params: int, samples: int) -> float:
-    """Expected test risk of least squares with ``params`` coefficients on ``samples`` Gaussian-design rows:
-    ``sigma2 * (1 + p / (N - p - 1))`` (``sigma2`` the model's risk with unlimited data: noise plus its bias);
-    infinite when ``N <= p + 1``."""
-    if samples <= params + 1:
-        return math.inf
-    return float(sigma2) * (1.0 + params / (samples - params - 1))
-
-
-# ---- filters on a disk of taps ----------------------------------------------------------
 
 
 def filter_taps(radius: int) -> torch.Tensor:
@@ -152,11 +35,6 @@ def filter_taps(radius: int) -> torch.Tensor:
     if radius == 0:
         return torch.zeros(1, 2, dtype=torch.float64)
     return disk_offsets(float(radius), 1.0)
-
-
-def rotation_matrix(angle_deg: float) -> torch.Tensor:
-    """The 2x2 rotation by ``angle_deg`` (counter-clockwise), exact for multiples of 90 degrees: ``turn_matrix``."""
-    return turn_matrix(angle_deg / 360.0)
 
 
 def rotation_operator(radius: int, matrix: torch.Tensor) -> torch.Tensor:
@@ -205,7 +83,7 @@ def _rotation_table(radius: int, step_deg: float) -> torch.Tensor:
     count = round(360.0 / step_deg)
     if abs(count * step_deg - 360.0) > 1e-9:
         raise UsageError(f"angle step {step_deg} must divide 360 degrees")
-    return rotation_operator(radius, torch.stack([rotation_matrix(k * step_deg) for k in range(count)]))
+    return rotation_operator(radius, torch.stack([turn_matrix(k * step_deg / 360.0) for k in range(count)]))
 
 
 def rotation_operators(radius: int, angles_deg: torch.Tensor, step_deg: float = 1.0) -> torch.Tensor:
@@ -228,9 +106,6 @@ def rotatable_basis(radius: int, group: str | None, step_deg: float = 1.0) -> to
     kept = torch.einsum("tqp,tqr->pr", table, table) / table.shape[0]
     vals, vecs = torch.linalg.eigh(base.T @ kept @ base)
     return (base @ vecs[:, vals > 0.5]).flip(1).contiguous()
-
-
-# ---- least-squares fitting ---------------------------------------------------------------
 
 
 def patch_vectors(images: torch.Tensor, radius: int) -> torch.Tensor:
@@ -332,9 +207,6 @@ def filter_image(weights: torch.Tensor, radius: int) -> torch.Tensor:
     return out
 
 
-# ---- per-sample orientation (the sample-adaptive linear model) ---------------------------
-
-
 def _gaussian_derivatives(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     half = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-half, half + 1, dtype=torch.float64)
@@ -361,27 +233,3 @@ def dominant_orientation(images: torch.Tensor, sigma: float = 1.5) -> torch.Tens
     jxx, jyy, jxy = (gx * gx).sum((1, 2, 3)), (gy * gy).sum((1, 2, 3)), (gx * gy).sum((1, 2, 3))
     angle = 0.5 * torch.atan2(2 * jxy, jxx - jyy)
     return torch.rad2deg(angle) % 180.0
-
-
-__all__ = [
-    "COMPONENTS",
-    "decompose",
-    "tidy",
-    "filter_taps",
-    "rotation_matrix",
-    "rotation_operator",
-    "rotation_operators",
-    "rotatable_basis",
-    "group_average_operator",
-    "invariant_basis",
-    "patch_vectors",
-    "interior",
-    "normal_equations",
-    "fit_filter",
-    "augmented_normal_equations",
-    "paired_difference",
-    "ols_risk",
-    "apply_filter",
-    "filter_image",
-    "dominant_orientation",
-]

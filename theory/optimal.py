@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import linprog, nnls
 from torch import nn
 
 from symmetry.errors import UsageError
@@ -482,8 +483,6 @@ def fit_bound(mesh, eps, error) -> tuple[float, float]:
     Minimises ``sum ((a h_i^2 + b eps_i) / e_i - 1)^2`` over ``a, b >= 0``, so every decade of the error weighs
     the same. Returns ``(a, b)``.
     """
-    from scipy.optimize import nnls
-
     h2, eps, err = (np.asarray(v, dtype=float) for v in (np.square(mesh), eps, error))
     design = np.stack([h2, eps], axis=1) / err[:, None]
     coef, _ = nnls(design, np.ones_like(err))
@@ -495,8 +494,6 @@ def envelope_bound(mesh, eps, error) -> tuple[float, float]:
 
     Minimises ``sum (a h_i^2 + b eps_i) / e_i`` subject to ``a h_i^2 + b eps_i >= e_i``. Returns ``(a, b)``.
     """
-    from scipy.optimize import linprog
-
     h2, eps, err = (np.asarray(v, dtype=float) for v in (np.square(mesh), eps, error))
     design = np.stack([h2, eps], axis=1)
     res = linprog((design / err[:, None]).sum(0), A_ub=-design, b_ub=-err, bounds=[(0, None), (0, None)])
