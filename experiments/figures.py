@@ -59,8 +59,8 @@ def make_figures(
     frame = read_results(name, scale, results)
     if not has_digests(path):
         print(
-            f"note: {path} predates row digests, so edits of it cannot be detected; `python -m experiments.run "
-            f"{name} --{scale}` adds them",
+            f"note: {path} predates row digests, so edits of it cannot be detected; it gets them the next time "
+            "experiments.run stores a cell in it",
             file=sys.stderr,
         )
     cells = module.cells(config)

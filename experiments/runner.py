@@ -295,6 +295,9 @@ def _flatten(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(path: Path, frame: pd.DataFrame) -> None:
+    """Write the table with its row digests; rows of a file written before ``cell_rows`` existed get their count."""
+    sizes = frame.groupby("cell")["cell"].transform("size")
+    frame = frame.assign(**{ROWS_COLUMN: frame[ROWS_COLUMN].fillna(sizes) if ROWS_COLUMN in frame else sizes})
     atomic_write_text(path, results_csv(frame))
 
 
@@ -333,10 +336,6 @@ def run_experiment(
     with results_lock(path):  # the whole read-compute-write: a second run on this folder fails at once
         table = _read_csv(path) if path.exists() else pd.DataFrame({"cell": pd.Series(dtype=str)})
         check_cell_columns(path, table, cells)
-        if len(table) and not has_digests(path):  # written before the row digests: add them once, as read
-            table[ROWS_COLUMN] = table.groupby("cell")["cell"].transform("size")
-            _write(path, table)
-            log(f"{name}: added row digests to {path} (later edits of it are refused)")
         done = set() if force else set(table["cell"])
         pending = [(k, c) for k, c in zip(keys, cells) if k not in done]
         left = len(pending) - max_cells if max_cells is not None and len(pending) > max_cells else 0

@@ -220,6 +220,7 @@ def test_quick_bound_run_small(tmp_path):
     assert rows[rows["is_grid_exact"]]["equivariance_error"].max() < 1e-25
 
 
+@pytest.mark.slow  # 48 s; test_quick_bound_run_small checks the slope on four meshes in 8 s (make test-slow)
 def test_quick_bound_run_slope_is_two(tmp_path):
     """The quick scale's decade of meshes: slope within 0.3 of 2 at eps = 0; the envelope bounds held-out points."""
     cfg = _small_config()

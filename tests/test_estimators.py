@@ -67,6 +67,7 @@ def test_dih4_closure_reads_as_dih4_symmetric():
     assert closed.p_value >= 0.05 and closed.symmetry_error < closed.null_q95
 
 
+@pytest.mark.slow  # 47 s: two rot8 measurements of 32 fields at four meshes (make test-slow)
 def test_mesh_fit_recovers_known_eps0():
     """eps(h) = eps0 + c h^2 fitted on interpolated windows recovers the exact-transform value.
 
