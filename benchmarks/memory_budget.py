@@ -1,6 +1,6 @@
 """Check the memory budgets (symmetry.budget, analysis.budget) against measured peaks.
 
-Run: ``python -m benchmarks.memory_budget``.
+Usage: ``python -m benchmarks.memory_budget [SETTING ...]``.
 
 Each setting runs in a fresh process: the modules are imported, the resident memory is read (``VmRSS``), the
 budget is estimated, the command's ``main`` runs, and the peak resident memory (``VmHWM``) is read. The ratio is
