@@ -20,8 +20,6 @@ LADDER = ["plain", "rot2", "rot4", "rot8", "rot16"]
 plain model) and ``sa``."""
 
 
-
-
 LEVEL = 0.95
 """Confidence level of every interval: paired Student t over seeds."""
 ALPHA = 1 - LEVEL

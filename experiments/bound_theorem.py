@@ -300,7 +300,8 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def rate(s: pd.DataFrame, family: str, group: str, column: str = "measured") -> dict:
     """At ``t = 0``: the exponent ``p`` of ``column ~ h^p`` fitted over the meshes whose value is above rounding and
-    above :data:`FLOOR` times the largest value, with its 95% interval (:func:`theory.continuum.fit_exponent`), and whether every value is at rounding level."""
+    above :data:`FLOOR` times the largest value, with its 95% interval (:func:`theory.continuum.fit_exponent`), and
+    whether every value is at rounding level."""
     sub = s[(s["family"] == family) & (s["group"] == group) & (s["t"] == 0)].sort_values("h")
     above = sub[(sub[column] > ROUNDING) & (sub[column] > FLOOR * sub[column].max())]
     fit = ct.fit_exponent(above["h"], above[column])
