@@ -73,8 +73,9 @@ def models_frame(frame: pd.DataFrame) -> pd.DataFrame:
     bias2_corrected - noise`` computed from the stored components (:func:`theory.bias_variance.decompose`), so rows
     stored before the correction existed read the same."""
     f = frame[frame["family"].isin(["linear", "cnn"])].copy()
-    f["bias2_corrected"] = f["bias2"] - f["variance"] / (f["n_seeds"] - 1)
-    f["excess_bias2"] = f["bias2_corrected"] - f["noise"]
+    if {"bias2", "variance", "n_seeds", "noise"} <= set(f.columns):
+        f["bias2_corrected"] = f["bias2"] - f["variance"] / (f["n_seeds"] - 1)
+        f["excess_bias2"] = f["bias2_corrected"] - f["noise"]
     return f
 
 
