@@ -44,7 +44,7 @@ SCALES = ("quick", "full")
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_RESULTS = Path("results")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-"""The checkout's root: the notebooks change into it, so ``results/`` and ``figures/`` resolve as on the command line."""
+"""The checkout's root: the notebooks change into it, so ``results/`` and ``figures/`` resolve as on a command line."""
 DIGEST_COLUMN = "row_digest"
 """Last column of a results file: a hash of the row's text, so a row changed after it was written is refused."""
 ROWS_COLUMN = "cell_rows"
