@@ -34,7 +34,12 @@ from typing import Any
 import pandas as pd
 
 from analysis.config import CliParser
+from analysis.evaluate import run_model
 from analysis.metrics import psnr, quantize, ssim
+from analysis.rundir import load_run
+from analysis.tasks import baseline, eval_examples, load_items
+from analysis.testsets import ROTATION_GROUP, load_testset
+from analysis.testsets import rotated as rotate
 from symmetry.errors import UsageError
 from symmetry.io import atomic_write_text, check_writable, to_json
 from symmetry.runtime import cli_entry, progress, resolve_device
@@ -85,8 +90,6 @@ def protocol_examples(
     max_images: int | None = None,
 ):
     """The evaluation examples of one test set for ``task`` (see the module docstring)."""
-    from analysis.tasks import eval_examples, load_items
-    from analysis.testsets import load_testset
 
     if task == "derain":
         if name not in DERAIN_SETS:
@@ -114,11 +117,6 @@ def evaluate_protocol(
     show_progress: bool = True,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Score a run on ``testsets`` (``(name, path)`` as :func:`parse_testset`); returns summary rows and per image."""
-    from analysis.evaluate import run_model
-    from analysis.rundir import load_run
-    from analysis.tasks import baseline
-    from analysis.testsets import ROTATION_GROUP
-    from analysis.testsets import rotated as rotate
 
     out_dir = Path(out or run_dir)
     if write:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from analysis.tasks import Example, Item, _compact, bicubic_lr, crop_to_multiple
-from symmetry.data import IMAGE_EXTENSIONS, read_image
+from analysis.tasks import Example, Item, _compact, bicubic_lr, check_augment_group, crop_to_multiple
+from symmetry.decoders import IMAGE_EXTENSIONS, read_image
 from symmetry.errors import DataError, UsageError
+from symmetry.transforms import transform_image
 
 LAYOUTS = ("srf", "hr-lr", "hr")
 ROTATION_GROUP = "dih4"
@@ -163,8 +164,6 @@ def rotated(examples: list[Example], group: str = ROTATION_GROUP) -> list[Exampl
 
     Input and target are transformed together, so a denoising input keeps its (fixed) noise, turned.
     """
-    from analysis.tasks import check_augment_group
-    from symmetry.transforms import transform_image
 
     out = []
     for ex in examples:
@@ -186,8 +185,6 @@ def rotated_cycle(examples: list[Example], group: str = ROTATION_GROUP) -> list[
     A rotated test set of the same size as the original (one copy per image instead of :func:`rotated`'s ``|G|``),
     cycling through the quarter turns and flips; input and target are transformed together (exact permutations).
     """
-    from analysis.tasks import check_augment_group
-    from symmetry.transforms import transform_image
 
     elements = [g for g in check_augment_group(group) if not g.is_identity]
     out = []

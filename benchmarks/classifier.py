@@ -40,8 +40,18 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+import symmetry
+from analysis.fit import fit
 from benchmarks.options import add_threads_option, use_threads
+from symmetry.datasets import data_root, load_dataset
+from symmetry.estimators import holm
+from symmetry.groups import get_group
 from symmetry.runtime import cli_entry
+from symmetry.settings import PRESETS
+from symmetry.sources import ImageSource
+from symmetry.streams import rng as stream
+from symmetry.streams import seed_of
+from symmetry.transforms import transform_image
 
 CROP = 64
 
@@ -71,7 +81,6 @@ def random_crops(images: list[torch.Tensor], count: int, rng: np.random.Generato
 
 def move(crops: torch.Tensor, elements, which: np.ndarray) -> torch.Tensor:
     """Each crop moved by ``elements[which[i]]`` (grid-exact: an exact pixel permutation of a square crop)."""
-    from symmetry.transforms import transform_image
 
     out = crops.clone()
     for e in set(which.tolist()):
@@ -94,10 +103,6 @@ def classifier_test(
     """Train on half of ``images`` (``(C, H, W)`` tensors), test on the other half (module docstring); returns
     ``accuracy`` (held-out images), ``correct``, ``n``, ``p_value`` (exact binomial, one-sided), ``train_loss`` (mean
     cross-entropy of the last tenth of the steps; log 2 = 0.693 is chance) and ``seconds``."""
-    from analysis.fit import fit
-    from symmetry.groups import get_group
-    from symmetry.streams import rng as stream
-    from symmetry.streams import seed_of
 
     started = time.process_time()
     elements = get_group(group).non_identity
@@ -150,7 +155,6 @@ def classifier_test(
 
 
 def _photos(args) -> tuple[str, list]:
-    from symmetry.data import ImageSource, load_dataset
 
     if args.quick:
         dataset = load_dataset("skimage")
@@ -173,16 +177,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="the 13 bundled photos, 30 steps, the preset only")
     args = p.parse_args(argv)
     use_threads(args.threads)
-    import symmetry
-    from symmetry.datasets import data_root
 
     args.data_root = data_root(args.data_root)
     steps = 30 if args.quick else args.steps
     name, sources = _photos(args)
     groups = args.groups.split(",")
     print(f"{name}: {len(sources)} photos, groups {args.groups}, {torch.get_num_threads()} thread(s)")
-
-    from symmetry.settings import PRESETS
 
     photos = PRESETS["photos"]
     runs = {f"photos preset (radius {photos['radius']:g}, mesh {photos['mesh'][0]:g})": dict(preset="photos")}
@@ -221,7 +221,6 @@ def main(argv=None) -> int:
 
 
 def _holm(p_values: list[float]) -> list[float]:
-    from symmetry.estimators import holm
 
     return [float(v) if math.isfinite(v) else math.nan for v in holm(p_values)]
 

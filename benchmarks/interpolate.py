@@ -24,13 +24,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.options import add_threads_option, use_threads
+from symmetry.transforms import _tap_weights, disk_offsets, interpolate, rotation_matrix, window_positions
 
 
 def unfused(image, rows, cols, chunk: int = 1 << 16):
     """Bicubic samples of ``image`` ``(C, H, W)`` by one ``(C, P, 16)`` gather per chunk (taps clamped)."""
     import torch
-
-    from symmetry.transforms import _tap_weights
 
     c, h, w = image.shape
     flat = image.reshape(c, h * w)
@@ -59,8 +58,6 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="128x128 image, 50 centres, 2 repetitions")
     args = p.parse_args(argv)
     import torch
-
-    from symmetry.transforms import disk_offsets, interpolate, rotation_matrix, window_positions
 
     if args.quick:
         args.size, args.centres, args.repeats = 128, 50, 2

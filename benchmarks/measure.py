@@ -37,8 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(ROOT))
 
+import symmetry  # noqa: E402  (imports nothing heavy: numpy and torch load after use_threads)
 from benchmarks.options import positive_int as _positive  # noqa: E402  (the benchmarks' one positive-integer type)
 from benchmarks.options import use_threads  # noqa: E402
+from symmetry.errors import SymmetryError  # noqa: E402
+from symmetry.settings import Settings, window_scale  # noqa: E402
 
 DIV2K_SIZE = (1356, 2040)  # rows, columns of a DIV2K HR photograph
 CROP = 300  # side of the memory benchmark's images (every bundled photo is at least 300 px)
@@ -49,8 +52,6 @@ AGREEMENT = 1e-5  # relative agreement with the reference
 
 def _settings(quick: bool) -> dict:
     """Estimator settings: the defaults (``symmetry.settings.Settings``), or small ones for a smoke run."""
-    from symmetry.settings import Settings
-
     if quick:
         return dict(radius=8.0, windows=32, features=128, permutations=99, bootstrap=50)
     s = Settings()
@@ -79,11 +80,10 @@ def compare(args) -> list[dict]:
     """Time and check the batched estimator against the reference, one mesh at a time."""
     import numpy as np
 
-    import symmetry
-    from benchmarks.reference import ReferenceMMD
-    from symmetry.data import ImageSource, load_dataset
-    from symmetry.features import median_bandwidth
-    from symmetry.settings import Settings, window_scale
+    from benchmarks.reference import ReferenceMMD  # lazy: loads numpy/torch, which must follow use_threads
+    from symmetry.datasets import load_dataset  # lazy: loads numpy/torch, which must follow use_threads
+    from symmetry.features import median_bandwidth  # lazy: loads numpy/torch, which must follow use_threads
+    from symmetry.sources import ImageSource  # lazy: loads numpy/torch, which must follow use_threads
 
     opts = _settings(args.quick)
     count = args.images or (2 if args.quick else 8)
@@ -165,7 +165,7 @@ def _write_images(folder: Path, count: int) -> None:
     import numpy as np
     from PIL import Image
 
-    from symmetry.data import load_dataset
+    from symmetry.datasets import load_dataset  # lazy: loads numpy/torch, which must follow use_threads
 
     folder.mkdir(parents=True, exist_ok=True)
     photos = list(load_dataset("skimage"))
@@ -179,7 +179,7 @@ def _write_images(folder: Path, count: int) -> None:
 def worker(args) -> None:
     """One memory-benchmark size, in its own process: the command line on a folder; prints a JSON line."""
 
-    from symmetry.measure import main
+    from symmetry.measure import main  # lazy: loads numpy/torch, which must follow use_threads
 
     opts = _settings(args.quick)
     baseline = _status_mb("VmRSS")
@@ -197,7 +197,7 @@ def worker(args) -> None:
 
 def memory(args) -> list[dict]:
     """Throughput and peak RSS of the command line at 1x, 4x and 16x the images, each in a fresh process."""
-    from symmetry.groups import get_group
+    from symmetry.groups import get_group  # lazy: loads numpy/torch, which must follow use_threads
 
     base = args.memory_base or (2 if args.quick else 3)
     opts = _settings(args.quick)
@@ -244,7 +244,7 @@ def stand_in_sources(count: int, device, size: tuple[int, int] = DIV2K_SIZE, see
 
     import torch
 
-    from symmetry.data import ImageSource
+    from symmetry.sources import ImageSource  # lazy: loads numpy/torch, which must follow use_threads
 
     @dataclass(eq=False)
     class StandIn(ImageSource):
@@ -268,8 +268,7 @@ def stand_in(args) -> dict:
     """Time rot8 at meshes 2, 1, 0.5 on generated DIV2K-sized images, one at a time on the device."""
     import torch
 
-    import symmetry
-    from symmetry.runtime import resolve_device
+    from symmetry.runtime import resolve_device  # lazy: loads numpy/torch, which must follow use_threads
 
     device = resolve_device(args.device)
     count = args.images or 800
@@ -346,8 +345,7 @@ def main(argv=None) -> int:
     use_threads(args.threads)
     import torch
 
-    from symmetry.errors import SymmetryError
-    from symmetry.runtime import resolve_device
+    from symmetry.runtime import resolve_device  # lazy: loads numpy/torch, which must follow use_threads
 
     try:
         args.device = str(resolve_device(args.device))

@@ -21,15 +21,19 @@ import math
 import numpy as np
 import pandas as pd
 
+import symmetry
 from experiments.runner import Context
+from experiments.style import subplots
 from experiments.symmetry_power import photo_sources, subset_indices, symmetrise, wilson
+from symmetry.settings import preset_options
+from symmetry.sources import ImageSource
+from symmetry.transforms import to_mesh
 
 GROUPS = ("rot4", "flip", "flipud", "dih4")
 
 
 def cells(config: dict) -> list[dict]:
     """One cell per (source, size, setting, subset)."""
-    from symmetry.settings import preset_options
 
     out = []
     for name, given in config["settings"].items():
@@ -60,10 +64,6 @@ def cells(config: dict) -> list[dict]:
 def run_cell(cell: dict, ctx: Context) -> list[dict]:
     """One exactly symmetrised subset measured for every group: one row per group (p-value, verdict)."""
     import torch
-
-    import symmetry
-    from symmetry.data import ImageSource
-    from symmetry.transforms import to_mesh
 
     photos = photo_sources(ctx, cell["source"])
     chosen = [photos[i] for i in subset_indices(len(photos), cell["images"], cell["seed"], cell["subset"])]
@@ -136,8 +136,6 @@ def table(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 def figures(frame: pd.DataFrame, config: dict) -> dict:
     """QQ plot of the p-values against the uniform law, one panel per (setting, source and size), one line per group."""
     import seaborn as sns
-
-    from experiments.style import subplots
 
     frame = frame.copy()
     frame["sample"] = [f"{r['source']}, {r['scale']:g}x" for _, r in frame.iterrows()]

@@ -35,6 +35,7 @@ import torch
 from symmetry.datasets import data_root as data_root_rule  # run_experiment's parameter is named data_root
 from symmetry.errors import DataError, UsageError
 from symmetry.io import atomic_write_text, json_safe, output_lock, read_text_file
+from symmetry.runtime import progress, resolve_device
 
 EXPERIMENTS = ("symmetry_table", "bound", "bound_lmmse", "bias_variance", "sa_alignment", "restoration_table")
 EXPERIMENTS += ("symmetry_power", "calibration", "sr_benchmark")
@@ -321,7 +322,6 @@ def run_experiment(
     ``config`` replaces the packaged ``[scale]`` table; ``force`` recomputes every cell; ``max_cells`` stops after
     that many new cells (the rest are computed by a later call).
     """
-    from symmetry.runtime import resolve_device
 
     module = experiment_module(name)
     cfg = dict(config) if config is not None else load_config(name, scale)
@@ -388,7 +388,6 @@ def run_experiment(
 @contextlib.contextmanager
 def _cell_progress(enabled: bool, total: int, name: str):
     """A progress bar over cells (inner work runs without its own bar): :func:`symmetry.runtime.progress`."""
-    from symmetry.runtime import progress
 
     with progress(total, name, enabled=enabled, transient=True) as bar:
         yield bar.advance

@@ -70,9 +70,10 @@ from symmetry.alignment import (
     make_aligner,
     match_to,
 )
-from symmetry.data import ImageSource, load_dataset
+from symmetry.datasets import load_dataset
 from symmetry.errors import UsageError
 from symmetry.groups import get_group
+from symmetry.sources import ImageSource
 from symmetry.streams import rng, seed_of, torch_generator
 from symmetry.synthetic import load_synthetic
 

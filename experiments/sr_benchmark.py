@@ -42,9 +42,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from analysis.equivariance import equivariance_error, summarize
+from analysis.evaluate import run_model
+from analysis.fit import fit
+from analysis.models import build_model, count_parameters, init_sa_from_tl, plain_parameter_count
+from analysis.protocol import protocol_examples, score
+from analysis.rundir import CHECKPOINT_FILE, read_checkpoint, run_fingerprint
+from analysis.tasks import PatchDataset, _centre_box, baseline, load_items
+from analysis.testsets import rotated_cycle
 from experiments.runner import Context, SkipCell, cell_key
+from experiments.sr_benchmark_stats import gain_figure, verdict_text
 from symmetry.errors import UsageError
 from symmetry.io import atomic_write_text
+from symmetry.measure import measure
+from symmetry.transforms import imresize
 
 MODELS = ("bicubic", "plain", "plain-matched", "rot4", "rot8", "flip", "tl", "sa", "tl-cont")
 FROM_TL = ("sa", "tl-cont")
@@ -91,7 +102,6 @@ ARCH_KEYS = ("kind", "group", "width", "plain_width", "kernel_size", "basis", "v
 
 def build(arch: dict, cell: dict) -> torch.nn.Module:
     """The network of a cell (``arch``: :func:`_architecture`, or the cell itself)."""
-    from analysis.models import build_model
 
     options = {k: v for k, v in arch.items() if k in ARCH_KEYS and k != "kind"}
     return build_model(
@@ -105,14 +115,12 @@ def build(arch: dict, cell: dict) -> torch.nn.Module:
 
 
 def _parameters(arch: dict, config: dict) -> int:
-    from analysis.models import count_parameters
 
     return count_parameters(build(arch, config))
 
 
 def _matched_width(target: int, config: dict) -> int:
     """Width of a plain EDSR (``plain_kernel_size``) whose parameter count is closest to ``target``."""
-    from analysis.models import plain_parameter_count
 
     def count(w: int) -> int:
         kw = dict(scale=int(config["scale"]), in_channels=3, depth=int(config["depth"]), layout=config["layout"])
@@ -164,7 +172,6 @@ def tl_cell_of(cell: dict) -> dict:
 @functools.lru_cache(maxsize=2)
 def training_items(data: str, data_root: str | None, scale: int, max_images: int):
     """The training photos as SR items (HR modcropped, LR by MATLAB bicubic rounded to 8 bits), cached per process."""
-    from analysis.tasks import load_items
 
     return load_items("sr", data, split="train", data_root=data_root, scale=scale, max_images=max_images or None)
 
@@ -172,7 +179,6 @@ def training_items(data: str, data_root: str | None, scale: int, max_images: int
 @functools.lru_cache(maxsize=8)
 def test_examples(root: str, scale: int, limit: int):
     """The evaluation examples of one test set folder (:func:`analysis.protocol.protocol_examples`)."""
-    from analysis.protocol import protocol_examples
 
     return protocol_examples("sr", Path(root).name.lower(), root, scale=scale, max_images=limit or None)
 
@@ -189,7 +195,6 @@ def _testset_roots(cell: dict, ctx: Context) -> list[tuple[str, str]]:
 
 
 def _fingerprint(cell: dict) -> dict:
-    from analysis.rundir import run_fingerprint
 
     return run_fingerprint(cell, cell["data"], cell["seed"])
 
@@ -199,10 +204,6 @@ def train_cell(cell: dict, ctx: Context) -> tuple[torch.nn.Module, dict]:
 
     Returns the model and ``{"steps", "train_seconds"}`` (``sa``, ``tl-cont``: their own steps plus the ``tl`` ones).
     """
-    from analysis.fit import fit
-    from analysis.models import init_sa_from_tl
-    from analysis.rundir import CHECKPOINT_FILE, read_checkpoint
-    from analysis.tasks import PatchDataset
 
     torch.set_num_threads(1)  # one thread per process: ~6x faster than the default on a shared 2-core machine
     root = str(ctx.data_root) if ctx.data_root else None
@@ -284,7 +285,6 @@ class Bicubic(torch.nn.Module):
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from symmetry.transforms import imresize
 
         return imresize(x, self.scale)
 
@@ -301,7 +301,6 @@ def equivariance(model: torch.nn.Module, images: list[torch.Tensor], scale: int,
     rotations by multiples of 45 degrees (``_mean`` their mean); ``quarter``: worst over the grid-exact ones
     (90, 180, 270 degrees); ``flip``: the left-right mirror.
     """
-    from analysis.equivariance import equivariance_error, summarize
 
     bicubic = Bicubic(scale)
     out = {}
@@ -321,7 +320,6 @@ def equivariance(model: torch.nn.Module, images: list[torch.Tensor], scale: int,
 
 def trained_model(cell: dict, ctx: Context) -> torch.nn.Module:
     """The stored weights of a trained cell (its final checkpoint), for scores added after it ran."""
-    from analysis.rundir import CHECKPOINT_FILE, read_checkpoint
 
     model = build(cell, cell).to(ctx.device)
     model.load_state_dict(read_checkpoint(ctx.workdir / cell_key(cell) / CHECKPOINT_FILE, ctx.device)["model"])
@@ -330,7 +328,6 @@ def trained_model(cell: dict, ctx: Context) -> torch.nn.Module:
 
 def _eq_images(cell: dict, roots: list[tuple[str, str]]) -> list[torch.Tensor]:
     """Centre crops (``eq_crop`` LR pixels) of the first ``eq_images`` LR inputs of the first test set."""
-    from analysis.tasks import _centre_box
 
     out = []
     for ex in test_examples(roots[0][1], int(cell["scale"]), int(cell["test_images"]))[: int(cell["eq_images"])]:
@@ -342,10 +339,6 @@ def _eq_images(cell: dict, roots: list[tuple[str, str]]) -> list[torch.Tensor]:
 
 def score_model(model, cell: dict, roots: list[tuple[str, str]], device) -> list[dict]:
     """One row per (test set, rotation): mean and per-image PSNR/SSIM (``analysis.protocol.score``)."""
-    from analysis.evaluate import run_model
-    from analysis.protocol import score
-    from analysis.tasks import baseline
-    from analysis.testsets import rotated_cycle
 
     scale = int(cell["scale"])
     rows = []
@@ -377,7 +370,6 @@ def score_model(model, cell: dict, roots: list[tuple[str, str]], device) -> list
 
 def data_eps_rows(cell: dict, ctx: Context) -> list[dict]:
     """eps of the training photos per group (``symmetry.measure``, ``preset``): one row per group."""
-    from symmetry.measure import measure
 
     if not ctx.data_available(cell["data"]):
         raise SkipCell(f"{cell['data']} not found under {ctx.data_root}; pass --data-root")
@@ -444,7 +436,6 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
             if not ctx.data_available(cell["data"]):
                 raise SkipCell(f"{cell['data']} not found under {ctx.data_root}; pass --data-root")
             model, trained = train_cell(cell, ctx)
-            from analysis.models import count_parameters
 
             start = time.perf_counter()
             common = {
@@ -466,13 +457,11 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
 
 
 def figures(frame: pd.DataFrame, config: dict) -> dict:
-    from experiments.sr_benchmark_stats import gain_figure
 
     return {"gains": gain_figure(frame)}
 
 
 def verdict(frame: pd.DataFrame, config: dict) -> str:
-    from experiments.sr_benchmark_stats import verdict_text
 
     return verdict_text(frame)
 

@@ -20,8 +20,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from analysis.models import count_parameters
 from experiments import sr_benchmark
 from experiments.runner import load_config
+from symmetry.errors import UsageError
 from symmetry.io import atomic_write_text
 from symmetry.runtime import CliParser, cli_entry
 
@@ -49,7 +51,6 @@ def step_cost(model: torch.nn.Module, batch: int, lr_size: int, scale: int) -> t
 
 def estimate(config: dict, *, batch: int, gpu_tflops: tuple[float, ...], models: list[str] | None = None):
     """One row per model: parameters, measured CPU step, FLOPs per sample, and GPU hours at each assumed rate."""
-    from analysis.models import count_parameters
 
     torch.set_num_threads(1)
     scale = int(config["scale"])
@@ -102,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_entry
 def main(argv=None) -> int:
-    from symmetry.errors import UsageError
 
     args = build_parser().parse_args(argv)
     if args.batch < 1:

@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from experiments.runner import read_results
+from experiments.style import subplots
+
 ORDER = ["bicubic", "plain", "plain-matched", "rot4", "rot8", "flip", "tl", "tl-cont", "sa"]
 COMPARISONS = [
     ("plain", "bicubic", "plain over bicubic (the scale check)"),
@@ -277,8 +280,6 @@ def gain_figure(frame: pd.DataFrame, reference: str = "plain"):
     """Per-image PSNR gain over ``reference`` (seed-averaged), per model and test set (unrotated): seaborn."""
     import seaborn as sns
 
-    from experiments.style import subplots
-
     images = per_image(frame)
     images = images[images["rotation"] == "none"]
     mean = images.groupby(["model", "testset", "image"], as_index=False)["psnr"].mean()
@@ -305,8 +306,6 @@ def gain_figure(frame: pd.DataFrame, reference: str = "plain"):
 def main(argv=None) -> int:
     """``python -m experiments.sr_benchmark_stats [RESULTS_CSV]``: print the report's tables (markdown)."""
     import sys
-
-    from experiments.runner import read_results
 
     args = sys.argv[1:] if argv is None else argv
     frame = pd.read_csv(args[0]) if args else read_results("sr_benchmark", "quick")

@@ -22,7 +22,18 @@ import math
 import numpy as np
 import pandas as pd
 
+import symmetry
+from benchmarks.classifier import classifier_test
 from experiments.runner import Context, SkipCell
+from experiments.style import subplots
+from symmetry.datasets import load_dataset
+from symmetry.errors import DataError
+from symmetry.estimators import holm
+from symmetry.groups import get_group
+from symmetry.settings import preset_options
+from symmetry.sources import ImageSource
+from symmetry.streams import rng
+from symmetry.transforms import transform_image
 
 GROUPS = ("rot4", "flip", "flipud")
 EXPECTED = {"rot4": True, "flipud": True, "flip": False}  # photographs: rejected (True) or not
@@ -34,7 +45,6 @@ _IMAGES: dict = {}  # (data root, split) -> decoded photographs, kept between ce
 
 def cells(config: dict) -> list[dict]:
     """One cell per (setting, sample, subset); a setting is a table of measure_dataset options (``preset`` allowed)."""
-    from symmetry.settings import preset_options
 
     out = []
     for name, given in config["settings"].items():
@@ -88,8 +98,6 @@ SOURCES = {  # photo collections under the data root: (what it is, relative path
 def photo_sources(ctx: Context, source: str) -> list:
     """The photographs of ``source`` (a :data:`SOURCES` key; a bare Rain100L split name means ``rain100l:SPLIT``) as
     in-memory sources, decoded once per process; SkipCell when the data are absent."""
-    from symmetry.data import ImageSource, load_dataset
-    from symmetry.errors import DataError
 
     source = source if source in SOURCES else f"rain100l:{source}"
     if source not in SOURCES:
@@ -116,7 +124,6 @@ def photo_sources(ctx: Context, source: str) -> list:
 
 def subset_indices(total: int, size: int, seed: int, subset: int) -> np.ndarray:
     """The photographs of subset ``subset``: ``size`` distinct indices from stream ``split`` of ``(seed, subset)``."""
-    from symmetry.streams import rng
 
     if size > total:
         raise ValueError(f"subsets of {size} images need at least {size} photographs, the split has {total}")
@@ -126,10 +133,6 @@ def subset_indices(total: int, size: int, seed: int, subset: int) -> np.ndarray:
 def symmetrise(sources: list, seed: int, subset: int) -> list:
     """Each photograph moved by a uniformly random element of dih4 (a random quarter turn, randomly flipped):
     an exactly dih4-invariant law (:func:`symmetry.transforms.transform_image`, exact pixel permutations)."""
-    from symmetry.data import ImageSource
-    from symmetry.groups import get_group
-    from symmetry.streams import rng
-    from symmetry.transforms import transform_image
 
     dih4 = get_group("dih4")
     draws = rng(seed, "split", subset, 1).integers(len(dih4), size=len(sources))
@@ -145,7 +148,6 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
     A setting with ``classifier = true`` runs :func:`benchmarks.classifier.classifier_test` (``steps`` Adam steps)
     once per group instead; its exact binomial p-values are Holm-adjusted over the groups like the estimator's.
     """
-    import symmetry
 
     photos = photo_sources(ctx, cell["split"])
     chosen = [photos[i] for i in subset_indices(len(photos), cell["images"], cell["seed"], cell["subset"])]
@@ -188,8 +190,6 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
 
 def _classifier_rows(chosen: list, cell: dict) -> list[dict]:
     """The classifier two-sample test of each group on the subset (Holm over the groups)."""
-    from benchmarks.classifier import classifier_test
-    from symmetry.estimators import holm
 
     groups = cell["groups"].split(",")
     seed = cell["seed"] * 1000 + cell["subset"]
@@ -250,8 +250,6 @@ def _variant(row) -> str:
 def figures(frame: pd.DataFrame, config: dict) -> dict:
     """Rejection rate with its 95% Wilson interval per group and setting, one panel per sample."""
     import seaborn as sns
-
-    from experiments.style import subplots
 
     table = rates(frame)
     table["sample"] = [_label(r) for _, r in table.iterrows()]

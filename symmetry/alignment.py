@@ -56,13 +56,15 @@ import pandas as pd
 import torch
 
 from symmetry.cli import default_split
-from symmetry.data import IMAGE_EXTENSIONS
+from symmetry.datasets import load_dataset
+from symmetry.decoders import IMAGE_EXTENSIONS
 from symmetry.errors import DataError, UsageError
 from symmetry.features import RandomFourierFeatures, median_bandwidth
 from symmetry.groups import Group, GroupElement, get_group
 from symmetry.io import atomic_write_text, check_outputs_apart_from_inputs, check_writable, output_lock
 from symmetry.runtime import cli_entry, resolve_device, set_threads
-from symmetry.settings import Settings
+from symmetry.settings import LIMITS, MAX_RADIUS, Settings, check_meshes
+from symmetry.sources import first_images
 from symmetry.streams import rng, seed_of
 from symmetry.transforms import INTERPOLATIONS, SUPPORT_MARGIN, deformation_matrix, disk_offsets, interpolate
 
@@ -424,10 +426,7 @@ def best_alignment(
     grp = _resolve_group(group)
     sources = dataset_or_sources
     if isinstance(dataset_or_sources, str):
-        from symmetry.data import load_dataset
-
         sources = load_dataset(dataset_or_sources, data_root=data_root, split=split, channels=channels)
-    from symmetry.data import first_images
 
     sources = first_images(list(sources), max_images)
     if not sources:
@@ -455,7 +454,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _check_options(args: argparse.Namespace) -> None:
     """Parse-time ranges: a finite radius, a mesh whose windows fit in memory, windows within bounds."""
-    from symmetry.settings import LIMITS, MAX_RADIUS, check_meshes
 
     if not (math.isfinite(args.radius) and 0 < args.radius <= MAX_RADIUS):
         raise UsageError(f"--radius must be > 0, finite and at most {MAX_RADIUS:g} pixels, got {args.radius:g}")

@@ -16,10 +16,12 @@ import torch
 
 from symmetry import budget
 from symmetry import settings as defaults
+from symmetry.datasets import list_datasets
 from symmetry.decoders import IMAGE_EXTENSIONS
 from symmetry.errors import SymmetryError, UsageError
-from symmetry.groups import GROUP_NAMES_HELP, get_group
+from symmetry.groups import EXAMPLE_GROUPS, GROUP_NAMES_HELP, get_group
 from symmetry.io import check_outputs_apart_from_inputs, check_plot_format, check_writable
+from symmetry.measurement import measure_dataset
 from symmetry.runtime import DistInfo, broadcast_object, cli_entry, resolve_device, set_threads, setup_distributed
 from symmetry.settings import Settings
 
@@ -186,14 +188,10 @@ SETTINGS = tuple(_DEFAULT)  # option names passed to the API as Settings fields
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_datasets:
-        from symmetry.data import list_datasets
-
         for key, text in list_datasets().items():
             print(f"{key:<24} {text}")
         return 0
     if args.list_groups:
-        from symmetry.groups import EXAMPLE_GROUPS
-
         print(f"groups: {GROUP_NAMES_HELP}")
         for key in EXAMPLE_GROUPS:
             print(f"  {key:<8} {', '.join(get_group(key).names)}")
@@ -226,7 +224,6 @@ def _distinct_outputs(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, info: DistInfo) -> int:
-    from symmetry.measurement import measure_dataset
 
     verdict = None  # rank 0 checks the output paths (its file system), the others follow
     if info.main:

@@ -39,6 +39,7 @@ import torch
 from symmetry.errors import DataError
 from symmetry.groups import get_group
 from symmetry.settings import FEATURE_ORBIT, Settings
+from symmetry.sources import ImageSource
 from symmetry.streams import rng, seed_of
 from symmetry.transforms import (
     SUPPORT_MARGIN,
@@ -235,7 +236,6 @@ def _natives(source, meshes: list[float]) -> tuple[torch.Tensor | None, list[tor
     A plain image (``ImageSource`` with the default ``at_mesh``) is decoded once; meshes ``h < 1``
     with integer ``1/h`` get no raster (their windows are upsampled patch by patch).
     """
-    from symmetry.data import ImageSource
 
     if isinstance(source, ImageSource) and type(source).at_mesh is ImageSource.at_mesh:
         image = source.load()

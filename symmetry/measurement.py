@@ -28,13 +28,13 @@ from symmetry import checkpoint as ckpt
 from symmetry import runtime
 from symmetry import settings as defaults
 from symmetry.contrast import ContrastSource
-from symmetry.data import first_images
+from symmetry.datasets import load_dataset
 from symmetry.errors import DataError, SymmetryError, UsageError
 from symmetry.estimators import MMDStatistics, MomentStatistics
 from symmetry.features import RandomFourierFeatures, feature_differences, image_windows, median_bandwidth
 from symmetry.groups import Group, GroupElement, get_group
 from symmetry.io import check_writable
-from symmetry.report import SymmetryReport, assemble
+from symmetry.report import SymmetryReport, assemble, combine, combine_kernels
 from symmetry.runtime import (
     DistInfo,
     broadcast_object,
@@ -44,6 +44,8 @@ from symmetry.runtime import (
     setup_distributed,
 )
 from symmetry.settings import Settings, check_meshes, window_scale
+from symmetry.sources import augment, first_images
+from symmetry.transforms import disk_offsets
 
 CHECKPOINT_EVERY = 8  # images between checkpoint writes
 
@@ -81,12 +83,8 @@ def _union(groups: list[Group]) -> tuple[list[GroupElement], list[list[int]]]:
 def _resolve_dataset(dataset, data_root, download, split, channels, augment_group, max_images):
     ds = dataset
     if isinstance(dataset, str):
-        from symmetry.data import load_dataset
-
         ds = load_dataset(dataset, data_root=data_root, download=download, split=split, channels=channels)
     if augment_group:
-        from symmetry.data import augment
-
         ds = augment(ds, augment_group)
     sources = first_images(list(ds), max_images)
     if not sources:
@@ -221,7 +219,6 @@ def _aggregate(dataset, group, mesh, *, checkpoint=None, **kwargs) -> SymmetryRe
     kernel and channels; its mesh times each ``mesh`` value, default 1), combined by
     :func:`symmetry.report.combine_kernels` (the smallest of the components' p-values, calibrated by the same
     randomisation null draws: every component uses the same random group element per image and null draw)."""
-    from symmetry.report import combine_kernels
 
     given = sorted(k for k in defaults.SINGLE_KERNEL_OPTIONS if k in kwargs)
     if given:
@@ -287,7 +284,6 @@ def _scale_profile(radii, dataset, group, mesh, *, checkpoint=None, **kwargs) ->
     """One run per radius ``r`` at meshes ``h * r / PROFILE_RADIUS`` (windows keep their number of points); the
     reports are combined under one threshold per group (min-p over radii; theory.md: the support D is the receptive
     field, so symmetry is a function of scale)."""
-    from symmetry.report import combine
 
     if checkpoint is not None:
         raise UsageError("--checkpoint is not supported with several --radius values; run one radius at a time")
@@ -420,7 +416,6 @@ def _view(source, settings: Settings):
 
 
 def _points(radius: float, mesh: float) -> int:
-    from symmetry.transforms import disk_offsets
 
     return len(disk_offsets(radius, mesh))
 

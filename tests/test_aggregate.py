@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import symmetry
-from symmetry.data import ImageSource
 from symmetry.errors import UsageError
 from symmetry.estimators import holm, min_p_aggregate
 from symmetry.settings import AGGREGATE, Settings
+from symmetry.sources import ImageSource
 from tests.test_calibration import anisotropic_images, symmetrised
 
 

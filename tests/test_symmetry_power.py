@@ -45,7 +45,7 @@ def test_wilson_interval_known_values():
 def test_symmetrised_subsets_are_d4_images_of_the_photos():
     """Every photo is moved by one of the eight quarter turns and flips, and all eight occur (a symmetrise that
     returned its input, or used only rotations, would leave the law as asymmetric as the photos)."""
-    from symmetry.data import ImageSource
+    from symmetry.sources import ImageSource
 
     images = [ImageSource(f"x{i}", array=torch.rand(1, 6, 8, dtype=torch.float64)) for i in range(64)]
     out = power.symmetrise(images, 5, 0)
