@@ -165,18 +165,17 @@ def rotated(examples: list[Example], group: str = ROTATION_GROUP) -> list[Exampl
     Input and target are transformed together, so a denoising input keeps its (fixed) noise, turned.
     """
 
-    out = []
-    for ex in examples:
-        for g in check_augment_group(group):
-            out.append(
-                Example(
-                    f"{ex.name}@{g.name}",
-                    transform_image(ex.input, g)[0].contiguous(),
-                    transform_image(ex.target, g)[0].contiguous(),
-                    ex.eight_bit,
-                )
-            )
-    return out
+    return [_turned(ex, g) for ex in examples for g in check_augment_group(group)]
+
+
+def _turned(ex: Example, element) -> Example:
+    """``ex`` with input and target transformed by ``element`` (an exact permutation), named ``name@element``."""
+    return Example(
+        f"{ex.name}@{element.name}",
+        transform_image(ex.input, element)[0].contiguous(),
+        transform_image(ex.target, element)[0].contiguous(),
+        ex.eight_bit,
+    )
 
 
 def rotated_cycle(examples: list[Example], group: str = ROTATION_GROUP) -> list[Example]:
@@ -187,18 +186,7 @@ def rotated_cycle(examples: list[Example], group: str = ROTATION_GROUP) -> list[
     """
 
     elements = [g for g in check_augment_group(group) if not g.is_identity]
-    out = []
-    for i, ex in enumerate(examples):
-        g = elements[i % len(elements)]
-        out.append(
-            Example(
-                f"{ex.name}@{g.name}",
-                transform_image(ex.input, g)[0].contiguous(),
-                transform_image(ex.target, g)[0].contiguous(),
-                ex.eight_bit,
-            )
-        )
-    return out
+    return [_turned(ex, elements[i % len(elements)]) for i, ex in enumerate(examples)]
 
 
 __all__ = [

@@ -130,50 +130,30 @@ def measure_dataset(
     if options.get("kernels", chosen.get("kernels")) is None:  # options describing one kernel select one kernel
         single = any(k in options for k in defaults.SINGLE_KERNEL_OPTIONS)
         options["kernels"] = "single" if single else "aggregate"
+    run = dict(  # how the images are found, read and processed: the same for every path below
+        data_root=data_root,
+        download=download,
+        split=split,
+        channels=channels,
+        augment=augment,
+        max_images=max_images,
+        skip_bad=skip_bad,
+        device=device,
+        dtype=dtype,
+        checkpoint=checkpoint,
+        progress=progress,
+    )
     if {**chosen, **options}["kernels"] == "aggregate":
         if preset is not None:
             raise UsageError(f"--preset {preset} is one kernel; it cannot be combined with --kernels aggregate")
-        return _aggregate(
-            dataset,
-            group,
-            mesh,
-            data_root=data_root,
-            download=download,
-            split=split,
-            channels=channels,
-            augment=augment,
-            max_images=max_images,
-            skip_bad=skip_bad,
-            device=device,
-            dtype=dtype,
-            checkpoint=checkpoint,
-            progress=progress,
-            **options,
-        )
+        return _aggregate(dataset, group, mesh, **run, **options)
     if mesh is None:
         mesh = chosen.pop("mesh", defaults.MESHES)
     chosen.pop("mesh", None)
     options = {**chosen, **options}
     radii = _radii(options.pop("radius", None))
     if len(radii) > 1:
-        profile = _scale_profile(
-            radii,
-            dataset,
-            group,
-            mesh,
-            data_root=data_root,
-            download=download,
-            split=split,
-            channels=channels,
-            augment=augment,
-            max_images=max_images,
-            skip_bad=skip_bad,
-            device=device,
-            dtype=dtype,
-            checkpoint=checkpoint,
-            progress=progress,
-            **options,
-        )
+        profile = _scale_profile(radii, dataset, group, mesh, **run, **options)
         if preset is not None:
             profile.meta["preset"] = preset
         return profile
