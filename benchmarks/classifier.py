@@ -43,7 +43,7 @@ from scipy.stats import binom
 import symmetry
 from analysis.fit import fit
 from benchmarks.options import add_threads_option, use_threads
-from symmetry.datasets import data_root, load_dataset
+from symmetry.datasets import DATA_ROOT_HELP, data_root, load_dataset
 from symmetry.estimators import holm
 from symmetry.groups import get_group
 from symmetry.runtime import cli_entry
@@ -167,7 +167,7 @@ def _photos(args) -> tuple[str, list]:
 @cli_entry  # a missing Rain100L is one error line
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data-root", default=None, help="folder with rain100l/ (default: $SYMMETRY_DATA, ../shared/data)")
+    p.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     p.add_argument("--split", default="test", help="Rain100L split (default: test, 100 photos)")
     p.add_argument("--images", type=int, default=100, help="photos (default 100; fewer when the split has fewer)")
     p.add_argument("--groups", default="rot4,flip,flipud,dih4", help="groups (default rot4,flip,flipud,dih4)")

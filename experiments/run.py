@@ -22,6 +22,7 @@ from experiments.runner import (
     results_path,
     run_experiment,
 )
+from symmetry.datasets import DATA_ROOT_HELP
 from symmetry.errors import UsageError
 from symmetry.runtime import CliParser, cli_entry, set_threads
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(scale="quick")  # as experiments.figures: a bare command never starts hours of work
     p.add_argument("--config", help="a TOML file with [quick]/[full] tables replacing experiments/configs/NAME.toml")
     p.add_argument("--results", default=str(DEFAULT_RESULTS), help="results folder (default: results)")
-    p.add_argument("--data-root", help="folder with rain100l/ or DIV2K (default: $SYMMETRY_DATA, else ../shared/data)")
+    p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--force", action="store_true", help="recompute cells already stored")
     p.add_argument("--max-cells", type=int, help="stop after this many new cells (resume later)")

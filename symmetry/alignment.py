@@ -56,7 +56,7 @@ import pandas as pd
 import torch
 
 from symmetry.cli import default_split
-from symmetry.datasets import load_dataset
+from symmetry.datasets import DATA_ROOT_HELP, load_dataset
 from symmetry.decoders import IMAGE_EXTENSIONS
 from symmetry.errors import DataError, UsageError
 from symmetry.features import RandomFourierFeatures, median_bandwidth
@@ -471,7 +471,7 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="skimage", help="dataset spec (see python -m symmetry.measure --list-datasets)")
     p.add_argument("--group", default="rot4", help="group to align with (default rot4)")
     p.add_argument("--mesh", type=float, default=1.0, help="mesh size h, native pixels per sample (default 1)")
-    p.add_argument("--data-root", help="folder holding rain100l/ or DIV2K (default $SYMMETRY_DATA)")
+    p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.add_argument("--split", default=None, help="split of rain100l/div2k: train, valid or test (default: train)")
     p.add_argument("--max-images", type=int)
     p.add_argument("--radius", type=float, default=AlignmentSettings.radius)

@@ -16,7 +16,7 @@ import torch
 
 from symmetry import budget
 from symmetry import settings as defaults
-from symmetry.datasets import list_datasets
+from symmetry.datasets import DATA_ROOT_HELP, list_datasets
 from symmetry.decoders import IMAGE_EXTENSIONS
 from symmetry.errors import SymmetryError, UsageError
 from symmetry.groups import EXAMPLE_GROUPS, GROUP_NAMES_HELP, get_group
@@ -72,9 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"skimage, folder:PATH, div2k, rain100l or synthetic:FAMILY[,k=v]; see --list-datasets "
         f"(default: {defaults.DATASET})",
     )
-    d.add_argument(
-        "--data-root", default=None, help="where datasets live (default: $SYMMETRY_DATA or ~/.cache/symmetry)"
-    )
+    d.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     d.add_argument("--download", action="store_true", help="download the dataset if missing (div2k)")
     d.add_argument(
         "--split",
