@@ -226,7 +226,9 @@ def test_threads_default_to_one_per_process(monkeypatch):
 
 
 def test_make_notebooks_installs_the_extra_and_starts_jupyter_on_the_notebooks():
-    res = subprocess.run(["make", "-n", "-B", "notebooks"], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", "notebooks"], cwd=ROOT, capture_output=True, text=True
+    )
     if res.returncode != 0 and "No rule" not in res.stderr:
         pytest.skip(f"make is not usable here: {res.stderr[-200:]}")
     assert '-e ".[notebooks]"' in res.stdout
@@ -234,6 +236,6 @@ def test_make_notebooks_installs_the_extra_and_starts_jupyter_on_the_notebooks()
 
 
 def test_make_test_slow_runs_only_the_slow_tests():
-    res = subprocess.run(["make", "-n", "test-slow"], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(["make", "--no-print-directory", "-n", "test-slow"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "pytest -q -m slow" in res.stdout
