@@ -17,7 +17,7 @@ refines locally. Two distances ``d`` (``AlignmentSettings.distance``):
 - ``covariance`` (default): the windows' second moments, i.e. the image's autocovariance ``C_x``
   estimated from every pixel pair, ``eps_cov(A; D) = ||C_y - C_y o A^-1||^2 / ||C_y||^2`` with
   ``C_y(tau) = C_x(D tau)`` over lags ``|tau| <= 2 radius`` (the per-image form of
-  ``analysis.optimal.covariance_symmetry_error``). Blind to half-turn asymmetries, which no
+  ``theory.optimal.covariance_symmetry_error``). Blind to half-turn asymmetries, which no
   ``D`` can change anyway (``-I`` commutes with every ``D``).
 - ``mmd``: the project's squared kernel MMD (``symmetry.estimators``) between one image's
   ``m`` paired windows at random centres, unbiased (a U-statistic over pairs of windows, mean 0
@@ -209,7 +209,7 @@ class WindowAligner(_Aligner):
 
 
 class CovarianceAligner(_Aligner):
-    """Covariance symmetry error of the aligned image (the per-image form of ``analysis.optimal``'s ``eps_cov``).
+    """Covariance symmetry error of the aligned image (the per-image form of ``theory.optimal``'s ``eps_cov``).
 
     The windows' covariance of a stationary image is its autocovariance ``C_x``, estimated once from all
     pixel pairs (FFT, normalised by the overlap count). The aligned image has ``C_y(tau) = C_x(D tau)``, so

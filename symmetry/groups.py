@@ -59,6 +59,14 @@ def turn_matrix(turn: float | Fraction, dtype=torch.float64, device=None) -> tor
     return torch.tensor([[c, -s], [s, c]], dtype=dtype, device=device)
 
 
+def is_grid_exact(matrix) -> bool:
+    """True when the 2x2 ``matrix`` (nested sequence or tensor) maps the square pixel grid onto itself: every entry
+    is 0 or +-1 (quarter turns and axis flips), so resampling by it is an exact permutation of pixels."""
+    if isinstance(matrix, torch.Tensor):
+        return bool(torch.all((matrix == 0) | (matrix.abs() == 1)))
+    return all(v in (-1.0, 0.0, 1.0) for row in matrix for v in row)
+
+
 def _rotation(turn: Fraction) -> tuple[tuple[float, float], tuple[float, float]]:
     """Rotation by ``turn`` full turns, exact for quarter turns: :func:`turn_matrix`."""
     return tuple(tuple(row) for row in turn_matrix(turn).tolist())
@@ -100,7 +108,7 @@ class GroupElement:
     @property
     def is_grid_exact(self) -> bool:
         """True when ``A`` maps the square pixel grid onto itself (quarter turns, axis flips)."""
-        return all(v in (-1.0, 0.0, 1.0) for row in self.matrix for v in row)
+        return is_grid_exact(self.matrix)
 
     def close_to(self, matrix, tol: float = _TOL) -> bool:
         return all(abs(self.matrix[i][j] - matrix[i][j]) < tol for i in range(2) for j in range(2))

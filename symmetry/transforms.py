@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from symmetry.errors import UsageError
-from symmetry.groups import GroupElement, turn_matrix  # noqa: F401  (turn_matrix re-exported: theory modules import it here)
+from symmetry.groups import GroupElement, is_grid_exact
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 KEYS_A = -0.5  # Keys' cubic convolution parameter used by MATLAB's imresize/interp2 'cubic'
@@ -144,10 +144,6 @@ def lattice_permutations(offsets: torch.Tensor, matrices: torch.Tensor) -> list[
         perm[by] = order
         out.append(torch.from_numpy(perm).to(offsets.device))
     return out
-
-
-def _is_grid_exact(matrix: torch.Tensor) -> bool:
-    return bool(torch.all((matrix == 0) | (matrix.abs() == 1)))
 
 
 # ---- the cubic kernel (one implementation) ------------------------------------------------
@@ -288,7 +284,7 @@ def lattice_operator(
     point = torch.arange(len(target))
     for g in range(len(matrices)):
         r, q = rows[g, 0], cols[g, 0]
-        if method == "nearest" or _is_grid_exact(matrices[g]):
+        if method == "nearest" or is_grid_exact(matrices[g]):
             tr, tq, weight = torch.round(r).long()[:, None], torch.round(q).long()[:, None], torch.ones(len(r), 1)
         else:
             first, count = _TAPS[method]

@@ -19,7 +19,7 @@ from analysis.risk_report import readme_paragraph
 from experiments import bias_variance as bv
 from experiments.runner import run_experiment
 from symmetry.errors import UsageError
-from symmetry.transforms import turn_matrix
+from symmetry.groups import turn_matrix
 from theory.bias_variance import decompose, ols_risk, paired_difference, tidy
 from theory.linear_filters import (
     apply_filter,

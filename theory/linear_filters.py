@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from symmetry.errors import UsageError
-from symmetry.groups import get_group
-from symmetry.transforms import disk_offsets, lattice_operator, turn_matrix
+from symmetry.groups import get_group, turn_matrix
+from symmetry.transforms import disk_offsets, lattice_operator
 
 KEEP_SINGULAR = 0.75
 """Singular values of the group average above which a direction counts as G-invariant. They are 0 or 1 for
