@@ -127,7 +127,7 @@ def _data_key(cell: dict) -> tuple:
     return tuple((k, cell[k]) for k in DATA_KEYS)
 
 
-def _data_root(cell: dict, ctx: Context) -> str | None:
+def _cell_root(cell: dict, ctx: Context) -> str | None:
     """The data root for the cell's dataset; :class:`SkipCell` when a real dataset is absent."""
     if cell["dataset"]["spec"] == "rain100l" and not ctx.data_available("rain100l"):
         raise SkipCell(f"rain100l not found under {ctx.data_root}; pass --data-root")
@@ -136,11 +136,11 @@ def _data_root(cell: dict, ctx: Context) -> str | None:
 
 def load_pools(cell: dict, ctx: Context) -> dict[str, torch.Tensor]:
     """The cell's training pool and test set (clean and noisy windows)."""
-    return pools(cell["dataset"]["spec"], _data_key(cell), _data_root(cell, ctx))
+    return pools(cell["dataset"]["spec"], _data_key(cell), _cell_root(cell, ctx))
 
 
 def _prepare(cell: dict, ctx: Context) -> dict[str, torch.Tensor]:
-    return prepared(cell["dataset"]["spec"], _data_key(cell), _data_root(cell, ctx))
+    return prepared(cell["dataset"]["spec"], _data_key(cell), _cell_root(cell, ctx))
 
 
 def run_linear(cell: dict, ctx: Context) -> dict:
@@ -165,7 +165,7 @@ def run_linear(cell: dict, ctx: Context) -> dict:
             train_risks.append(float(sse) / (len(idx) * (cell["window"] - 2 * r) ** 2))
         weights.append(w)
     preds = apply_linear(cell, torch.stack(weights), prep["test_patches"], prep["test_angles"])
-    oracle = (cell["dataset"]["spec"], _data_key(cell), _data_root(cell, ctx))
+    oracle = (cell["dataset"]["spec"], _data_key(cell), _cell_root(cell, ctx))
     return {
         "preds": preds,
         "targets": prep["test_target"],
@@ -288,7 +288,7 @@ def measured_symmetry(cell: dict, ctx: Context) -> list[dict]:
     the group this picks (:func:`pick_group`)."""
 
     spec, count = cell["dataset"]["spec"], int(cell["images"])
-    images = clean_images(spec, "train", count, _data_root(cell, ctx))[:count]
+    images = clean_images(spec, "train", count, _cell_root(cell, ctx))[:count]
     sources = [ImageSource(f"image-{i}", array=im) for i, im in enumerate(images)]
     report = measure_report(sources, cell)
     verdicts = {v["group"]: v["symmetric"] for v in report.verdicts}

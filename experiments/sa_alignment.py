@@ -376,11 +376,6 @@ def control_transforms(control: str, pred: np.ndarray, train_truths: list[dict],
     return truth(train_truths, scale), truth(test_truths, scale)
 
 
-def _psnr(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Per-image PSNR (dB, peak 1) of a batch: :func:`analysis.metrics.psnr`."""
-    return psnr_db(x, y).cpu().numpy()
-
-
 def sa_offsets(model, noisy: torch.Tensor) -> dict[str, np.ndarray]:
     """Per image: the hypernetwork's raw offsets ``dtheta0`` (rad), ``dCx``, ``dCy`` and ``dlog_ratio``, the change
     of ``log(cx / cy)`` they make, averaged over layers (``cx / cy = Cy / Cx``; NaN where a scale is not positive)."""
@@ -414,8 +409,8 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
         pred = net.predict_transform(noisy).double().cpu().numpy()
         offsets = sa_offsets(models["sa"][0], noisy)
         for name, (model, _) in models.items():
-            psnr[name] = _psnr(model(noisy), clean)
-    psnr_in = _psnr(noisy, clean)
+            psnr[name] = psnr_db(model(noisy), clean).cpu().numpy()
+    psnr_in = psnr_db(noisy, clean).cpu().numpy()
     for control in cell.get("controls", []):
         fixed = control_transforms(control, pred, train_truths, truths)
         if fixed is None:
@@ -423,7 +418,7 @@ def run_cell(cell: dict, ctx: Context) -> list[dict]:
         steps = cell["steps"] + trace.attrs["steps"]
         control_net, _ = train_model(cell, train, device, steps=steps, transforms=torch.as_tensor(fixed[0]))
         with torch.no_grad():
-            psnr[control] = _psnr(control_net(noisy, transform=torch.as_tensor(fixed[1])), clean)
+            psnr[control] = psnr_db(control_net(noisy, transform=torch.as_tensor(fixed[1])), clean).cpu().numpy()
 
     mesh = cell.get("mesh", 1.0)
     settings = {k: cell[k] for k in ("radius", "max_log_ratio", "angles", "scales", "refine")}
