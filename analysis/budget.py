@@ -32,7 +32,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from analysis.layers import BasisConv, GroupConv, GroupUpsample, LiftConv, ProjectConv, layer_group
+from analysis.models import plain_parameter_count, upsample_stages
+from analysis.registry import network_from_config
 from symmetry.budget import Budget, check, local_processes, parse_memory
+from symmetry.runtime import resolve_device
 
 FLOAT32 = 4
 UNCROPPED_SIDE = 256  # validation side assumed when --val-crop 0 (whole images; their size is not known here)
@@ -89,7 +93,6 @@ def _meta_parameters():
 
 
 def _build(cfg, depth: int, **options) -> nn.Module:
-    from analysis.registry import network_from_config
 
     with _meta_parameters():
         return network_from_config(cfg.replace(depth=depth, model_options={**dict(cfg.model_options or {}), **options}))
@@ -102,8 +105,6 @@ def _count(model: nn.Module) -> int:
 def _plain_width(cfg) -> int:
     """``plain``'s width, matched as :func:`analysis.models.matched_plain_width` matches it, from the equivariant
     network's parameter count extended to the full depth (building it at depth 256 takes seconds)."""
-    from analysis.layers import layer_group
-    from analysis.models import plain_parameter_count
 
     options = dict(cfg.model_options or {})
     if options.get("plain_width"):
@@ -131,7 +132,6 @@ def _plain_width(cfg) -> int:
 
 
 def _layer(module: nn.Module, side: float) -> Layer | None:
-    from analysis.layers import BasisConv, GroupConv, GroupUpsample, LiftConv, ProjectConv
 
     if isinstance(module, nn.Conv2d):
         return Layer(module.in_channels, module.out_channels, module.kernel_size[0], side)
@@ -151,7 +151,6 @@ def _layer(module: nn.Module, side: float) -> Layer | None:
 
 def _layers(net: nn.Module, scale: int) -> list[Layer]:
     """The convolutions of a :class:`analysis.models.Backbone` in forward order, sides relative to the input."""
-    from analysis.models import upsample_stages
 
     out: list[Layer] = []
 
@@ -175,7 +174,6 @@ def _layers(net: nn.Module, scale: int) -> list[Layer]:
 def train_budget(cfg, *, resume: bool = False, device: str = "cpu") -> Budget:
     """Memory of training the resolved :class:`analysis.config.TrainConfig` ``cfg`` (module docstring);
     ``device`` is ``cpu`` or ``cuda:N`` (then the terms are on that GPU)."""
-    from analysis.layers import layer_group
 
     pool = "host" if device == "cpu" else device
     kind = "equivariant" if cfg.model == "e2cnn" else cfg.model
@@ -246,7 +244,6 @@ def train_budget(cfg, *, resume: bool = False, device: str = "cpu") -> Budget:
 
 def check_train(cfg, *, resume: bool = False, max_memory: str | None = None) -> None:
     """Refuse a training config whose memory exceeds ``max_memory`` (e.g. ``"16G"``) or what is available."""
-    from symmetry.runtime import resolve_device
 
     device = resolve_device(cfg.device)
     name = "cpu" if device.type != "cuda" else f"cuda:{device.index or 0}"

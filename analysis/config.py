@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.basis import BASES
+from analysis.models import MATCHES, MODEL_KINDS, TAILS
+from analysis.tasks import SR_SCALES, TASKS, check_augment_group
 from symmetry.errors import UsageError
+from symmetry.groups import get_group
 from symmetry.io import read_json_file
 from symmetry.runtime import CliParser
 
@@ -133,9 +137,6 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """Validated copy with defaults filled in (scale per task); bad values raise :class:`UsageError`."""
-        from analysis.models import MODEL_KINDS
-        from analysis.tasks import SR_SCALES, TASKS, check_augment_group
-        from symmetry.groups import get_group
 
         for key in self.fields():
             _check_type(key, getattr(self, key), "config")
@@ -220,7 +221,6 @@ class TrainConfig:
 
 def check_average_group(group: str) -> None:
     """``group`` must be grid-exact (a subgroup of dih4) for ``GroupAverage``; one-line :class:`UsageError`."""
-    from symmetry.groups import get_group
 
     try:
         g = get_group(group)
@@ -239,8 +239,6 @@ def check_model_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
 
     Dropping defaults keeps one identity per network (``--basis fourier`` and no flag are the same run).
     """
-    from analysis.basis import BASES
-    from analysis.models import MATCHES, TAILS
 
     out = dict(options or {})
     choices = {"basis": BASES, "tail": TAILS, "match": MATCHES}

@@ -43,10 +43,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from analysis.config import CliParser
+from analysis.config import CliParser, check_average_group
+from analysis.equivariance import equivariance_error, summarize
+from analysis.fit import loss_fn
 from analysis.metrics import psnr, quantize, ssim
+from analysis.models import GroupAverage, count_parameters
 from analysis.rundir import IMAGES_FILE, METRICS_FILE, TRANSFORMS_FILE, load_run, read_log  # noqa: F401
+from analysis.tasks import baseline, eval_examples, load_items
 from symmetry.errors import DataError, UsageError
+from symmetry.groups import get_group
 from symmetry.io import atomic_write_text, check_writable, json_safe
 from symmetry.runtime import cli_entry, resolve_device, set_threads
 
@@ -89,7 +94,6 @@ def score_examples(
     ssim: bool = True,
 ) -> pd.DataFrame:
     """Per-image ``name, loss, psnr, ssim`` of ``model`` on evaluation examples."""
-    from analysis.fit import loss_fn
 
     rows = []
     for ex in examples:
@@ -102,7 +106,6 @@ def score_examples(
 
 def baseline_scores(examples, task: str, scale: int = 1, *, ssim: bool = True) -> pd.DataFrame:
     """Per-image PSNR/SSIM of the trivial restoration (noisy/rainy input, bicubic upscaling for SR)."""
-    from analysis.tasks import baseline
 
     rows = []
     for ex in examples:
@@ -158,11 +161,6 @@ def evaluate_run(
     write: bool = True,
 ) -> dict[str, Any]:
     """Score a run (see the module docstring); returns the ``metrics.json`` content."""
-    from analysis.config import check_average_group
-    from analysis.equivariance import equivariance_error, summarize
-    from analysis.models import GroupAverage, count_parameters
-    from analysis.tasks import eval_examples, load_items
-    from symmetry.groups import get_group
 
     check_options(mesh=mesh, max_images=max_images, crop=crop, eq_images=eq_images, eq_crop=eq_crop)
     if average is not None:

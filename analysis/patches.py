@@ -34,9 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.tasks import Item, PatchDataset, make_item, task_units
-from symmetry.data import ImageSource
+from analysis.rundir import data_fingerprint
+from analysis.tasks import Item, PatchDataset, check_scale, make_item, task_units
 from symmetry.errors import DataError, SymmetryError
+from symmetry.io import atomic_write_bytes
+from symmetry.sources import ImageSource
 
 CACHE_ENV = "SYMMETRY_CACHE"
 CACHE_FORMAT = "analysis.patches/1"
@@ -137,7 +139,6 @@ class LazyItem:
         return self._size
 
     def _write(self, item: Item) -> None:
-        from symmetry.io import atomic_write_bytes
 
         self.folder.mkdir(parents=True, exist_ok=True)
         for which, t in (("target", item.target_store), ("input", item.input_store)):
@@ -238,7 +239,6 @@ def lazy_items(
 
     Nothing is decoded here: sizes come from the file headers, pixels on first use (module docstring).
     """
-    from analysis.tasks import check_scale
 
     check_scale(task, scale)
     root = cache_root(cache)
@@ -254,7 +254,6 @@ def lazy_items(
 
 def items_fingerprint(items: list) -> str:
     """The run's data fingerprint: of the pixels for in-memory items (as before), of the content keys for lazy ones."""
-    from analysis.rundir import data_fingerprint
 
     if not any(isinstance(it, LazyItem) for it in items):
         tensors = [t for it in items for t in (it.target_store, it.input_store) if t is not None]

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from analysis.config import TrainConfig
+from analysis.registry import network_from_config
 from symmetry.errors import DataError, UsageError
 from symmetry.io import atomic_write_bytes, atomic_write_text, read_json_file
 
@@ -322,7 +324,6 @@ def read_json_object(path: str | Path, what: str) -> dict:
 
 def load_config(run_dir: str | Path):
     """The resolved :class:`analysis.config.TrainConfig` of a run directory (validated)."""
-    from analysis.config import TrainConfig
 
     run = Path(run_dir)
     if not (run / CONFIG_FILE).is_file():
@@ -332,7 +333,6 @@ def load_config(run_dir: str | Path):
 
 def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[Any, nn.Module, dict]:
     """Config, model with the checkpoint's weights (eval mode, on ``device``), and the checkpoint of a run."""
-    from analysis.registry import network_from_config
 
     run = Path(run_dir)
     cfg = load_config(run)

@@ -8,7 +8,7 @@ Tasks (:data:`TASKS`):
   multiple of the scale and the LR input is MATLAB's bicubic ``imresize(hr, 1/scale)``
   (:func:`symmetry.transforms.imresize`), clipped and rounded to 8 bits like the LR PNGs of
   the benchmarks;
-- ``derain``: (rainy, clean) pairs of Rain100L (:func:`symmetry.data.load_pairs`).
+- ``derain``: (rainy, clean) pairs of Rain100L (:func:`symmetry.datasets.load_pairs`).
 
 Splits: ``rain100l`` has train and test; ``div2k`` train and valid (``test`` reads valid);
 datasets without splits (``skimage``, ``folder:PATH``) hold out every fourth image
@@ -28,9 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from symmetry.datasets import load_dataset, load_pairs
+from symmetry.decoders import LUMA_BT601
 from symmetry.errors import DataError, UsageError
+from symmetry.groups import get_group
 from symmetry.streams import rng, torch_generator
-from symmetry.transforms import imresize
+from symmetry.transforms import imresize, transform_image
 
 TASKS = ("denoise", "sr", "derain")
 SR_SCALES = (2, 3, 4)
@@ -81,7 +84,6 @@ def check_scale(task: str, scale: int) -> int:
 
 def check_augment_group(name: str):
     """The group of a grid-exact augmentation (quarter turns and flips only) or a :class:`UsageError`."""
-    from symmetry.groups import get_group
 
     g = get_group(name)
     if not all(e.is_grid_exact for e in g):
@@ -144,8 +146,6 @@ def _load_source(source, channels: str) -> torch.Tensor:
     if channels == "rgb" and img.shape[0] == 1:
         img = img.expand(3, -1, -1)
     if channels == "gray" and img.shape[0] == 3:
-        from symmetry.data import LUMA_BT601
-
         img = (torch.tensor(LUMA_BT601, dtype=img.dtype)[:, None, None] * img).sum(0, keepdim=True)
     return img
 
@@ -159,7 +159,6 @@ def _held_out(n: int, split: str) -> list[int]:
 
 
 def _sources(data: str, split: str, data_root, channels: str):
-    from symmetry.data import load_dataset
 
     if split not in ("train", "valid", "test"):
         raise UsageError(f"split must be train, valid or test, got {split!r}")
@@ -189,8 +188,6 @@ def task_units(
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if task == "derain":
-        from symmetry.data import load_pairs
-
         if data != "rain100l":
             raise UsageError(f"task derain needs paired data (rain100l), got {data!r}")
         pairs = load_pairs("rain100l", data_root=data_root, split="train" if split == "train" else "test")
@@ -337,8 +334,6 @@ class PatchDataset(torch.utils.data.Dataset):
         else:
             inp = None
         if self.elements is not None:
-            from symmetry.transforms import transform_image
-
             element = self.elements[int(draws.integers(0, len(self.elements)))]
             target = transform_image(target, element)[0]
             if inp is not None:

@@ -37,7 +37,11 @@ from torch import nn
 
 from analysis.budget import check_train
 from analysis.config import DEFAULT_STEPS, PRESETS, CliParser, TrainConfig, diff_configs
+from analysis.evaluate import baseline_scores, score_examples
 from analysis.fit import fit, loss_fn
+from analysis.models import GroupAverage, count_parameters, init_sa_from_tl
+from analysis.patches import ShardedPatches, items_fingerprint, lazy_items
+from analysis.registry import network_from_config
 from analysis.rundir import (  # noqa: F401 - re-exported: callers name the run files through analysis.train
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -46,11 +50,14 @@ from analysis.rundir import (  # noqa: F401 - re-exported: callers name the run 
     check_resumable,
     check_state,
     data_fingerprint,
+    load_config,
     load_weights,
     model_state,
     read_checkpoint,
     run_fingerprint,
 )
+from analysis.tasks import PatchDataset, eval_examples, load_items
+from symmetry.datasets import load_dataset
 from symmetry.errors import DataError, SymmetryError, UsageError
 from symmetry.io import atomic_write_bytes, atomic_write_text, check_writable, read_json_file
 from symmetry.runtime import DistInfo, cli_entry, resolve_device, set_threads, setup_distributed
@@ -62,12 +69,9 @@ def build_from_config(cfg: TrainConfig) -> nn.Module:
 
     With ``cfg.average`` the network is wrapped in :class:`analysis.models.GroupAverage` (Lemma 4.1).
     """
-    from analysis.registry import network_from_config
 
     model = network_from_config(cfg)
     if cfg.average and not hasattr(model, "cost_factor"):
-        from analysis.models import GroupAverage
-
         model = GroupAverage(model, cfg.average)
     return model
 
@@ -82,7 +86,6 @@ def init_from_run(model: nn.Module, cfg: TrainConfig) -> list[str]:
     group average must match (one-line :class:`UsageError` otherwise), and every weight must fit by name and
     shape (:class:`DataError`). Returns the keys left at their initialisation (the hypernetwork's).
     """
-    from analysis.models import init_sa_from_tl
 
     source = Path(cfg.init_from)
     src = check_init_source(cfg)
@@ -108,7 +111,6 @@ def check_init_source(cfg: TrainConfig) -> TrainConfig | None:
 
     Runs before the run directory is written, so a refused source leaves nothing behind.
     """
-    from analysis.rundir import load_config
 
     source = Path(cfg.init_from)
     if source.is_file():
@@ -256,7 +258,6 @@ def check_resume(run: Path, model: nn.Module, planned: int, total: int, fingerpr
 
 def validate(model: nn.Module, examples, cfg: TrainConfig, device: torch.device) -> float:
     """Mean PSNR (dB) on validation examples (Y channel for RGB, border = scale)."""
-    from analysis.evaluate import score_examples
 
     if not examples:
         return math.nan
@@ -309,9 +310,6 @@ def train(
 
 
 def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop_at) -> Path:
-    from analysis.models import count_parameters
-    from analysis.patches import ShardedPatches, items_fingerprint, lazy_items
-    from analysis.tasks import PatchDataset, eval_examples, load_items
 
     if info.world > 1 and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
@@ -381,7 +379,6 @@ def _train(cfg, device, info: DistInfo, resume, overwrite, progress, quiet, stop
         val_examples = eval_examples(
             val_items, cfg.task, scale=cfg.scale, sigma=cfg.sigma, seed=cfg.seed, crop=cfg.val_crop
         )
-        from analysis.evaluate import baseline_scores
 
         input_psnr = float(baseline_scores(val_examples, cfg.task, cfg.scale, ssim=False)["psnr"].mean())
 
@@ -566,7 +563,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def download_data(cfg: TrainConfig) -> None:
     """``--download``: fetch DIV2K's training and validation archives into the data root (no-op when present)."""
-    from symmetry.data import load_dataset
 
     wanted = [spec for spec in (cfg.data, cfg.test_data) if spec == "div2k"]
     if not wanted:

@@ -68,9 +68,9 @@ from analysis.risk_decisions import (
 from analysis.risk_report import interval, phase_sentence, readme_paragraph, training_text
 from experiments.runner import Context, SkipCell
 from experiments.style import PALETTE, subplots
-from symmetry.data import ImageSource
 from symmetry.errors import UsageError
 from symmetry.measurement import measure_dataset
+from symmetry.sources import ImageSource
 from theory.bias_variance import decompose
 from theory.linear_filters import interior, patch_vectors
 

@@ -1,9 +1,9 @@
 """Measure how symmetric image data is (theory.md, section 4).
 
 ``symmetry.measure_dataset(dataset, group, mesh=...)`` returns a :class:`~symmetry.report.SymmetryReport`
-(also ``from symmetry.measure import measure``). Submodules: ``groups``, ``transforms``, ``data``,
-``synthetic``, ``settings``, ``features``, ``estimators``, ``report``, ``checkpoint``, ``measurement``,
-``cli`` (``python -m symmetry.measure``).
+(also ``from symmetry.measure import measure``). Submodules: ``groups``, ``transforms``, ``decoders``,
+``sources``, ``datasets``, ``download``, ``synthetic``, ``settings``, ``features``, ``estimators``, ``report``,
+``checkpoint``, ``measurement``, ``cli`` (``python -m symmetry.measure``).
 """
 
 __all__ = ["measure_dataset", "get_group", "is_subgroup", "Group", "GroupElement", "SymmetryReport", "Settings"]

@@ -416,7 +416,7 @@ def best_alignment(
 ) -> pd.DataFrame:
     """One row per image: its self-symmetry error and the ``(theta0, cx, cy)`` that best aligns it with ``group``.
 
-    ``dataset_or_sources`` is a dataset spec (``symmetry.data.load_dataset``) or a sequence
+    ``dataset_or_sources`` is a dataset spec (``symmetry.datasets.load_dataset``) or a sequence
     of sources with ``name`` and ``at_mesh``. ``overrides`` set :class:`AlignmentSettings`
     fields (e.g. ``windows=32``). Columns: :data:`COLUMNS` (errors are squared MMD;
     ``*_mean`` average over the non-identity elements, the others are the worst, eps_G).

@@ -21,7 +21,16 @@ import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from symmetry.errors import UsageError
+from symmetry import settings as defaults
+from symmetry.datasets import load_dataset
+from symmetry.errors import SymmetryError, UsageError
+from symmetry.estimators import _PENDING_VALUES
+from symmetry.features import orbit_matrices
+from symmetry.groups import get_group
+from symmetry.measurement import PROFILE_RADIUS, _radii, parse_groups
+from symmetry.runtime import resolve_device
+from symmetry.settings import Settings, check_meshes
+from symmetry.transforms import SUPPORT_MARGIN, disk_offsets
 
 FLOAT64 = 8
 
@@ -246,7 +255,6 @@ def _cosets(matrices: list, exact: bool) -> int:
     """Elements interpolated per image: one per coset of the quarter turns and flips (symmetry.features, _plan)."""
     if exact:
         return len(matrices)
-    from symmetry.features import orbit_matrices
 
     d4 = orbit_matrices().tolist()
     reps: list = []
@@ -295,8 +303,6 @@ def measure_budget(
     ``frechet``: window moments ``(G, C P_h, C P_h)`` per mesh. Not counted: the decoded images and their rasters at
     the other meshes (their size is the images', bounded by the loader's pixel limit) and the interpreter.
     """
-    from symmetry.estimators import _PENDING_VALUES
-    from symmetry.transforms import disk_offsets
 
     s = settings
     pool = "host" if str(device) == "cpu" else str(device)
@@ -398,7 +404,6 @@ def measure_budget(
 def _patch_side(radius: float, mesh: float, interpolation: str) -> int:
     """Side of the upsampled patch under one window at a mesh ``h < 1`` with ``1/h`` an integer, else 0
     (symmetry.features, _upsampled_patches: ``n = ceil(2 r / k) + 6`` native pixels, ``k = 1/h``)."""
-    from symmetry.transforms import SUPPORT_MARGIN
 
     k = round(1 / mesh)
     if not (mesh < 1 and k >= 2 and abs(k * mesh - 1) < 1e-12):
@@ -411,9 +416,6 @@ def measure_options_budget(args, *, processes: int = 1) -> Budget:
     """:func:`measure_budget` of ``python -m symmetry.measure``'s options, resolved as
     :func:`symmetry.measurement.measure_dataset` resolves them (preset, defaults; several radii run one after
     the other, so the largest counts). Bad options raise the UsageError measure_dataset would raise."""
-    from symmetry import settings as defaults
-    from symmetry.measurement import PROFILE_RADIUS, _radii, parse_groups
-    from symmetry.settings import Settings, check_meshes
 
     chosen = defaults.preset_options(args.preset)
     mesh = args.mesh if args.mesh is not None else chosen.get("mesh", defaults.MESHES)
@@ -441,7 +443,6 @@ def measure_options_budget(args, *, processes: int = 1) -> Budget:
 
 def _device_name(name: str | None) -> str:
     """``cpu`` or ``cuda:N`` for ``--device`` (auto: CUDA when available), as the run will place its tensors."""
-    from symmetry.runtime import resolve_device
 
     device = resolve_device(name)
     if device.type != "cuda":
@@ -453,9 +454,6 @@ def _device_name(name: str | None) -> str:
 
 def _count_images(args) -> int | None:
     """The number of images the run will read (listing the dataset: nothing is decoded), or None when unknown."""
-    from symmetry.data import load_dataset
-    from symmetry.errors import SymmetryError
-    from symmetry.groups import get_group
 
     try:
         count = len(

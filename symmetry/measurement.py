@@ -114,7 +114,7 @@ def measure_dataset(
     """Estimate ``eps_G(h) = max_A d(P_h, pi~_A P_h)`` for every group and mesh ``h`` (theory.md, section 4).
 
     ``dataset`` is a spec (``skimage``, ``folder:PATH``, ``div2k``, ``rain100l``, ``synthetic:...``;
-    see ``symmetry.data.list_datasets``) or a sequence of image sources. ``group`` is a name, a
+    see ``symmetry.datasets.list_datasets``) or a sequence of image sources. ``group`` is a name, a
     comma-separated list of names or a list of groups. ``options`` are :class:`~symmetry.settings.Settings`
     fields by name (``radius``, ``windows``, ``features``, ``bandwidth``, ``permutations``, ``bootstrap``,
     ``seed``, ``interpolation``, ``frechet``, ``exact``, ``alpha``, ``contrast``); omitted ones take its defaults,
