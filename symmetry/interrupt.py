@@ -67,6 +67,7 @@ def install_for_package() -> None:
 def run(main: Callable[[], int]) -> int:
     """``main()``'s exit code, 130 when Ctrl-C ended it; a Ctrl-C from here on exits 130 at once."""
     global _phase, _interrupted
+    installed = _phase != "idle"  # install() ran: this process is a command line, not a library caller
     _phase = "running"
     try:
         try:
@@ -79,4 +80,8 @@ def run(main: Callable[[], int]) -> int:
         code = EXIT_CODE
     _interrupted = _interrupted or code == EXIT_CODE
     _phase = "stopping"
+    if installed and _interrupted:
+        # Interpreter shutdown puts SIGINT back to its default action before the process ends, so a further
+        # Ctrl-C in that window would kill it (exit -2) instead of letting it leave with 130: ignore it from here.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code

@@ -328,3 +328,27 @@ def test_run_returns_130_when_main_is_interrupted(capsys):
     assert interrupt.run(main) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
     assert interrupt.run(lambda: 0) == 0  # negative control
+
+
+def test_an_interrupted_command_ignores_further_ctrl_c_while_it_shuts_down(monkeypatch):
+    """Shutdown restores SIGINT's default action before the process ends; once a command was interrupted, a further
+    Ctrl-C must not kill it (-2) in that window. A library caller (no install) keeps its own handler."""
+    import signal as signals
+
+    from symmetry import interrupt
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    before = signals.getsignal(signals.SIGINT)
+    try:
+        monkeypatch.setattr(interrupt, "_phase", "idle")
+        monkeypatch.setattr(interrupt, "_interrupted", False)
+        assert interrupt.run(interrupted) == 130
+        assert signals.getsignal(signals.SIGINT) is before  # negative control: not installed, nothing changed
+        monkeypatch.setattr(interrupt, "_phase", "starting")  # as install() leaves it
+        monkeypatch.setattr(interrupt, "_interrupted", False)
+        assert interrupt.run(interrupted) == 130
+        assert signals.getsignal(signals.SIGINT) == signals.SIG_IGN
+    finally:
+        signals.signal(signals.SIGINT, before)
