@@ -46,6 +46,8 @@ from symmetry.transforms import (
     disk_offsets,
     interpolate,
     lattice_permutations,
+    resize_matrix,
+    shifted_windows,
     to_mesh,
     window_positions,
 )
@@ -263,7 +265,8 @@ def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: 
 
     Returns ``(stack (C, M*S, S), pix_local (M, 2))`` where window ``m``'s centre is at ``pix_local[m]``
     of the stack, or None when a patch would not fit in the image (then the whole image is upsampled).
-    The upsampling is :func:`symmetry.transforms.to_mesh` of each crop: away from a crop's edge it gives
+    The upsampling is :func:`symmetry.transforms.to_mesh` of each crop (as two products with
+    :func:`symmetry.transforms.resize_matrix`): away from a crop's edge it gives
     the whole raster's values (the output grid of a crop at integer native offset ``a`` is the raster's
     grid shifted by ``a / h`` rows), and a crop that reaches the image's edge is clamped as the image is.
     """
@@ -281,8 +284,9 @@ def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: 
     i = torch.arange(n)
     index = (top[:, None, None] + i[None, :, None]) * cols + (left[:, None, None] + i[None, None, :])  # (M, n, n)
     crops = image.reshape(c, rows * cols)[:, index.reshape(-1)].reshape(c, m, n, n).transpose(0, 1)
-    up = to_mesh(crops.reshape(m * c, n, n), h)  # (M*C, S, S), S = k n
-    s = up.shape[-1]
+    s = k * n  # to_mesh of an n x n crop: S x S, rows then columns resized by one (S, n) matrix
+    resize = resize_matrix(n, s).to(crops.dtype)
+    up = resize @ crops.reshape(m * c, n, n) @ resize.T  # (M*C, S, S)
     stack = up.reshape(m, c, s, s).transpose(0, 1).reshape(c, m * s, s)
     local = torch.stack([pix[:, 0] - k * top + s * torch.arange(m), pix[:, 1] - k * left], dim=-1)
     return stack, local
@@ -350,10 +354,17 @@ def image_windows(
 def _element_windows(image, pix, offsets, matrices, settings, h, device, dtype) -> Windows:
     """One interpolation per coset representative (the other elements are lattice permutations of it)."""
     reps, plan = _plan(float(settings.radius), float(h), _key(matrices))
-    rows, cols = window_positions(
-        pix.to(device, dtype), offsets.to(device, dtype), matrices[list(reps)].to(device, dtype)
-    )
-    sampled = interpolate(image.to(device, dtype), rows, cols, settings.interpolation)  # (C, R, M, P)
+    image, pix, offsets = image.to(device, dtype), pix.to(device, dtype), offsets.to(device, dtype)
+    mats = matrices[list(reps)].to(device, dtype)
+    eye = torch.eye(2, dtype=dtype, device=device)
+    turned = [r for r in range(len(reps)) if not torch.equal(mats[r], eye)]
+    sampled = image.new_empty(image.shape[0], len(reps), len(pix), len(offsets))  # (C, R, M, P)
+    for r in range(len(reps)):
+        if r not in turned:  # the identity's coset: one fractional offset per window, a separable filter
+            sampled[:, r] = shifted_windows(image, pix, offsets, settings.interpolation)
+    if turned:
+        rows, cols = window_positions(pix, offsets, mats[turned])
+        sampled[:, turned] = interpolate(image, rows, cols, settings.interpolation)
     sampled = sampled.permute(1, 2, 0, 3)  # (R, M, C, P)
     sampled = (sampled - sampled.mean(dim=-1, keepdim=True)) * h
     return Windows(sampled.flatten(-2), plan, float(settings.radius), float(h))

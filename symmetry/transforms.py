@@ -3,8 +3,8 @@
 The one home of the project's geometry: build a matrix, then sample with one sampler. Matrices
 (:func:`rotation_matrix`, :func:`deformation_matrix`, :func:`inverse_deformation_matrix`), lattices
 (:func:`disk_offsets`, :func:`disk_mask`, :func:`window_positions`) and samplers
-(:func:`interpolate`, :func:`lattice_operator`, :func:`sample_windows`, :func:`transform_image`,
-:func:`imresize`, :func:`to_mesh`) share one set of conventions:
+(:func:`interpolate`, :func:`shifted_windows`, :func:`lattice_operator`, :func:`sample_windows`,
+:func:`transform_image`, :func:`imresize`, :func:`resize_matrix`, :func:`to_mesh`) share one set of conventions:
 
 - plane coordinates ``(x, y)``: ``x`` along columns, ``y`` up (against rows); ``pi_A[r](p) = r(A^-1 p)``, so
   a positive angle rotates content counter-clockwise (``torch.rot90(img, k, dims=(-2, -1))``);
@@ -246,6 +246,49 @@ def interpolate(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, met
     return out.reshape(c, *shape)
 
 
+def shifted_windows(
+    image: torch.Tensor, centers: torch.Tensor, offsets: torch.Tensor, method: str = "bicubic"
+) -> torch.Tensor:
+    """Windows on the integer lattice ``offsets`` moved to continuous ``centers``: ``(C, M, P)``, the values of
+    :func:`interpolate` at :func:`window_positions` ``(centers, offsets, identity)``.
+
+    Convention: ``centers`` ``(M, 2)`` pixel positions ``(row, col)``; ``offsets`` ``(P, 2)`` integer ``(x, y)``
+    (``y`` up) in pixels of ``image``. Separable: every point of a window has its centre's fractional parts, so
+    its taps' weights are one column filter and one row filter per window. The ``(2n + taps)^2`` block of pixels
+    around each window (``n`` the lattice's half-width) is filtered along columns, then along rows, and the
+    lattice points are picked from the filtered square: ``taps`` multiply-adds per value and axis instead of
+    ``taps^2`` gathers per point, summed in :func:`interpolate`'s order (columns inside, rows outside), so the
+    values agree with it to rounding of the positions (``(c + x) - floor(c + x)`` against ``c - floor(c)``).
+    Out of frame, nearest, or offsets that are not integers: :func:`interpolate` itself (taps clamped).
+    """
+    integer = offsets.numel() > 0 and bool((offsets == offsets.round()).all())
+    if method == "nearest" or not integer or len(centers) == 0:
+        rows, cols = window_positions(centers, offsets, torch.eye(2, dtype=offsets.dtype, device=offsets.device)[None])
+        return interpolate(image, rows[0], cols[0], method)
+    first, count = _TAPS[method]
+    c, height, width = image.shape
+    x, y = offsets[:, 0].long(), offsets[:, 1].long()
+    n = int(max(x.abs().max(), y.abs().max()))
+    r0, q0 = torch.floor(centers[:, 0]), torch.floor(centers[:, 1])
+    top = r0.long() - n + first  # the first tap row of the top lattice row (y = n sits at row r0 - n)
+    left = q0.long() - n + first
+    side, span = 2 * n + count, 2 * n + 1
+    if bool((top.min() < 0) | (left.min() < 0) | (top.max() + side > height) | (left.max() + side > width)):
+        rows, cols = window_positions(centers, offsets, torch.eye(2, dtype=offsets.dtype, device=offsets.device)[None])
+        return interpolate(image, rows[0], cols[0], method)
+    block = image.unfold(1, side, 1).unfold(2, side, 1)[:, top, left]  # (C, M, side, side), one gather
+    wr = _tap_weights((centers[:, 0] - r0).to(image.dtype), method)
+    wq = _tap_weights((centers[:, 1] - q0).to(image.dtype), method)
+    along = block[..., :span] * wq[0][:, None, None]  # (C, M, side, span): the column filter
+    for t in range(1, count):
+        along.addcmul_(block[..., t : t + span], wq[t][:, None, None])
+    square = along[..., :span, :] * wr[0][:, None, None]  # (C, M, span, span): the row filter
+    for t in range(1, count):
+        square.addcmul_(along[..., t : t + span, :], wr[t][:, None, None])
+    pick = (n - y) * span + (n + x)  # lattice point (x, y) at row n - y, column n + x of the square
+    return square.reshape(c, len(centers), span * span).index_select(-1, pick.to(image.device))
+
+
 def _accumulate(gather, wr: list[torch.Tensor], wq: list[torch.Tensor]) -> torch.Tensor:
     """``sum_i wr[i] * sum_j wq[j] * gather(i, j)``, summed in this order with one running sum per level."""
     total = None
@@ -388,6 +431,17 @@ def contributions(
     idx = aux[torch.remainder(indices.long() - 1, 2 * in_length)]
     keep = (weights != 0).any(dim=0)  # drop all-zero tap columns, as MATLAB does
     return weights[:, keep], idx[:, keep]
+
+
+@lru_cache(maxsize=64)
+def resize_matrix(in_length: int, out_length: int, antialias: bool = True) -> torch.Tensor:
+    """:func:`imresize` of one axis from ``in_length`` to ``out_length`` samples as a dense ``(out, in)`` float64
+    matrix: resizing ``x`` along that axis is ``M @ x``, equal to :func:`imresize` to rounding (a product sums
+    the taps in its own order). Convention: :func:`contributions` with scale ``out / in``; mirrored taps that
+    land on one input sample are added. Cached: do not modify the returned tensor.
+    """
+    weights, idx = contributions(in_length, out_length, out_length / in_length, antialias)
+    return torch.zeros(out_length, in_length, dtype=torch.float64).scatter_add_(1, idx, weights)
 
 
 def output_size(in_length: int, scale: float) -> int:
