@@ -200,30 +200,42 @@ class MMDStatistics:
         self.boot_m.add_(w @ m)
         self.boot_m2.add_(w**2 @ (m * m))
 
-    def _null_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _null_norms(self, terms: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``|perm[b, A]|^2`` and ``perm_dd`` ``(B_perm, G)`` with the pending images folded in on the fly: the stored
-        sums are read once and the ``(B, G, D)`` sum is never written (nor created when every image is pending)."""
-        if not self._pending:
+        sums are read once and the ``(B, G, D)`` sum is never written (nor created when every image is pending).
+
+        With every image pending and ``K G^2 < B_perm`` (small runs), ``|sum_n v_nb|^2 = sum_{n, n'} <v_nb, v_n'b>``
+        is read off the Gram matrices of the ``K G`` candidate rows per element (``G (K G)^2 D`` multiply-adds in
+        one product and ``B G K^2`` look-ups, instead of ``B K G D``)."""
+        if terms is None:
             if self.perm is None:
                 return torch.zeros(self.permutations, self.order, dtype=torch.float64), self.perm_dd.clone()
             return _squared_norm(self.perm), self.perm_dd.clone()
-        rows, moved, moved_dd, *_ = self._pending_terms()
+        rows, moved, moved_dd, *_ = terms
+        perm_dd = self.perm_dd + F.embedding_bag(rows, moved_dd, mode="sum")
+        k, g = rows.shape[1], self.order
+        if self.perm is None and k * g * g < self.permutations:  # few images: their Gram matrices cost less
+            by_element = moved.view(k * g, g, self.features).transpose(0, 1)  # (G_A, K*G, D)
+            gram = by_element @ by_element.transpose(1, 2)  # (G_A, K*G, K*G): <row (n, B), row (n', B')> per A
+            pairs = (rows[:, :, None] * (k * g) + rows[:, None, :]).reshape(-1)  # (B_perm * K * K,)
+            norms = gram.reshape(g, -1)[:, pairs].view(g, self.permutations, k * k).sum(-1).T
+            return norms.contiguous(), perm_dd
         norms = torch.empty(self.permutations, self.order, dtype=torch.float64)
         for part, picked in self._null_chunks(rows, moved):
             if self.perm is not None:
                 picked += self.perm[part].reshape(picked.shape)
             norms[part] = _squared_norm(picked.view(len(picked), self.order, self.features))
-        return norms, self.perm_dd + F.embedding_bag(rows, moved_dd, mode="sum")
+        return norms, perm_dd
 
-    def _boot_sums(self) -> tuple[torch.Tensor, ...]:
+    def _boot_sums(self, terms: tuple | None) -> tuple[torch.Tensor, ...]:
         """``boot``, ``boot_dd``, ``boot_m``, ``boot_m2`` with the pending images added: new tensors when images are
         pending (the ``(B_boot, G, D)`` sum is small beside the null's), nothing stored changes."""
         boot = self.boot
         if boot is None:
             boot = torch.zeros(self.bootstrap, self.order, self.features, dtype=torch.float64)
-        if not self._pending:
+        if terms is None:
             return boot, self.boot_dd, self.boot_m, self.boot_m2
-        *_, w, d, dd, m = self._pending_terms()
+        *_, w, d, dd, m = terms
         shape = (self.bootstrap, self.order, self.features)
         boot = torch.addmm(boot.reshape(self.bootstrap, self.order * self.features), w, d).view(shape)
         return boot, self.boot_dd + w**2 @ dd, self.boot_m + w @ m, self.boot_m2 + w**2 @ (m * m)
@@ -271,8 +283,9 @@ class MMDStatistics:
         The null's pending images are folded in on the fly (:meth:`_null_norms`); nothing stored changes."""
         if self.images < 2:
             raise DataError("the symmetry error needs at least 2 images (pairs of images enter the estimate)")
-        perm_norms, perm_dd = self._null_norms()
-        boot_sum, boot_dd, boot_m, boot_m2 = self._boot_sums()
+        terms = self._pending_terms() if self._pending else None  # (the pending images' terms, made once)
+        perm_norms, perm_dd = self._null_norms(terms)
+        boot_sum, boot_dd, boot_m, boot_m2 = self._boot_sums(terms)
         denom = self.windows**2 - self.windows_sq
         eps = ((self.sum_d**2).sum(-1) - self.sum_dd) / denom
         null = (perm_norms - perm_dd) / denom

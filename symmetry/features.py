@@ -44,12 +44,10 @@ from symmetry.streams import rng, seed_of
 from symmetry.transforms import (
     SUPPORT_MARGIN,
     disk_offsets,
-    interpolate,
     lattice_permutations,
+    lattice_windows,
     resize_matrix,
-    shifted_windows,
     to_mesh,
-    window_positions,
 )
 
 ORBIT = FEATURE_ORBIT
@@ -188,6 +186,11 @@ def _plan(radius: float, mesh: float, matrices: tuple) -> tuple[tuple[int, ...],
     return tuple(reps), tuple(source)
 
 
+def interpolated_elements(matrices: torch.Tensor, radius: float, mesh: float) -> int:
+    """How many elements of ``matrices`` are interpolated per image (one per coset of D4; :func:`_plan`)."""
+    return len(_plan(float(radius), float(mesh), _key(matrices))[0])
+
+
 @lru_cache(maxsize=64)
 def _lattice_perms(radius: float, mesh: float) -> tuple[torch.Tensor, ...]:
     """The D4 permutations of the disk lattice (:func:`symmetry.transforms.lattice_permutations`), cached."""
@@ -281,13 +284,12 @@ def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: 
     m = pix.shape[0]
     top = (torch.floor((pix[:, 0] - r) / k).long() - 2).clamp(0, rows - n)
     left = (torch.floor((pix[:, 1] - r) / k).long() - 2).clamp(0, cols - n)
-    i = torch.arange(n)
-    index = (top[:, None, None] + i[None, :, None]) * cols + (left[:, None, None] + i[None, None, :])  # (M, n, n)
-    crops = image.reshape(c, rows * cols)[:, index.reshape(-1)].reshape(c, m, n, n).transpose(0, 1)
+    crops = image.unfold(1, n, 1).unfold(2, n, 1)[:, top, left]  # (C, M, n, n), one gather
     s = k * n  # to_mesh of an n x n crop: S x S, rows then columns resized by one (S, n) matrix
     resize = resize_matrix(n, s).to(crops.dtype)
-    up = resize @ crops.reshape(m * c, n, n) @ resize.T  # (M*C, S, S)
-    stack = up.reshape(m, c, s, s).transpose(0, 1).reshape(c, m * s, s)
+    # columns of every crop in one product, then rows in another: (C*M*n, n) @ (n, S), (S, n) @ (n, C*M*S)
+    wide = (crops.reshape(-1, n) @ resize.T).view(c * m, n, s)
+    stack = (resize @ wide.transpose(0, 1).reshape(n, -1)).view(s, c, m, s).permute(1, 2, 0, 3).reshape(c, m * s, s)
     local = torch.stack([pix[:, 0] - k * top + s * torch.arange(m), pix[:, 1] - k * left], dim=-1)
     return stack, local
 
@@ -356,15 +358,9 @@ def _element_windows(image, pix, offsets, matrices, settings, h, device, dtype) 
     reps, plan = _plan(float(settings.radius), float(h), _key(matrices))
     image, pix, offsets = image.to(device, dtype), pix.to(device, dtype), offsets.to(device, dtype)
     mats = matrices[list(reps)].to(device, dtype)
-    eye = torch.eye(2, dtype=dtype, device=device)
-    turned = [r for r in range(len(reps)) if not torch.equal(mats[r], eye)]
-    sampled = image.new_empty(image.shape[0], len(reps), len(pix), len(offsets))  # (C, R, M, P)
-    for r in range(len(reps)):
-        if r not in turned:  # the identity's coset: one fractional offset per window, a separable filter
-            sampled[:, r] = shifted_windows(image, pix, offsets, settings.interpolation)
-    if turned:
-        rows, cols = window_positions(pix, offsets, mats[turned])
-        sampled[:, turned] = interpolate(image, rows, cols, settings.interpolation)
+    sampled = torch.stack(  # (C, R, M, P): each representative sampled along its lattice lines
+        [lattice_windows(image, pix, offsets, m, settings.interpolation) for m in mats], 1
+    )
     sampled = sampled.permute(1, 2, 0, 3)  # (R, M, C, P)
     sampled = (sampled - sampled.mean(dim=-1, keepdim=True)) * h
     return Windows(sampled.flatten(-2), plan, float(settings.radius), float(h))

@@ -337,10 +337,10 @@ def test_orbit_features_need_a_multiple_of_eight():
         Settings.from_options(features=100)
 
 
-def _filled(images: int, flush_every: int | None) -> MMDStatistics:
+def _filled(images: int, flush_every: int | None, permutations: int = 97) -> MMDStatistics:
     """Statistics of ``images`` random difference sums, flushed every ``flush_every`` images (None: never)."""
     group = symmetry.get_group("rot4")
-    stats = MMDStatistics.for_group(group, 16, 97, 11, seed=3)
+    stats = MMDStatistics.for_group(group, 16, permutations, 11, seed=3)
     gen = torch.Generator().manual_seed(0)
     for n in range(images):
         d = torch.randn(len(group), 16, generator=gen, dtype=torch.float64)
@@ -351,10 +351,13 @@ def _filled(images: int, flush_every: int | None) -> MMDStatistics:
     return stats
 
 
-def test_estimate_folds_pending_images_without_changing_the_stored_sums():
-    """estimate() with images pending (folded on the fly, chunk by chunk) equals estimate() after flush(), stored
-    sums untouched; dropping the pending images (the negative control) changes the null and the bootstrap."""
-    pending, flushed, partly = _filled(7, None), _filled(7, 1), _filled(7, 3)
+@pytest.mark.parametrize("permutations", [97, 150])  # 7 x 4^2 = 112: chunk by chunk, then by Gram matrices
+def test_estimate_folds_pending_images_without_changing_the_stored_sums(permutations):
+    """estimate() with images pending (folded on the fly: chunk by chunk, or by Gram matrices when K G^2 < B) equals
+    estimate() after flush(), stored sums untouched; dropping the pending images (the negative control) changes
+    the null and the bootstrap."""
+    pending = _filled(7, None, permutations)
+    flushed, partly = _filled(7, 1, permutations), _filled(7, 3, permutations)
     assert pending.perm is None and len(pending._pending) == 7
     got = pending.estimate()
     assert pending.perm is None and len(pending._pending) == 7  # nothing folded in by estimate
@@ -362,7 +365,7 @@ def test_estimate_folds_pending_images_without_changing_the_stored_sums():
         want = other.estimate()
         for key in ("eps", "null", "boot"):
             torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-14)
-    dropped = _filled(7, 3)
+    dropped = _filled(7, 3, permutations)
     dropped._pending.clear()  # the last image never reaches the null or the bootstrap
     broken = dropped.estimate()
     assert not torch.allclose(broken["null"], got["null"]) and not torch.allclose(broken["boot"], got["boot"])

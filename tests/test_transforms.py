@@ -13,10 +13,10 @@ from symmetry.transforms import (
     interpolate,
     inverse_deformation_matrix,
     lattice_operator,
+    lattice_windows,
     resize_matrix,
     rotation_matrix,
     sample_windows,
-    shifted_windows,
     to_mesh,
     transform_image,
     window_positions,
@@ -248,21 +248,23 @@ def test_sr_skip_equals_the_bicubic_baseline_bit_for_bit(kind, scale):
 
 @pytest.mark.parametrize("method", ["bicubic", "bilinear", "nearest"])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_shifted_windows_are_interpolate_on_the_moved_lattice(method, channels):
-    """The separable sampler of the identity's windows equals interpolate at the same positions, inside the frame
-    (the filter) and across its edge (the clamped fallback); a centre moved by 0.3 px (negative control) does not."""
+@pytest.mark.parametrize("turn", [0, 1, 2, 3])  # eighth turns: the identity, 45 degrees (lines 1/sqrt 2 apart), ...
+def test_lattice_windows_are_interpolate_on_the_moved_lattice(method, channels, turn):
+    """The line-separable sampler equals interpolate at window_positions, inside the frame (the grid of lines) and
+    across its edge (the clamped fallback), for the eighth turns and for 22.5 degrees (no line structure: the
+    fallback); a centre moved by 0.3 px (negative control) does not."""
     g = torch.Generator().manual_seed(4)
     img = torch.rand(channels, 40, 50, generator=g, dtype=torch.float64)
     offsets = disk_offsets(4.0, 0.5)  # integer lattice, half-width 8
-    eye = torch.eye(2, dtype=torch.float64)[None]
+    matrix = rotation_matrix(torch.tensor(turn * math.pi / 4 if turn < 3 else math.pi / 8, dtype=torch.float64))
     for low, high in ((11.0, 28.0), (-3.0, 45.0)):  # every block inside, then reaching past the edges
         centers = low + (high - low) * torch.rand(9, 2, generator=g, dtype=torch.float64)
-        rows, cols = window_positions(centers, offsets, eye)
+        rows, cols = window_positions(centers, offsets, matrix[None])
         want = interpolate(img, rows[0], cols[0], method)
-        got = shifted_windows(img, centers, offsets, method)
+        got = lattice_windows(img, centers, offsets, matrix, method)
         assert got.shape == (channels, 9, len(offsets))
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-13)
-        moved = shifted_windows(img, centers + torch.tensor([0.3, 0.0], dtype=torch.float64), offsets, method)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        moved = lattice_windows(img, centers + torch.tensor([0.3, 0.0], dtype=torch.float64), offsets, matrix, method)
         if method != "nearest":
             assert (moved - want).abs().max() > 1e-3
 
