@@ -44,7 +44,7 @@ from symmetry.runtime import (
     setup_distributed,
 )
 from symmetry.settings import Settings, check_meshes, window_scale
-from symmetry.sources import augment, first_images
+from symmetry.sources import ImageSource, augment, first_images
 from symmetry.transforms import disk_offsets
 
 CHECKPOINT_EVERY = 8  # images between checkpoint writes
@@ -299,8 +299,10 @@ def _measure(
     matrices = torch.tensor([u.matrix for u in union], dtype=torch.float64)
 
     skipped: list[str] = []
+    held: dict = {}  # index -> the pilot's decoded source
     if settings.bandwidth == "median":
-        good = [_view(src, settings) for src in _pilot_sources(sources, settings, skip_bad)]
+        held = _pilot_sources(sources, settings, skip_bad)  # decoded once, reused by the pass over the images
+        good = [_view(src, settings) for src in held.values()]
         bandwidth = broadcast_object(median_bandwidth(good, settings, dev), info)  # every rank: one kernel
     else:  # a fixed kernel in standardised units (Settings): the same for every dataset
         bandwidth = float(settings.bandwidth) * window_scale(settings.radius)
@@ -333,6 +335,8 @@ def _measure(
         elif not state["finished"]:
             raise ckpt.refuse(checkpoint)  # a finished run's checkpoint is recomputed and overwritten
 
+    remaining = set(mine[start:])
+    held = {i: src for i, src in held.items() if i in remaining}  # the others are another rank's or already done
     failure: SymmetryError | None = None
     label = f"{name} {','.join(g.name for g in groups)}"
     with runtime.progress(len(mine), label, enabled=progress and info.main, completed=start, transient=True) as bar:
@@ -340,7 +344,8 @@ def _measure(
             for done, index in enumerate(mine[start:], start=start + 1):
                 src = sources[index]
                 try:
-                    per_mesh = image_windows(_view(src, settings), index, meshes, matrices, settings, dev, dtype)
+                    pixels = held.pop(index, src)  # the pilot's images are not decoded again
+                    per_mesh = image_windows(_view(pixels, settings), index, meshes, matrices, settings, dev, dtype)
                 except DataError as err:
                     if not skip_bad:
                         raise DataError(f"{err} (use --skip-bad to skip such images)") from None
@@ -419,23 +424,33 @@ def _combine_shards(info: DistInfo, sources, mmd, moments, skipped: list[str], o
     return sorted(everything, key=lambda s: rank.get(s.split(": ", 1)[0], len(sources)))
 
 
-def _pilot_sources(sources, settings: Settings, skip_bad: bool, count: int = 8):
-    """The first readable sources for the bandwidth rule (bad ones skipped only with skip_bad)."""
-    good = []
+def _pilot_sources(sources, settings: Settings, skip_bad: bool, count: int = 8) -> dict[int, ImageSource]:
+    """The first readable sources for the bandwidth rule by index (bad ones skipped only with skip_bad), each
+    decoded once: the check, the bandwidth rule and the measurement's own pass read the same pixels."""
+    good = {}
     pilot = settings.replace(windows=1, exact=False)
-    for src in sources:
+    for index, src in enumerate(sources):
         try:
-            image_windows(_view(src, pilot), 0, [1.0], torch.eye(2, dtype=torch.float64)[None], pilot)
+            held = _decoded(src)
+            image_windows(_view(held, pilot), 0, [1.0], torch.eye(2, dtype=torch.float64)[None], pilot)
         except DataError as err:
             if not skip_bad:
                 raise DataError(f"{err} (use --skip-bad to skip such images)") from None
             continue
-        good.append(src)
+        good[index] = held
         if len(good) == count:
             break
     if not good:
         raise DataError("no readable image large enough for the windows")
     return good
+
+
+def _decoded(source):
+    """A plain image source (file pixels, resampled by ``to_mesh``) with its pixels decoded and held; any other
+    source (synthetic, generated, resampled its own way) as it is."""
+    if isinstance(source, ImageSource) and source.array is None and type(source).at_mesh is ImageSource.at_mesh:
+        return ImageSource(source.name, array=source.load())
+    return source
 
 
 def _maybe_save(path, fp, done, total, skipped, records, mmd, moments) -> None:

@@ -369,3 +369,29 @@ def test_estimate_folds_pending_images_without_changing_the_stored_sums(permutat
     dropped._pending.clear()  # the last image never reaches the null or the bootstrap
     broken = dropped.estimate()
     assert not torch.allclose(broken["null"], got["null"]) and not torch.allclose(broken["boot"], got["boot"])
+
+
+def test_the_pilot_images_are_decoded_once(tmp_path, monkeypatch):
+    """A measurement with the median bandwidth decodes every file once: the bandwidth rule's images are held for
+    the pass over the images. Negative control: without the hold the first 8 images are decoded twice more."""
+    from PIL import Image
+
+    import symmetry.measurement as measurement
+    import symmetry.sources as sources
+
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray((rng.random((40, 44)) * 255).astype(np.uint8)).save(tmp_path / f"{i:02d}.png")
+    reads: list[str] = []
+    original = sources.read_image
+    monkeypatch.setattr(
+        sources, "read_image", lambda path, *a, **k: (reads.append(path.name), original(path, *a, **k))[1]
+    )
+    options = dict(mesh=1.0, radius=4.0, windows=8, features=16, permutations=20, bootstrap=0)
+    held = measurement.measure_dataset(f"folder:{tmp_path}", "rot4", **options)
+    assert sorted(reads) == sorted(f"{i:02d}.png" for i in range(10))
+    reads.clear()
+    monkeypatch.setattr(measurement, "_decoded", lambda source: source)
+    again = measurement.measure_dataset(f"folder:{tmp_path}", "rot4", **options)
+    assert len(reads) == 10 + 2 * 8
+    assert held.to_frame()["symmetry_error"].tolist() == again.to_frame()["symmetry_error"].tolist()
