@@ -20,6 +20,7 @@ file per rank, ``FILE.rank{r}-of-{K}``, and a resumed run needs the same ``K``.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -341,10 +342,10 @@ def _measure(
     label = f"{name} {','.join(g.name for g in groups)}"
     with runtime.progress(len(mine), label, enabled=progress and info.main, completed=start, transient=True) as bar:
         try:
-            for done, index in enumerate(mine[start:], start=start + 1):
+            for done, (index, pixels) in enumerate(_prefetched(sources, list(mine[start:]), held), start=start + 1):
                 src = sources[index]
                 try:
-                    pixels = held.pop(index, src)  # the pilot's images are not decoded again
+                    pixels = pixels.result() if isinstance(pixels, Future) else pixels
                     per_mesh = image_windows(_view(pixels, settings), index, meshes, matrices, settings, dev, dtype)
                 except DataError as err:
                     if not skip_bad:
@@ -443,6 +444,23 @@ def _pilot_sources(sources, settings: Settings, skip_bad: bool, count: int = 8) 
     if not good:
         raise DataError("no readable image large enough for the windows")
     return good
+
+
+def _prefetched(sources, order: list[int], held: dict):
+    """``(index, pixels)`` in ``order``: the pilot's held image, or a Future of the decoded image (raising its
+    DataError), each image decoded on a thread while the one before it is measured. The pool is shut down (after
+    at most one decode) when the loop ends or stops."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+
+        def fetch(k: int):
+            if k >= len(order):
+                return None
+            return held.pop(order[k]) if order[k] in held else pool.submit(_decoded, sources[order[k]])
+
+        ahead = fetch(0)
+        for k, index in enumerate(order):
+            current, ahead = ahead, fetch(k + 1)
+            yield index, current
 
 
 def _decoded(source):
