@@ -38,6 +38,7 @@ from symmetry.transforms import transform_image
 GROUPS = ("rot4", "flip", "flipud")
 EXPECTED = {"rot4": True, "flipud": True, "flip": False}  # photographs: rejected (True) or not
 _IMAGES: dict = {}  # (data root, split) -> decoded photographs, kept between cells
+_SOURCES_KEPT = 3  # photo sources kept decoded (Rain100L train 200 and B100 100 gray photos: about 0.4 GB)
 
 
 # --------------------------------------------------------------------------- cells
@@ -97,7 +98,8 @@ SOURCES = {  # photo collections under the data root: (what it is, relative path
 
 def photo_sources(ctx: Context, source: str) -> list:
     """The photographs of ``source`` (a :data:`SOURCES` key; a bare Rain100L split name means ``rain100l:SPLIT``) as
-    in-memory sources, decoded once per process; SkipCell when the data are absent."""
+    in-memory sources, decoded once per process (the last :data:`_SOURCES_KEPT` sources are kept: the calibration
+    alternates two); SkipCell when the data are absent."""
 
     source = source if source in SOURCES else f"rain100l:{source}"
     if source not in SOURCES:
@@ -117,7 +119,8 @@ def photo_sources(ctx: Context, source: str) -> list:
                 dataset = load_dataset("rain100l", data_root=ctx.data_root, split=source.split(":")[1])
         except DataError as why:
             raise SkipCell(f"{what} not readable under {ctx.data_root}: {why}") from None
-        _IMAGES.clear()
+        while len(_IMAGES) >= _SOURCES_KEPT:
+            _IMAGES.pop(next(iter(_IMAGES)))
         _IMAGES[key] = [ImageSource(src.name, array=src.load()) for src in dataset]
     return _IMAGES[key]
 
