@@ -455,7 +455,10 @@ def _prefetched(sources, order: list[int], held: dict):
         def fetch(k: int):
             if k >= len(order):
                 return None
-            return held.pop(order[k]) if order[k] in held else pool.submit(_decoded, sources[order[k]])
+            if order[k] in held:
+                return held.pop(order[k])
+            source = sources[order[k]]
+            return pool.submit(_decoded, source) if _plain_file(source) else source
 
         ahead = fetch(0)
         for k, index in enumerate(order):
@@ -463,12 +466,15 @@ def _prefetched(sources, order: list[int], held: dict):
             yield index, current
 
 
+def _plain_file(source) -> bool:
+    """An image source whose pixels are decoded from a file (or made by ``load``) and resampled by ``to_mesh``."""
+    return isinstance(source, ImageSource) and source.array is None and type(source).at_mesh is ImageSource.at_mesh
+
+
 def _decoded(source):
-    """A plain image source (file pixels, resampled by ``to_mesh``) with its pixels decoded and held; any other
-    source (synthetic, generated, resampled its own way) as it is."""
-    if isinstance(source, ImageSource) and source.array is None and type(source).at_mesh is ImageSource.at_mesh:
-        return ImageSource(source.name, array=source.load())
-    return source
+    """A plain image source (:func:`_plain_file`) with its pixels decoded and held; any other source (pixels
+    in memory, synthetic, generated, resampled its own way) as it is."""
+    return ImageSource(source.name, array=source.load()) if _plain_file(source) else source
 
 
 def _maybe_save(path, fp, done, total, skipped, records, mmd, moments) -> None:

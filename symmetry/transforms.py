@@ -271,6 +271,23 @@ def _distinct(values: torch.Tensor, tol: float) -> tuple[torch.Tensor, torch.Ten
     return ordered[new_line], index
 
 
+def _unit_steps(lines: torch.Tensor) -> bool:
+    """Whether the lines are one pixel apart (the identity, quarter turns and flips of an integer lattice)."""
+    return len(lines) < 2 or bool(((lines[1:] - lines[:-1]) - 1).abs().max() < 1e-9)
+
+
+def _shifted(block: torch.Tensor, fraction: torch.Tensor, lines: int, dim: int, method: str) -> torch.Tensor:
+    """``block`` ``(C, M, ...)`` filtered along ``dim`` at ``lines`` positions one pixel apart whose fractional part
+    is ``fraction[m]``: each tap is a shifted slice times one weight per window (no gathers)."""
+    first, count = _TAPS[method]
+    weights = _tap_weights(fraction.to(block.dtype), method)
+    shape = [len(fraction), 1, 1]  # (M, 1, 1) against the block's (C, M, rows, cols)
+    out = block.narrow(dim, 0, lines) * weights[0].view(shape)
+    for t in range(1, count):
+        out.addcmul_(block.narrow(dim, t, lines), weights[t].view(shape))
+    return out
+
+
 def _tap_matrix(positions: torch.Tensor, start: torch.Tensor, size: int, method: str) -> torch.Tensor:
     """``(M, L, size)``: row ``l`` of window ``m`` holds the taps' weights of ``positions[m, l]`` at their pixels,
     counted from ``start[m]``; a product with it interpolates along one axis."""
@@ -327,9 +344,13 @@ def lattice_windows(
     ):
         return pointwise()
     block = image.unfold(1, block_rows, 1).unfold(2, block_cols, 1)[:, top, left]  # (C, M, Hb, Wb), one gather
-    along_y = _tap_matrix(y_pos.to(image.dtype), top, block_rows, method)  # (M, Ly, Hb)
-    along_x = _tap_matrix(x_pos.to(image.dtype), left, block_cols, method)  # (M, Lx, Wb)
-    grid = along_y @ block @ along_x.transpose(-1, -2)  # (C, M, Ly, Lx)
+    if _unit_steps(y_lines) and _unit_steps(x_lines):  # lines one pixel apart: one fraction per window and axis
+        grid = _shifted(block, y_pos[:, 0] - torch.floor(y_pos[:, 0]), len(y_lines), -2, method)
+        grid = _shifted(grid, x_pos[:, 0] - torch.floor(x_pos[:, 0]), len(x_lines), -1, method)
+    else:
+        along_y = _tap_matrix(y_pos.to(image.dtype), top, block_rows, method)  # (M, Ly, Hb)
+        along_x = _tap_matrix(x_pos.to(image.dtype), left, block_cols, method)  # (M, Lx, Wb)
+        grid = along_y @ block @ along_x.transpose(-1, -2)  # (C, M, Ly, Lx)
     pick = (y_index * len(x_lines) + x_index).to(image.device)
     return grid.reshape(c, len(centers), -1).index_select(-1, pick)
 
