@@ -426,12 +426,29 @@ def fit_mesh(meshes, values) -> tuple[np.ndarray, np.ndarray]:
     return coef[0], coef[1]
 
 
+TIES = 1e-9
+"""Null draws within ``TIES`` times the largest magnitude of the observation and its draws count as ties (``>=``).
+
+Some draws equal the observation exactly in exact arithmetic: every image re-transformed by the identity, or, for a
+group of order 2, every image flipped (the statistic is even in the flip). Their floating-point values differ from
+the observation's by rounding (~1e-16 relative), which depends on the order of the sums (a checkpointed run folds
+the null draw by draw, a small fresh run reads it off Gram matrices), so without a tolerance such draws would count
+or not by chance: with 3 images and a flip a quarter of the draws are such ties."""
+
+
+def _tie_tolerance(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    return TIES * float(finite.max()) if finite.size else 0.0
+
+
 def p_value(observed: float, null: np.ndarray) -> float:
-    """Randomisation p-value ``(1 + #{null >= observed}) / (1 + B)``; NaN when there is no null or no observation."""
-    null = np.asarray(null)
+    """Randomisation p-value ``(1 + #{null >= observed}) / (1 + B)``, ties within :data:`TIES` counted; NaN when
+    there is no null or no observation."""
+    null = np.asarray(null, dtype=np.float64)
     if len(null) == 0 or not np.isfinite(observed):
         return float("nan")
-    return float((1 + np.sum(null >= observed)) / (1 + len(null)))
+    tol = _tie_tolerance(np.append(null, observed))
+    return float((1 + np.sum(null >= observed - tol)) / (1 + len(null)))
 
 
 def min_p_aggregate(observed, null) -> tuple[float, np.ndarray, np.ndarray]:
@@ -440,7 +457,8 @@ def min_p_aggregate(observed, null) -> tuple[float, np.ndarray, np.ndarray]:
     ``observed`` ``(K,)`` and ``null`` ``(B, K)``: K statistics (kernels, scales, meshes, elements) whose null draws
     come from the *same* random group elements (row ``b`` of every column is one re-transformation of the images).
     Each draw ``b`` (the observation is draw 0) gets its rank p-value in every column,
-    ``p_k(b) = #{b' : T_k(b') >= T_k(b)} / (B + 1)``, and the combined statistic ``S_b = min_k p_k(b)``. Returns
+    ``p_k(b) = #{b' : T_k(b') >= T_k(b)} / (B + 1)`` (ties within :data:`TIES`), and the combined statistic
+    ``S_b = min_k p_k(b)``. Returns
 
     - the aggregated p-value ``#{b : S_b <= S_0} / (B + 1)``: exact (the B + 1 draws are exchangeable under the null
       and ``S`` is a symmetric function of them), so one threshold serves all K statistics, with no union bound;
@@ -460,7 +478,13 @@ def min_p_aggregate(observed, null) -> tuple[float, np.ndarray, np.ndarray]:
     draws = np.vstack([obs[ok], null[:, ok]])  # (B + 1, K'): the observation is draw 0
     total = len(draws)
     ordered = np.sort(draws, axis=0)
-    at_least = np.stack([total - np.searchsorted(ordered[:, k], draws[:, k], side="left") for k in range(ok.sum())], 1)
+    at_least = np.stack(  # draws >= T_k(b), ties within TIES counted (p_value)
+        [
+            total - np.searchsorted(ordered[:, k], draws[:, k] - _tie_tolerance(draws[:, k]), side="left")
+            for k in range(ok.sum())
+        ],
+        1,
+    )
     ranks = at_least / total  # p_k(b)
     smallest = np.sort(ranks.min(1))  # S_b, sorted
     raw[ok] = ranks[0]

@@ -5,7 +5,15 @@ import pytest
 import torch
 
 import symmetry
-from symmetry.estimators import MMDStatistics, MomentStatistics, gaussian_distance, holm, multiplication_table
+from symmetry.estimators import (
+    MMDStatistics,
+    MomentStatistics,
+    gaussian_distance,
+    holm,
+    min_p_aggregate,
+    multiplication_table,
+    p_value,
+)
 from symmetry.features import RandomFourierFeatures, image_windows
 from symmetry.settings import Settings, window_scale
 from symmetry.synthetic import make_fields
@@ -395,3 +403,18 @@ def test_the_pilot_images_are_decoded_once(tmp_path, monkeypatch):
     again = measurement.measure_dataset(f"folder:{tmp_path}", "rot4", **options)
     assert len(reads) == 10 + 2 * 8
     assert held.to_frame()["symmetry_error"].tolist() == again.to_frame()["symmetry_error"].tolist()
+
+
+def test_null_draws_equal_to_the_observation_up_to_rounding_count_as_ties(monkeypatch):
+    """A draw that equals the observation in exact arithmetic (all images re-transformed by the identity) but
+    differs by rounding counts as a tie in p_value and in min_p_aggregate, whichever side the rounding fell on.
+    Negative control: with no tolerance the rounding below the observation drops the tie and changes the p."""
+    import symmetry.estimators as est
+
+    observed = 0.004399146034557729
+    null = np.array([observed * (1 - 2e-16), 0.001, 0.002, 0.01])  # one tie (rounded down), one larger draw
+    assert p_value(observed, null) == 3 / 5
+    p, raw, adjusted = min_p_aggregate([observed], null[:, None])
+    assert raw[0] == 3 / 5 and p == adjusted[0]
+    monkeypatch.setattr(est, "TIES", 0.0)
+    assert p_value(observed, null) == 2 / 5
