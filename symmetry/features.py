@@ -287,9 +287,8 @@ def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: 
     crops = image.unfold(1, n, 1).unfold(2, n, 1)[:, top, left]  # (C, M, n, n), one gather
     s = k * n  # to_mesh of an n x n crop: S x S, rows then columns resized by one (S, n) matrix
     resize = resize_matrix(n, s).to(crops.dtype)
-    # columns of every crop in one product, then rows in another: (C*M*n, n) @ (n, S), (S, n) @ (n, C*M*S)
-    wide = (crops.reshape(-1, n) @ resize.T).view(c * m, n, s)
-    stack = (resize @ wide.transpose(0, 1).reshape(n, -1)).view(s, c, m, s).permute(1, 2, 0, 3).reshape(c, m * s, s)
+    wide = (crops.reshape(-1, n) @ resize.T).view(c * m, n, s)  # the columns of every crop in one product
+    stack = (resize @ wide).view(c, m * s, s)  # then the rows, crop by crop, written in the stack's layout
     local = torch.stack([pix[:, 0] - k * top + s * torch.arange(m), pix[:, 1] - k * left], dim=-1)
     return stack, local
 
@@ -358,11 +357,10 @@ def _element_windows(image, pix, offsets, matrices, settings, h, device, dtype) 
     reps, plan = _plan(float(settings.radius), float(h), _key(matrices))
     image, pix, offsets = image.to(device, dtype), pix.to(device, dtype), offsets.to(device, dtype)
     mats = matrices[list(reps)].to(device, dtype)
-    sampled = torch.stack(  # (C, R, M, P): each representative sampled along its lattice lines
-        [lattice_windows(image, pix, offsets, m, settings.interpolation) for m in mats], 1
-    )
-    sampled = sampled.permute(1, 2, 0, 3)  # (R, M, C, P)
-    sampled = (sampled - sampled.mean(dim=-1, keepdim=True)) * h
+    sampled = image.new_empty(len(reps), len(pix), image.shape[0], len(offsets))  # (R, M, C, P)
+    for r, m in enumerate(mats):  # each representative sampled along its lattice lines, written in place
+        sampled[r] = lattice_windows(image, pix, offsets, m, settings.interpolation).transpose(0, 1)
+    sampled.sub_(sampled.mean(dim=-1, keepdim=True)).mul_(h)  # mean removed, area-weighted, in place
     return Windows(sampled.flatten(-2), plan, float(settings.radius), float(h))
 
 

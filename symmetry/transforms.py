@@ -350,9 +350,35 @@ def lattice_windows(
     else:
         along_y = _tap_matrix(y_pos.to(image.dtype), top, block_rows, method)  # (M, Ly, Hb)
         along_x = _tap_matrix(x_pos.to(image.dtype), left, block_cols, method)  # (M, Lx, Wb)
-        grid = along_y @ block @ along_x.transpose(-1, -2)  # (C, M, Ly, Lx)
+        along_rows = along_y @ block  # (C, M, Ly, Wb)
+        parts, pick = _grid_parts(y_index, x_index)
+        grids = [along_rows[..., u, :] @ along_x[:, v].transpose(-1, -2) for u, v in parts]  # (C, M, |u|, |v|)
+        flat = torch.cat([g.reshape(c, len(centers), -1) for g in grids], -1)
+        return flat.index_select(-1, pick.to(image.device))
     pick = (y_index * len(x_lines) + x_index).to(image.device)
     return grid.reshape(c, len(centers), -1).index_select(-1, pick)
+
+
+def _grid_parts(y_index: torch.Tensor, x_index: torch.Tensor) -> tuple[list, torch.Tensor]:
+    """The sub-grids of lines that hold the lattice points, and each point's place in them, concatenated.
+
+    At 45 degrees a point's two line indices have one parity (``x' - y'`` and ``x' + y'`` differ by ``2 y``), so
+    the points fill a checkerboard of the grid: two sub-grids (even rows with the even or odd columns, odd rows
+    with the others) hold them all at half the cost. Otherwise one grid of all lines.
+    """
+    parity = (y_index + x_index) % 2
+    rows, cols = int(y_index.max()) + 1, int(x_index.max()) + 1
+    if not bool((parity == parity[0]).all()):
+        return [(torch.arange(rows), torch.arange(cols))], y_index * cols + x_index
+    parts, pick, start = [], torch.empty_like(y_index), 0
+    for p in (0, 1):
+        u = torch.arange(p, rows, 2)
+        v = torch.arange(int((parity[0] - p) % 2), cols, 2)
+        mine = y_index % 2 == p
+        pick[mine] = start + (y_index[mine] // 2) * len(v) + x_index[mine] // 2
+        parts.append((u, v))
+        start += len(u) * len(v)
+    return parts, pick
 
 
 def _accumulate(gather, wr: list[torch.Tensor], wq: list[torch.Tensor]) -> torch.Tensor:
