@@ -226,7 +226,9 @@ def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exactly 0 and 1 at the ends (not 5.6e-17 by rounding)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
 
 
 def rates(frame: pd.DataFrame) -> pd.DataFrame:
