@@ -10,7 +10,8 @@ moved by a random element of dih4): its rejection rate is the test's size, which
 
 The subsets are drawn from the named stream ``split`` of ``seed`` (:mod:`symmetry.streams`), one draw per subset
 index; ``role`` says why a seed is there: ``select`` (the draws a recommended setting was chosen on) or
-``evaluate`` (fresh draws, reported). Each cell is one (setting, sample, subset), so a run resumes subset by
+``evaluate`` (fresh draws, reported) or ``diagnose`` (draws added after a verdict to examine it; not in the
+verdict). Each cell is one (setting, sample, subset), so a run resumes subset by
 subset. The data come from the data root (``--data-root``, ``$SYMMETRY_DATA`` or ``../shared/data``); without it
 every cell is skipped with one message.
 """
