@@ -14,6 +14,10 @@ Cost savings, none of which changes a number beyond floating-point rounding:
   D4) map the disk lattice onto itself, and ``w_{QA}(p) = w_A(Q^-1 p)``: every element of
   a coset ``D4 A`` is a lattice permutation of one interpolated window ``w_A``. Only one
   element per coset is interpolated (1 of 4 for rot4 and dih4, 2 of 8 for rot8).
+- **Lattice lines.** A window's point ``p`` sits at row ``c_row - (A^-1 p)_y`` and column ``c_col + (A^-1 p)_x``;
+  for the identity, quarter turns and 45-degree turns the lattice has few distinct rows and columns (33 and 33, or
+  45 and 45, at radius 16 samples, against 797 points), so the windows are sampled on the grid of those lines by
+  a separable filter of each window's block (:func:`symmetry.transforms.lattice_windows`), not tap by tap.
 - **Patches at h < 1.** When ``1/h`` is an integer, only the native patches under the
   windows are upsampled (the same resampler on a crop gives the same values away from the
   crop's edge), not the whole image.
