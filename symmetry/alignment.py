@@ -55,8 +55,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from symmetry.cli import default_split
-from symmetry.datasets import DATA_ROOT_HELP, load_dataset
+from symmetry.command import default_split
+from symmetry.datasets import load_dataset
+from symmetry.locations import DATA_ROOT_HELP
 from symmetry.decoders import IMAGE_EXTENSIONS
 from symmetry.errors import DataError, UsageError
 from symmetry.features import RandomFourierFeatures, median_bandwidth

@@ -55,7 +55,6 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from symmetry.errors import DataError
 from symmetry.groups import Group
@@ -266,6 +265,8 @@ OT_WINDOWS = 256  # windows per image in the assignment of the W2 upper bound (a
 def transport_cost(x: torch.Tensor, y: torch.Tensor) -> float:
     """``W2^2`` between the empirical laws of ``x`` and ``y`` ``(M, dim)`` (equal weights): min over
     permutations ``s`` of ``mean_i |x_i - y_s(i)|^2`` (exact assignment, scipy)."""
+    from scipy.optimize import linear_sum_assignment  # lazy: 0.3 s of CPU to import, needed only with --frechet
+
     cost = torch.cdist(x.to(torch.float64), y.to(torch.float64)).pow(2).cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean())
