@@ -176,11 +176,12 @@ def main(argv=None) -> int:
     row("  of which the imports after torch (timed inside the process)", start["after"])
     difference = med(start["whole"]) - med(floor["whole"])
     print(f"  {'  whole-process difference from import torch (noisier)':<66} {difference:6.3f} s")
-    kinds = ", ".join(sorted({m.split(".")[0] for m in report_modules if not m.startswith("_")})) or "none"
     row(
-        f"  then the modules a run imports after its images ({len(report_modules)}: {kinds})",
+        f"  then the modules a run imports after its images ({len(report_modules)})",
         [a - b for a, b in zip(full["after"], start["after"])],
     )
+    packages = sorted({m.split(".")[0] for m in report_modules if not m.startswith("_")})
+    print(f"    (packages: {', '.join(packages) or 'none'})")
     failed = sorted(set(start["failed"]) | set(full["failed"]))
     if failed:
         print(f"  not importable by name (left out): {', '.join(failed)}")
