@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.options import positive_int  # noqa: E402  (the benchmarks' one positive-integer type)
+from symmetry.locations import data_root  # noqa: E402  (standard library only: the parent stays light)
 
 ROOT = Path(__file__).resolve().parents[1]
 RSS_GROWTH = 0.02  # the peak RSS at --large photos may exceed that at --small by at most 2% (issue 20)
@@ -61,8 +62,6 @@ def worker(dataset: str, images: int) -> dict:
 
 def _dataset(tmp: Path, count: int) -> tuple[str, str]:
     """The spec of ``count`` photos, and what they are."""
-    from symmetry.locations import data_root
-
     if (data_root() / "rain100l" / "train" / "norain").is_dir():
         return "rain100l", "Rain100L train photos (481x321)"
     from benchmarks.measure import CROP, _write_images  # lazy: only without Rain100L
