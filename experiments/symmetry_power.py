@@ -10,7 +10,8 @@ moved by a random element of dih4): its rejection rate is the test's size, which
 
 The subsets are drawn from the named stream ``split`` of ``seed`` (:mod:`symmetry.streams`), one draw per subset
 index; ``role`` says why a seed is there: ``select`` (the draws a recommended setting was chosen on) or
-``evaluate`` (fresh draws, reported). Each cell is one (setting, sample, subset), so a run resumes subset by
+``evaluate`` (fresh draws, reported) or ``diagnose`` (draws added after a verdict to examine it; not in the
+verdict). Each cell is one (setting, sample, subset), so a run resumes subset by
 subset. The data come from the data root (``--data-root``, ``$SYMMETRY_DATA`` or ``../shared/data``); without it
 every cell is skipped with one message.
 """
@@ -38,6 +39,7 @@ from symmetry.transforms import transform_image
 GROUPS = ("rot4", "flip", "flipud")
 EXPECTED = {"rot4": True, "flipud": True, "flip": False}  # photographs: rejected (True) or not
 _IMAGES: dict = {}  # (data root, split) -> decoded photographs, kept between cells
+_SOURCES_KEPT = 3  # photo sources kept decoded (Rain100L train 200 and B100 100 gray photos: about 0.4 GB)
 
 
 # --------------------------------------------------------------------------- cells
@@ -97,7 +99,8 @@ SOURCES = {  # photo collections under the data root: (what it is, relative path
 
 def photo_sources(ctx: Context, source: str) -> list:
     """The photographs of ``source`` (a :data:`SOURCES` key; a bare Rain100L split name means ``rain100l:SPLIT``) as
-    in-memory sources, decoded once per process; SkipCell when the data are absent."""
+    in-memory sources, decoded once per process (the last :data:`_SOURCES_KEPT` sources are kept: the calibration
+    alternates two); SkipCell when the data are absent."""
 
     source = source if source in SOURCES else f"rain100l:{source}"
     if source not in SOURCES:
@@ -117,7 +120,8 @@ def photo_sources(ctx: Context, source: str) -> list:
                 dataset = load_dataset("rain100l", data_root=ctx.data_root, split=source.split(":")[1])
         except DataError as why:
             raise SkipCell(f"{what} not readable under {ctx.data_root}: {why}") from None
-        _IMAGES.clear()
+        while len(_IMAGES) >= _SOURCES_KEPT:
+            _IMAGES.pop(next(iter(_IMAGES)))
         _IMAGES[key] = [ImageSource(src.name, array=src.load()) for src in dataset]
     return _IMAGES[key]
 
@@ -223,7 +227,9 @@ def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exactly 0 and 1 at the ends (not 5.6e-17 by rounding)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
 
 
 def rates(frame: pd.DataFrame) -> pd.DataFrame:

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from symmetry.errors import DataError
 from symmetry.groups import Group
@@ -153,37 +154,91 @@ class MMDStatistics:
         if len(self._pending) >= pending_images(self.order, d.shape[-1]):
             self.flush()
 
-    def flush(self) -> None:
-        """Add the pending images' terms to the null and bootstrap sums.
-
-        Null draw ``b`` of image ``n`` uses ``B = elements_n[b]`` and adds ``d_n(A B) - d_n(B)`` for every ``A``:
-        one row per image, picked by a 0/1 matrix and added in place as one product (compute-bound, and the
-        large sums are neither copied nor reallocated). Bootstrap draw ``b`` adds ``weights_n[b] d_n``.
-        """
-        if not self._pending:
-            return
+    def _pending_terms(self) -> tuple[torch.Tensor, ...]:
+        """The pending images' terms: null rows ``(B_perm, K)`` into ``moved`` ``(K*G, G*D)`` (row ``n G + B`` is
+        ``d_n(A B) - d_n(B)`` for every ``A``), their squared norms ``(K*G, G)``, bootstrap weights ``(B_boot, K)``,
+        ``d`` ``(K, G*D)``, ``|d_n|^2`` ``(K, G)`` and windows ``(K,)``."""
         elements, weights, d, dd, m = (list(v) for v in zip(*self._pending))
-        self._pending.clear()
         g, k = self.order, len(d)
         d, dd, m = torch.stack(d), torch.stack(dd), torch.tensor(m, dtype=torch.float64)  # (K, G, D), (K, G), (K,)
         moved = d[:, self.table.T] - d[:, :, None, :]  # (K, G_B, G_A, D): d_n(A B) - d_n(B)
         rows = torch.stack(elements, 1) + g * torch.arange(k)  # (B_perm, K): row n * G + B of moved
-        pick = torch.zeros(self.permutations, k * g, dtype=torch.float64).scatter_(1, rows, 1.0)  # one 1 per image
-        if self.perm is None:  # the first batch creates the sums: no zeros to add to, no temporary
-            self.perm = (pick @ moved.reshape(k * g, -1)).view(self.permutations, g, self.features)
-        else:  # in place: the (B, G, D) sums are never copied
-            self.perm = self.perm.contiguous()  # (a no-op unless a caller handed in a strided tensor)
-            self.perm.view(self.permutations, -1).addmm_(pick, moved.reshape(k * g, -1))
-        self.perm_dd.addmm_(pick, (moved * moved).sum(-1).reshape(k * g, g))
-        w = torch.stack(weights, 1)  # (B_boot, K)
+        moved_dd = (moved * moved).sum(-1).reshape(k * g, g)
+        return rows, moved.reshape(k * g, -1), moved_dd, torch.stack(weights, 1), d.reshape(k, -1), dd, m
+
+    def _null_chunks(self, rows: torch.Tensor, moved: torch.Tensor):
+        """``(slice, sum_n moved[rows[b, n]])`` for chunks of null draws ``b``: exactly the multiply-adds needed
+        (one row per image and draw; ``embedding_bag`` sums the picked rows), each chunk small enough for the cache."""
+        for start in range(0, len(rows), _NULL_CHUNK):
+            part = slice(start, start + _NULL_CHUNK)
+            yield part, F.embedding_bag(rows[part], moved, mode="sum")
+
+    def flush(self) -> None:
+        """Add the pending images' terms to the null and bootstrap sums.
+
+        Null draw ``b`` of image ``n`` uses ``B = elements_n[b]`` and adds ``d_n(A B) - d_n(B)`` for every ``A``:
+        one picked row per image, added in place chunk by chunk (the large sums are neither copied nor
+        reallocated). Bootstrap draw ``b`` adds ``weights_n[b] d_n``.
+        """
+        if not self._pending:
+            return
+        rows, moved, moved_dd, w, d, dd, m = self._pending_terms()
+        self._pending.clear()
+        if self.perm is None:
+            self.perm = torch.zeros(self.permutations, self.order, self.features, dtype=torch.float64)
+        self.perm = self.perm.contiguous()  # (a no-op unless a caller handed in a strided tensor)
+        flat = self.perm.view(self.permutations, -1)
+        for part, picked in self._null_chunks(rows, moved):
+            flat[part] += picked
+        self.perm_dd += F.embedding_bag(rows, moved_dd, mode="sum")
         if self.boot is None:
-            self.boot = (w @ d.reshape(k, -1)).view(self.bootstrap, g, self.features)
+            self.boot = (w @ d).view(self.bootstrap, self.order, self.features)
         else:
             self.boot = self.boot.contiguous()
-            self.boot.view(self.bootstrap, -1).addmm_(w, d.reshape(k, -1))
+            self.boot.view(self.bootstrap, -1).addmm_(w, d)
         self.boot_dd.addmm_(w**2, dd)
         self.boot_m.add_(w @ m)
         self.boot_m2.add_(w**2 @ (m * m))
+
+    def _null_norms(self, terms: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``|perm[b, A]|^2`` and ``perm_dd`` ``(B_perm, G)`` with the pending images folded in on the fly: the stored
+        sums are read once and the ``(B, G, D)`` sum is never written (nor created when every image is pending).
+
+        With every image pending and ``K G^2 < B_perm`` (small runs), ``|sum_n v_nb|^2 = sum_{n, n'} <v_nb, v_n'b>``
+        is read off the Gram matrices of the ``K G`` candidate rows per element (``G (K G)^2 D`` multiply-adds in
+        one product and ``B G K^2`` look-ups, instead of ``B K G D``)."""
+        if terms is None:
+            if self.perm is None:
+                return torch.zeros(self.permutations, self.order, dtype=torch.float64), self.perm_dd.clone()
+            return _squared_norm(self.perm), self.perm_dd.clone()
+        rows, moved, moved_dd, *_ = terms
+        perm_dd = self.perm_dd + F.embedding_bag(rows, moved_dd, mode="sum")
+        k, g = rows.shape[1], self.order
+        if self.perm is None and k * g * g < self.permutations:  # few images: their Gram matrices cost less
+            by_element = moved.view(k * g, g, self.features).transpose(0, 1)  # (G_A, K*G, D)
+            gram = by_element @ by_element.transpose(1, 2)  # (G_A, K*G, K*G): <row (n, B), row (n', B')> per A
+            pairs = (rows[:, :, None] * (k * g) + rows[:, None, :]).reshape(-1)  # (B_perm * K * K,)
+            norms = gram.reshape(g, -1)[:, pairs].view(g, self.permutations, k * k).sum(-1).T
+            return norms.contiguous(), perm_dd
+        norms = torch.empty(self.permutations, self.order, dtype=torch.float64)
+        for part, picked in self._null_chunks(rows, moved):
+            if self.perm is not None:
+                picked += self.perm[part].reshape(picked.shape)
+            norms[part] = _squared_norm(picked.view(len(picked), self.order, self.features))
+        return norms, perm_dd
+
+    def _boot_sums(self, terms: tuple | None) -> tuple[torch.Tensor, ...]:
+        """``boot``, ``boot_dd``, ``boot_m``, ``boot_m2`` with the pending images added: new tensors when images are
+        pending (the ``(B_boot, G, D)`` sum is small beside the null's), nothing stored changes."""
+        boot = self.boot
+        if boot is None:
+            boot = torch.zeros(self.bootstrap, self.order, self.features, dtype=torch.float64)
+        if terms is None:
+            return boot, self.boot_dd, self.boot_m, self.boot_m2
+        *_, w, d, dd, m = terms
+        shape = (self.bootstrap, self.order, self.features)
+        boot = torch.addmm(boot.reshape(self.bootstrap, self.order * self.features), w, d).view(shape)
+        return boot, self.boot_dd + w**2 @ dd, self.boot_m + w @ m, self.boot_m2 + w**2 @ (m * m)
 
     def merge(self, other: MMDStatistics) -> None:
         """Add another shard's statistics (same settings, disjoint images)."""
@@ -223,15 +278,19 @@ class MMDStatistics:
         return cls(**state)
 
     def estimate(self) -> dict[str, torch.Tensor]:
-        """Unbiased eps per element ``(G,)``, its randomisation null ``(B, G)`` and bootstrap ``(B, G)``."""
-        self._materialise()
+        """Unbiased eps per element ``(G,)``, its randomisation null ``(B, G)`` and bootstrap ``(B, G)``.
+
+        The null's pending images are folded in on the fly (:meth:`_null_norms`); nothing stored changes."""
         if self.images < 2:
             raise DataError("the symmetry error needs at least 2 images (pairs of images enter the estimate)")
+        terms = self._pending_terms() if self._pending else None  # (the pending images' terms, made once)
+        perm_norms, perm_dd = self._null_norms(terms)
+        boot_sum, boot_dd, boot_m, boot_m2 = self._boot_sums(terms)
         denom = self.windows**2 - self.windows_sq
         eps = ((self.sum_d**2).sum(-1) - self.sum_dd) / denom
-        null = (_squared_norm(self.perm) - self.perm_dd) / denom
-        boot_denom = (self.boot_m**2 - self.boot_m2).clamp_min(1e-12)[:, None]
-        boot = (_squared_norm(self.boot) - self.boot_dd) / boot_denom
+        null = (perm_norms - perm_dd) / denom
+        boot_denom = (boot_m**2 - boot_m2).clamp_min(1e-12)[:, None]
+        boot = (_squared_norm(boot_sum) - boot_dd) / boot_denom
         return {"eps": eps, "null": null, "boot": boot}
 
 
@@ -239,6 +298,9 @@ def _squared_norm(x: torch.Tensor) -> torch.Tensor:
     """``|x|^2`` along the last axis (``vector_norm`` makes no ``x**2`` temporary)."""
     return torch.linalg.vector_norm(x, dim=-1) ** 2
 
+
+_NULL_CHUNK = 32
+"""Null draws folded at once: a ``(32, G*D)`` block (1 MB for rot8 with 512 features) stays in the cache."""
 
 _PENDING_VALUES = 1 << 19
 """Images are folded into the null sums in batches of about this many ``d(A B) - d(B)`` values (4 MB)..."""
@@ -379,12 +441,29 @@ def fit_mesh(meshes, values) -> tuple[np.ndarray, np.ndarray]:
     return coef[0], coef[1]
 
 
+TIES = 1e-9
+"""Null draws within ``TIES`` times the largest magnitude of the observation and its draws count as ties (``>=``).
+
+Some draws equal the observation exactly in exact arithmetic: every image re-transformed by the identity, or, for a
+group of order 2, every image flipped (the statistic is even in the flip). Their floating-point values differ from
+the observation's by rounding (~1e-16 relative), which depends on the order of the sums (a checkpointed run folds
+the null draw by draw, a small fresh run reads it off Gram matrices), so without a tolerance such draws would count
+or not by chance: with 3 images and a flip a quarter of the draws are such ties."""
+
+
+def _tie_tolerance(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    return TIES * float(finite.max()) if finite.size else 0.0
+
+
 def p_value(observed: float, null: np.ndarray) -> float:
-    """Randomisation p-value ``(1 + #{null >= observed}) / (1 + B)``; NaN when there is no null or no observation."""
-    null = np.asarray(null)
+    """Randomisation p-value ``(1 + #{null >= observed}) / (1 + B)``, ties within :data:`TIES` counted; NaN when
+    there is no null or no observation."""
+    null = np.asarray(null, dtype=np.float64)
     if len(null) == 0 or not np.isfinite(observed):
         return float("nan")
-    return float((1 + np.sum(null >= observed)) / (1 + len(null)))
+    tol = _tie_tolerance(np.append(null, observed))
+    return float((1 + np.sum(null >= observed - tol)) / (1 + len(null)))
 
 
 def min_p_aggregate(observed, null) -> tuple[float, np.ndarray, np.ndarray]:
@@ -393,7 +472,8 @@ def min_p_aggregate(observed, null) -> tuple[float, np.ndarray, np.ndarray]:
     ``observed`` ``(K,)`` and ``null`` ``(B, K)``: K statistics (kernels, scales, meshes, elements) whose null draws
     come from the *same* random group elements (row ``b`` of every column is one re-transformation of the images).
     Each draw ``b`` (the observation is draw 0) gets its rank p-value in every column,
-    ``p_k(b) = #{b' : T_k(b') >= T_k(b)} / (B + 1)``, and the combined statistic ``S_b = min_k p_k(b)``. Returns
+    ``p_k(b) = #{b' : T_k(b') >= T_k(b)} / (B + 1)`` (ties within :data:`TIES`), and the combined statistic
+    ``S_b = min_k p_k(b)``. Returns
 
     - the aggregated p-value ``#{b : S_b <= S_0} / (B + 1)``: exact (the B + 1 draws are exchangeable under the null
       and ``S`` is a symmetric function of them), so one threshold serves all K statistics, with no union bound;
@@ -413,7 +493,13 @@ def min_p_aggregate(observed, null) -> tuple[float, np.ndarray, np.ndarray]:
     draws = np.vstack([obs[ok], null[:, ok]])  # (B + 1, K'): the observation is draw 0
     total = len(draws)
     ordered = np.sort(draws, axis=0)
-    at_least = np.stack([total - np.searchsorted(ordered[:, k], draws[:, k], side="left") for k in range(ok.sum())], 1)
+    at_least = np.stack(  # draws >= T_k(b), ties within TIES counted (p_value)
+        [
+            total - np.searchsorted(ordered[:, k], draws[:, k] - _tie_tolerance(draws[:, k]), side="left")
+            for k in range(ok.sum())
+        ],
+        1,
+    )
     ranks = at_least / total  # p_k(b)
     smallest = np.sort(ranks.min(1))  # S_b, sorted
     raw[ok] = ranks[0]

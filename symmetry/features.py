@@ -44,10 +44,10 @@ from symmetry.streams import rng, seed_of
 from symmetry.transforms import (
     SUPPORT_MARGIN,
     disk_offsets,
-    interpolate,
     lattice_permutations,
+    lattice_windows,
+    resize_matrix,
     to_mesh,
-    window_positions,
 )
 
 ORBIT = FEATURE_ORBIT
@@ -186,6 +186,11 @@ def _plan(radius: float, mesh: float, matrices: tuple) -> tuple[tuple[int, ...],
     return tuple(reps), tuple(source)
 
 
+def interpolated_elements(matrices: torch.Tensor, radius: float, mesh: float) -> int:
+    """How many elements of ``matrices`` are interpolated per image (one per coset of D4; :func:`_plan`)."""
+    return len(_plan(float(radius), float(mesh), _key(matrices))[0])
+
+
 @lru_cache(maxsize=64)
 def _lattice_perms(radius: float, mesh: float) -> tuple[torch.Tensor, ...]:
     """The D4 permutations of the disk lattice (:func:`symmetry.transforms.lattice_permutations`), cached."""
@@ -263,7 +268,8 @@ def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: 
 
     Returns ``(stack (C, M*S, S), pix_local (M, 2))`` where window ``m``'s centre is at ``pix_local[m]``
     of the stack, or None when a patch would not fit in the image (then the whole image is upsampled).
-    The upsampling is :func:`symmetry.transforms.to_mesh` of each crop: away from a crop's edge it gives
+    The upsampling is :func:`symmetry.transforms.to_mesh` of each crop (as two products with
+    :func:`symmetry.transforms.resize_matrix`): away from a crop's edge it gives
     the whole raster's values (the output grid of a crop at integer native offset ``a`` is the raster's
     grid shifted by ``a / h`` rows), and a crop that reaches the image's edge is clamped as the image is.
     """
@@ -278,12 +284,11 @@ def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: 
     m = pix.shape[0]
     top = (torch.floor((pix[:, 0] - r) / k).long() - 2).clamp(0, rows - n)
     left = (torch.floor((pix[:, 1] - r) / k).long() - 2).clamp(0, cols - n)
-    i = torch.arange(n)
-    index = (top[:, None, None] + i[None, :, None]) * cols + (left[:, None, None] + i[None, None, :])  # (M, n, n)
-    crops = image.reshape(c, rows * cols)[:, index.reshape(-1)].reshape(c, m, n, n).transpose(0, 1)
-    up = to_mesh(crops.reshape(m * c, n, n), h)  # (M*C, S, S), S = k n
-    s = up.shape[-1]
-    stack = up.reshape(m, c, s, s).transpose(0, 1).reshape(c, m * s, s)
+    crops = image.unfold(1, n, 1).unfold(2, n, 1)[:, top, left]  # (C, M, n, n), one gather
+    s = k * n  # to_mesh of an n x n crop: S x S, rows then columns resized by one (S, n) matrix
+    resize = resize_matrix(n, s).to(crops.dtype)
+    wide = (crops.reshape(-1, n) @ resize.T).view(c * m, n, s)  # the columns of every crop in one product
+    stack = (resize @ wide).view(c, m * s, s)  # then the rows, crop by crop, written in the stack's layout
     local = torch.stack([pix[:, 0] - k * top + s * torch.arange(m), pix[:, 1] - k * left], dim=-1)
     return stack, local
 
@@ -350,12 +355,12 @@ def image_windows(
 def _element_windows(image, pix, offsets, matrices, settings, h, device, dtype) -> Windows:
     """One interpolation per coset representative (the other elements are lattice permutations of it)."""
     reps, plan = _plan(float(settings.radius), float(h), _key(matrices))
-    rows, cols = window_positions(
-        pix.to(device, dtype), offsets.to(device, dtype), matrices[list(reps)].to(device, dtype)
-    )
-    sampled = interpolate(image.to(device, dtype), rows, cols, settings.interpolation)  # (C, R, M, P)
-    sampled = sampled.permute(1, 2, 0, 3)  # (R, M, C, P)
-    sampled = (sampled - sampled.mean(dim=-1, keepdim=True)) * h
+    image, pix, offsets = image.to(device, dtype), pix.to(device, dtype), offsets.to(device, dtype)
+    mats = matrices[list(reps)].to(device, dtype)
+    sampled = image.new_empty(len(reps), len(pix), image.shape[0], len(offsets))  # (R, M, C, P)
+    for r, m in enumerate(mats):  # each representative sampled along its lattice lines, written in place
+        sampled[r] = lattice_windows(image, pix, offsets, m, settings.interpolation).transpose(0, 1)
+    sampled.sub_(sampled.mean(dim=-1, keepdim=True)).mul_(h)  # mean removed, area-weighted, in place
     return Windows(sampled.flatten(-2), plan, float(settings.radius), float(h))
 
 

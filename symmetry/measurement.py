@@ -20,6 +20,7 @@ file per rank, ``FILE.rank{r}-of-{K}``, and a resumed run needs the same ``K``.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -44,7 +45,7 @@ from symmetry.runtime import (
     setup_distributed,
 )
 from symmetry.settings import Settings, check_meshes, window_scale
-from symmetry.sources import augment, first_images
+from symmetry.sources import ImageSource, augment, first_images
 from symmetry.transforms import disk_offsets
 
 CHECKPOINT_EVERY = 8  # images between checkpoint writes
@@ -299,8 +300,10 @@ def _measure(
     matrices = torch.tensor([u.matrix for u in union], dtype=torch.float64)
 
     skipped: list[str] = []
+    held: dict = {}  # index -> the pilot's decoded source
     if settings.bandwidth == "median":
-        good = [_view(src, settings) for src in _pilot_sources(sources, settings, skip_bad)]
+        held = _pilot_sources(sources, settings, skip_bad)  # decoded once, reused by the pass over the images
+        good = [_view(src, settings) for src in held.values()]
         bandwidth = broadcast_object(median_bandwidth(good, settings, dev), info)  # every rank: one kernel
     else:  # a fixed kernel in standardised units (Settings): the same for every dataset
         bandwidth = float(settings.bandwidth) * window_scale(settings.radius)
@@ -333,14 +336,17 @@ def _measure(
         elif not state["finished"]:
             raise ckpt.refuse(checkpoint)  # a finished run's checkpoint is recomputed and overwritten
 
+    remaining = set(mine[start:])
+    held = {i: src for i, src in held.items() if i in remaining}  # the others are another rank's or already done
     failure: SymmetryError | None = None
     label = f"{name} {','.join(g.name for g in groups)}"
     with runtime.progress(len(mine), label, enabled=progress and info.main, completed=start, transient=True) as bar:
         try:
-            for done, index in enumerate(mine[start:], start=start + 1):
+            for done, (index, pixels) in enumerate(_prefetched(sources, list(mine[start:]), held), start=start + 1):
                 src = sources[index]
                 try:
-                    per_mesh = image_windows(_view(src, settings), index, meshes, matrices, settings, dev, dtype)
+                    pixels = pixels.result() if isinstance(pixels, Future) else pixels
+                    per_mesh = image_windows(_view(pixels, settings), index, meshes, matrices, settings, dev, dtype)
                 except DataError as err:
                     if not skip_bad:
                         raise DataError(f"{err} (use --skip-bad to skip such images)") from None
@@ -419,23 +425,56 @@ def _combine_shards(info: DistInfo, sources, mmd, moments, skipped: list[str], o
     return sorted(everything, key=lambda s: rank.get(s.split(": ", 1)[0], len(sources)))
 
 
-def _pilot_sources(sources, settings: Settings, skip_bad: bool, count: int = 8):
-    """The first readable sources for the bandwidth rule (bad ones skipped only with skip_bad)."""
-    good = []
+def _pilot_sources(sources, settings: Settings, skip_bad: bool, count: int = 8) -> dict[int, ImageSource]:
+    """The first readable sources for the bandwidth rule by index (bad ones skipped only with skip_bad), each
+    decoded once: the check, the bandwidth rule and the measurement's own pass read the same pixels."""
+    good = {}
     pilot = settings.replace(windows=1, exact=False)
-    for src in sources:
+    for index, src in enumerate(sources):
         try:
-            image_windows(_view(src, pilot), 0, [1.0], torch.eye(2, dtype=torch.float64)[None], pilot)
+            held = _decoded(src)
+            image_windows(_view(held, pilot), 0, [1.0], torch.eye(2, dtype=torch.float64)[None], pilot)
         except DataError as err:
             if not skip_bad:
                 raise DataError(f"{err} (use --skip-bad to skip such images)") from None
             continue
-        good.append(src)
+        good[index] = held
         if len(good) == count:
             break
     if not good:
         raise DataError("no readable image large enough for the windows")
     return good
+
+
+def _prefetched(sources, order: list[int], held: dict):
+    """``(index, pixels)`` in ``order``: the pilot's held image, or a Future of the decoded image (raising its
+    DataError), each image decoded on a thread while the one before it is measured. The pool is shut down (after
+    at most one decode) when the loop ends or stops."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+
+        def fetch(k: int):
+            if k >= len(order):
+                return None
+            if order[k] in held:
+                return held.pop(order[k])
+            source = sources[order[k]]
+            return pool.submit(_decoded, source) if _plain_file(source) else source
+
+        ahead = fetch(0)
+        for k, index in enumerate(order):
+            current, ahead = ahead, fetch(k + 1)
+            yield index, current
+
+
+def _plain_file(source) -> bool:
+    """An image source whose pixels are decoded from a file (or made by ``load``) and resampled by ``to_mesh``."""
+    return isinstance(source, ImageSource) and source.array is None and type(source).at_mesh is ImageSource.at_mesh
+
+
+def _decoded(source):
+    """A plain image source (:func:`_plain_file`) with its pixels decoded and held; any other source (pixels
+    in memory, synthetic, generated, resampled its own way) as it is."""
+    return ImageSource(source.name, array=source.load()) if _plain_file(source) else source
 
 
 def _maybe_save(path, fp, done, total, skipped, records, mmd, moments) -> None:

@@ -5,7 +5,15 @@ import pytest
 import torch
 
 import symmetry
-from symmetry.estimators import MMDStatistics, MomentStatistics, gaussian_distance, holm, multiplication_table
+from symmetry.estimators import (
+    MMDStatistics,
+    MomentStatistics,
+    gaussian_distance,
+    holm,
+    min_p_aggregate,
+    multiplication_table,
+    p_value,
+)
 from symmetry.features import RandomFourierFeatures, image_windows
 from symmetry.settings import Settings, window_scale
 from symmetry.synthetic import make_fields
@@ -335,3 +343,78 @@ def test_orbit_features_need_a_multiple_of_eight():
         RandomFourierFeatures(12, 1, 1.0, seed=0)
     with pytest.raises(symmetry.errors.UsageError, match="multiple of 8"):
         Settings.from_options(features=100)
+
+
+def _filled(images: int, flush_every: int | None, permutations: int = 97) -> MMDStatistics:
+    """Statistics of ``images`` random difference sums, flushed every ``flush_every`` images (None: never)."""
+    group = symmetry.get_group("rot4")
+    stats = MMDStatistics.for_group(group, 16, permutations, 11, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    for n in range(images):
+        d = torch.randn(len(group), 16, generator=gen, dtype=torch.float64)
+        d[0] = 0
+        stats.add(n, d, 5 + n)
+        if flush_every and (n + 1) % flush_every == 0:
+            stats.flush()
+    return stats
+
+
+@pytest.mark.parametrize("permutations", [97, 150])  # 7 x 4^2 = 112: chunk by chunk, then by Gram matrices
+def test_estimate_folds_pending_images_without_changing_the_stored_sums(permutations):
+    """estimate() with images pending (folded on the fly: chunk by chunk, or by Gram matrices when K G^2 < B) equals
+    estimate() after flush(), stored sums untouched; dropping the pending images (the negative control) changes
+    the null and the bootstrap."""
+    pending = _filled(7, None, permutations)
+    flushed, partly = _filled(7, 1, permutations), _filled(7, 3, permutations)
+    assert pending.perm is None and len(pending._pending) == 7
+    got = pending.estimate()
+    assert pending.perm is None and len(pending._pending) == 7  # nothing folded in by estimate
+    for other in (flushed, partly):
+        want = other.estimate()
+        for key in ("eps", "null", "boot"):
+            torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-14)
+    dropped = _filled(7, 3, permutations)
+    dropped._pending.clear()  # the last image never reaches the null or the bootstrap
+    broken = dropped.estimate()
+    assert not torch.allclose(broken["null"], got["null"]) and not torch.allclose(broken["boot"], got["boot"])
+
+
+def test_the_pilot_images_are_decoded_once(tmp_path, monkeypatch):
+    """A measurement with the median bandwidth decodes every file once: the bandwidth rule's images are held for
+    the pass over the images. Negative control: without the hold the first 8 images are decoded twice more."""
+    from PIL import Image
+
+    import symmetry.measurement as measurement
+    import symmetry.sources as sources
+
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray((rng.random((40, 44)) * 255).astype(np.uint8)).save(tmp_path / f"{i:02d}.png")
+    reads: list[str] = []
+    original = sources.read_image
+    monkeypatch.setattr(
+        sources, "read_image", lambda path, *a, **k: (reads.append(path.name), original(path, *a, **k))[1]
+    )
+    options = dict(mesh=1.0, radius=4.0, windows=8, features=16, permutations=20, bootstrap=0)
+    held = measurement.measure_dataset(f"folder:{tmp_path}", "rot4", **options)
+    assert sorted(reads) == sorted(f"{i:02d}.png" for i in range(10))
+    reads.clear()
+    monkeypatch.setattr(measurement, "_decoded", lambda source: source)
+    again = measurement.measure_dataset(f"folder:{tmp_path}", "rot4", **options)
+    assert len(reads) == 10 + 2 * 8
+    assert held.to_frame()["symmetry_error"].tolist() == again.to_frame()["symmetry_error"].tolist()
+
+
+def test_null_draws_equal_to_the_observation_up_to_rounding_count_as_ties(monkeypatch):
+    """A draw that equals the observation in exact arithmetic (all images re-transformed by the identity) but
+    differs by rounding counts as a tie in p_value and in min_p_aggregate, whichever side the rounding fell on.
+    Negative control: with no tolerance the rounding below the observation drops the tie and changes the p."""
+    import symmetry.estimators as est
+
+    observed = 0.004399146034557729
+    null = np.array([observed * (1 - 2e-16), 0.001, 0.002, 0.01])  # one tie (rounded down), one larger draw
+    assert p_value(observed, null) == 3 / 5
+    p, raw, adjusted = min_p_aggregate([observed], null[:, None])
+    assert raw[0] == 3 / 5 and p == adjusted[0]
+    monkeypatch.setattr(est, "TIES", 0.0)
+    assert p_value(observed, null) == 2 / 5

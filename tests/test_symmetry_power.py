@@ -40,6 +40,7 @@ def test_wilson_interval_known_values():
     assert lo == 0 and hi == pytest.approx(0.2775, abs=1e-4)
     lo, hi = power.wilson(8, 10)
     assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    assert power.wilson(0, 3)[0] == 0.0 and power.wilson(3, 3)[1] == 1.0  # exactly, not 5.6e-17 by rounding
 
 
 def test_symmetrised_subsets_are_d4_images_of_the_photos():

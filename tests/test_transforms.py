@@ -9,9 +9,12 @@ from symmetry.transforms import (
     deformation_matrix,
     disk_mask,
     disk_offsets,
+    imresize,
     interpolate,
     inverse_deformation_matrix,
     lattice_operator,
+    lattice_windows,
+    resize_matrix,
     rotation_matrix,
     sample_windows,
     to_mesh,
@@ -241,3 +244,38 @@ def test_sr_skip_equals_the_bicubic_baseline_bit_for_bit(kind, scale):
     batch = torch.stack([lr, lr.flip(-1)])
     with torch.no_grad():
         assert torch.equal(model(batch)[0], ours)  # batching changes no bit
+
+
+@pytest.mark.parametrize("method", ["bicubic", "bilinear", "nearest"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("turn", [0, 1, 2, 3])  # eighth turns: the identity, 45 degrees (lines 1/sqrt 2 apart), ...
+def test_lattice_windows_are_interpolate_on_the_moved_lattice(method, channels, turn):
+    """The line-separable sampler equals interpolate at window_positions, inside the frame (the grid of lines) and
+    across its edge (the clamped fallback), for the eighth turns and for 22.5 degrees (no line structure: the
+    fallback); a centre moved by 0.3 px (negative control) does not."""
+    g = torch.Generator().manual_seed(4)
+    img = torch.rand(channels, 40, 50, generator=g, dtype=torch.float64)
+    offsets = disk_offsets(4.0, 0.5)  # integer lattice, half-width 8
+    matrix = rotation_matrix(torch.tensor(turn * math.pi / 4 if turn < 3 else math.pi / 8, dtype=torch.float64))
+    for low, high in ((11.0, 28.0), (-3.0, 45.0)):  # every block inside, then reaching past the edges
+        centers = low + (high - low) * torch.rand(9, 2, generator=g, dtype=torch.float64)
+        rows, cols = window_positions(centers, offsets, matrix[None])
+        want = interpolate(img, rows[0], cols[0], method)
+        got = lattice_windows(img, centers, offsets, matrix, method)
+        assert got.shape == (channels, 9, len(offsets))
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        moved = lattice_windows(img, centers + torch.tensor([0.3, 0.0], dtype=torch.float64), offsets, matrix, method)
+        if method != "nearest":
+            assert (moved - want).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("sizes", [(9, 18), (25, 50), (12, 36), (40, 17)])
+def test_resize_matrix_is_imresize_along_an_axis(sizes):
+    """``M @ x`` equals imresize of the rows (up- and downscaling, mirrored taps at the edges), to rounding; the
+    matrix without the antialiasing stretch (negative control) differs when downscaling."""
+    n_in, n_out = sizes
+    x = torch.rand(n_in, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    want = imresize(x, size=(n_out, 7))
+    torch.testing.assert_close(resize_matrix(n_in, n_out) @ x, want, rtol=0, atol=1e-13)
+    if n_out < n_in:
+        assert (resize_matrix(n_in, n_out, antialias=False) @ x - want).abs().max() > 1e-3
