@@ -14,7 +14,7 @@ within :data:`RSS_GROWTH` of the median at ``--small``.
 its own and unmaps it when freed, so the peak follows the memory in use and is the same in every process (the
 runs are about 40% slower: each large block is faulted in anew). It separates memory that grows with the number
 of images (what the fix removed) from the allocator's placement noise. ``--mmap-threshold MIB`` sets another fixed
-threshold (4 MiB made the default allocator's peak flat and 50-70 MiB lower for about 13% more CPU time).
+threshold (4 MiB made the peak flat and 50-70 MiB lower for about 15% more CPU time; docs/performance.md).
 
 Photos: ``rain100l`` (its train split: 200 photos of 481x321) under the data root when it is there, else a folder of
 300x300 gray crops of the bundled photos, cycled (:func:`benchmarks.measure._write_images`).
