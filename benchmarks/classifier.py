@@ -43,9 +43,10 @@ from scipy.stats import binom
 import symmetry
 from analysis.fit import fit
 from benchmarks.options import add_threads_option, use_threads
-from symmetry.datasets import DATA_ROOT_HELP, data_root, load_dataset
+from symmetry.datasets import load_dataset
 from symmetry.estimators import holm
 from symmetry.groups import get_group
+from symmetry.locations import DATA_ROOT_HELP, data_root
 from symmetry.runtime import cli_entry
 from symmetry.settings import PRESETS
 from symmetry.sources import ImageSource

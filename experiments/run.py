@@ -22,8 +22,8 @@ from experiments.runner import (
     results_path,
     run_experiment,
 )
-from symmetry.datasets import DATA_ROOT_HELP
 from symmetry.errors import UsageError
+from symmetry.locations import DATA_ROOT_HELP
 from symmetry.runtime import CliParser, cli_entry, set_threads
 
 

@@ -2,8 +2,8 @@
 
 ``symmetry.measure_dataset(dataset, group, mesh=...)`` returns a :class:`~symmetry.report.SymmetryReport`
 (also ``from symmetry.measure import measure``). Submodules: ``groups``, ``transforms``, ``decoders``,
-``sources``, ``datasets``, ``download``, ``synthetic``, ``settings``, ``features``, ``estimators``, ``report``,
-``checkpoint``, ``measurement``, ``cli`` (``python -m symmetry.measure``).
+``sources``, ``datasets``, ``locations``, ``download``, ``synthetic``, ``settings``, ``features``, ``estimators``,
+``report``, ``checkpoint``, ``measurement``, ``cli`` and ``command`` (``python -m symmetry.measure``).
 """
 
 __all__ = ["measure_dataset", "get_group", "is_subgroup", "Group", "GroupElement", "SymmetryReport", "Settings"]

@@ -55,13 +55,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from symmetry.cli import default_split
-from symmetry.datasets import DATA_ROOT_HELP, load_dataset
+from symmetry.command import default_split
+from symmetry.datasets import load_dataset
 from symmetry.decoders import IMAGE_EXTENSIONS
 from symmetry.errors import DataError, UsageError
 from symmetry.features import RandomFourierFeatures, median_bandwidth
 from symmetry.groups import Group, GroupElement, get_group
 from symmetry.io import atomic_write_text, check_outputs_apart_from_inputs, check_writable, output_lock
+from symmetry.locations import DATA_ROOT_HELP
 from symmetry.runtime import cli_entry, resolve_device, set_threads
 from symmetry.settings import LIMITS, MAX_RADIUS, Settings, check_meshes
 from symmetry.sources import first_images

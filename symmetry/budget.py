@@ -24,7 +24,7 @@ from pathlib import Path
 from symmetry import settings as defaults
 from symmetry.datasets import load_dataset
 from symmetry.errors import SymmetryError, UsageError
-from symmetry.estimators import _PENDING_VALUES
+from symmetry.estimators import pending_images
 from symmetry.features import orbit_matrices
 from symmetry.groups import get_group
 from symmetry.measurement import PROFILE_RADIUS, _radii, parse_groups
@@ -330,7 +330,7 @@ def measure_budget(
             bb * order * d * FLOAT64 * per_group_mesh,
             "--bootstrap or --features",
         )
-        pending = math.ceil(_PENDING_VALUES / (order * order * d))
+        pending = pending_images(order, d)
         if images is not None:
             pending = min(pending, images)
         draws = pending * ((bp + bb) * FLOAT64 + order * (d + 1) * FLOAT64)

@@ -1,28 +1,23 @@
-"""``python -m symmetry.measure``: the command line of the symmetry measurement.
+"""``python -m symmetry.measure``: the command line of the symmetry measurement (its options; :mod:`symmetry.command`
+runs them).
 
 Defaults come from :class:`symmetry.settings.Settings` (and the module constants beside it); an option
 left out is passed as ``None`` and the API fills it in, so no default is written twice. Bad options give
 one ``error: ...`` line and exit code 2 (data problems: 1), without argparse's usage block.
+
+This module imports no torch (nor anything that does): ``--help`` and bad options are answered in a fraction of a
+second (issue 20); torch and the measurement are imported by :func:`main` once the options are parsed.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from dataclasses import fields
 
-import torch
-
-from symmetry import budget
 from symmetry import settings as defaults
-from symmetry.datasets import DATA_ROOT_HELP, list_datasets
-from symmetry.decoders import IMAGE_EXTENSIONS
-from symmetry.errors import SymmetryError, UsageError
-from symmetry.groups import EXAMPLE_GROUPS, GROUP_NAMES_HELP, get_group
-from symmetry.io import check_outputs_apart_from_inputs, check_plot_format, check_writable
-from symmetry.measurement import measure_dataset
-from symmetry.runtime import DistInfo, broadcast_object, cli_entry, resolve_device, set_threads, setup_distributed
+from symmetry.errors import UsageError, cli_entry
+from symmetry.groups import GROUP_NAMES_HELP
+from symmetry.locations import DATA_ROOT_HELP
 from symmetry.settings import Settings
 
 _DEFAULT = {f.name: f.default for f in fields(Settings)}
@@ -166,106 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-SPLIT_DATASETS = ("rain100l", "div2k")
-"""Datasets with train/valid/test splits: the split used is named when it was left to its default."""
-
-
-def default_split(dataset: str, split: str | None, quiet: bool = False) -> str:
-    """``split``, else ``"train"``; for a dataset with splits, a note on stderr says the default was taken."""
-    if split is not None:
-        return split
-    if not quiet and str(dataset).split(":")[0].lower() in SPLIT_DATASETS:
-        print(f"note: {dataset}: using the train split (the default; --split test for the test split)", file=sys.stderr)
-    return "train"
-
-
-SETTINGS = tuple(_DEFAULT)  # option names passed to the API as Settings fields
-
-
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.list_datasets:
-        for key, text in list_datasets().items():
-            print(f"{key:<24} {text}")
-        return 0
-    if args.list_groups:
-        print(f"groups: {GROUP_NAMES_HELP}")
-        for key in EXAMPLE_GROUPS:
-            print(f"  {key:<8} {', '.join(get_group(key).names)}")
-        return 0
-    set_threads(args.threads)
-    info = setup_distributed(resolve_device(args.device))
-    try:
-        return _run(args, info)
-    except SymmetryError as err:
-        if not info.main:
-            return err.exit_code  # every rank raises the same error; rank 0 alone reports it
-        raise
-    finally:
-        if info.owns_group:
-            torch.distributed.destroy_process_group()
+    from symmetry.command import run  # lazy: torch and the measurement load after the options parse (fast --help)
 
-
-def _distinct_outputs(args: argparse.Namespace) -> None:
-    """Refuse one path named for two outputs (one would overwrite the other)."""
-    seen: dict[str, str] = {}
-    for option in ("json", "csv", "checkpoint", "plot"):
-        value = getattr(args, option)
-        if value:
-            key = os.path.realpath(os.path.expanduser(value))
-            if key in seen:
-                raise UsageError(
-                    f"--{seen[key]} and --{option} name the same file {value}; give each output its own path"
-                )
-            seen[key] = option
-
-
-def _run(args: argparse.Namespace, info: DistInfo) -> int:
-
-    verdict = None  # rank 0 checks the output paths (its file system), the others follow
-    if info.main:
-        try:
-            _distinct_outputs(args)
-            outputs = {f"--{o}": getattr(args, o) for o in ("json", "csv", "plot", "checkpoint")}
-            check_outputs_apart_from_inputs(outputs, args.dataset, IMAGE_EXTENSIONS)
-            if args.plot:
-                check_plot_format(args.plot)
-            for option in ("json", "csv", "plot"):
-                if getattr(args, option):
-                    check_writable(getattr(args, option), f"--{option}")
-            budget.check_measure(args, processes=budget.local_processes())  # before any work: issue 23
-        except UsageError as err:
-            verdict = err
-    verdict = broadcast_object(verdict, info)
-    if verdict is not None:
-        raise verdict
-    split = default_split(args.dataset, args.split, quiet=args.quiet or not info.main)
-    report = measure_dataset(
-        args.dataset,
-        args.group,
-        args.mesh,
-        preset=args.preset,
-        data_root=args.data_root,
-        download=args.download,
-        split=split,
-        channels=args.channels,
-        augment=args.augment,
-        max_images=args.max_images,
-        skip_bad=args.skip_bad,
-        device=args.device,
-        checkpoint=args.checkpoint,
-        progress=not args.quiet and sys.stderr.isatty(),
-        **{name: getattr(args, name) for name in SETTINGS if name != "exact"},
-    )
-    if not info.main:
-        return 0
-    if not args.quiet:
-        report.render()
-    if args.json:
-        report.to_json(args.json)
-    if args.csv:
-        report.to_csv(args.csv)
-    if args.plot:
-        report.plot(args.plot)
-    return 0
+    return run(args)

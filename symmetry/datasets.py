@@ -1,6 +1,6 @@
 """Datasets by name: embedded photos, folders, DIV2K, Rain100L, synthetic fields.
 
-The catalogue of named datasets and the one rule for where data lives (:func:`data_root`).
+The catalogue of named datasets; where data lives is :func:`symmetry.locations.data_root` (one rule).
 Specs accepted by :func:`load_dataset` (``--dataset`` on the command line, ``--list-datasets``):
 
 - ``skimage`` (default): natural photographs and textures shipped inside scikit-image's
@@ -13,7 +13,7 @@ Specs accepted by :func:`load_dataset` (``--dataset`` on the command line, ``--l
   of their relative paths (hidden files and folders are skipped).
 - ``div2k``: ``ROOT/DIV2K_train_HR/*.png`` (split ``train``, 800 images) or
   ``ROOT/DIV2K_valid_HR/*.png`` (split ``valid`` or ``test``, 100 images), ``ROOT``
-  from :func:`data_root`. A missing folder is made from ``ROOT/DIV2K_*_HR.zip`` when
+  from :func:`~symmetry.locations.data_root`. A missing folder is made from ``ROOT/DIV2K_*_HR.zip`` when
   that archive is there; with ``download=True`` the official archive is fetched first
   (:mod:`symmetry.download`: resumable through ``ROOT/DIV2K_*_HR.zip.part``, SHA-256 verified,
   extracted into a temporary folder beside the target and renamed into place). The archive is kept.
@@ -40,6 +40,7 @@ from pathlib import Path
 from symmetry.decoders import CHANNELS, IMAGE_EXTENSIONS, check_regular, pixel_limit
 from symmetry.download import download_file, extract_folder, sha256_file
 from symmetry.errors import DataError, UsageError
+from symmetry.locations import data_root
 from symmetry.sources import Dataset, ImageSource
 from symmetry.synthetic import FAMILIES, load_synthetic
 
@@ -73,35 +74,6 @@ DIV2K_SHA256: dict[str, str | None] = {
 }
 RAIN100L_SPLITS = ("train", "test")
 SPLITS = ("train", "valid", "test")
-DATA_ENV = "SYMMETRY_DATA"
-CHECKOUT = Path(__file__).resolve().parents[1]
-DEVELOPMENT_DATA = CHECKOUT.parent / "shared" / "data"
-"""The development data beside a source checkout (``../shared/data``), used when it exists."""
-CACHE_DATA = Path("~/.cache/symmetry")
-DATA_ROOT_HELP = (
-    "where datasets live (default: $SYMMETRY_DATA, else ../shared/data beside a checkout, else ~/.cache/symmetry)"
-)
-
-
-# --------------------------------------------------------------------------- where data lives
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Where datasets live: the one rule of every command line's ``--data-root`` and of every loader.
-
-    1. ``root`` when given (``--data-root``);
-    2. else ``$SYMMETRY_DATA``;
-    3. else :data:`DEVELOPMENT_DATA`, ``../shared/data`` beside a source checkout (a folder holding
-       ``pyproject.toml``), when that folder exists;
-    4. else ``~/.cache/symmetry`` (where ``--download`` puts DIV2K).
-    """
-    if root not in (None, ""):
-        return Path(root).expanduser()
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    if (CHECKOUT / "pyproject.toml").is_file() and DEVELOPMENT_DATA.is_dir():
-        return DEVELOPMENT_DATA
-    return CACHE_DATA.expanduser()
 
 
 _data_root = data_root  # the loaders below take a parameter of the same name

@@ -51,12 +51,12 @@ the upper one is an upper bound only in expectation and is loose in high dimensi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 from symmetry.errors import DataError
 from symmetry.groups import Group
@@ -151,7 +151,7 @@ class MMDStatistics:
         self.images += 1
         self.per_image.append((index, (dd / (m * m)).tolist()))
         self._pending.append((elements, weights, d, dd, float(m)))
-        if len(self._pending) * self.order * d.numel() >= _PENDING_VALUES:
+        if len(self._pending) >= pending_images(self.order, d.shape[-1]):
             self.flush()
 
     def _pending_terms(self) -> tuple[torch.Tensor, ...]:
@@ -303,7 +303,20 @@ _NULL_CHUNK = 32
 """Null draws folded at once: a ``(32, G*D)`` block (1 MB for rot8 with 512 features) stays in the cache."""
 
 _PENDING_VALUES = 1 << 19
-"""Images are folded into the null sums in batches of about this many ``d(A B) - d(B)`` values (4 MB)."""
+"""Images are folded into the null sums in batches of about this many ``d(A B) - d(B)`` values (4 MB)..."""
+PENDING_IMAGES = 16
+"""... and of at most this many images, whatever the group's order (issue 20). Each waiting image holds its null
+draws (``permutations`` int64, as many bytes as ``d`` of an order-2 group with 512 features) and ``d``, and a fold's
+temporaries grow with the batch: with the value bound alone an order-2 group waited for 256 images, and the memory
+in use at the peak of the default test grew by 35 MiB (8%) from 25 to 200 photos. With this bound every group folds
+every 16 images or sooner, so a run of 25 images reaches the peak of a run of 200 (benchmarks/peak_rss.py)."""
+
+
+def pending_images(order: int, features: int) -> int:
+    """Images folded into the null and bootstrap sums together (:meth:`MMDStatistics.flush`): enough for about
+    :data:`_PENDING_VALUES` values of ``d(A B) - d(B)``, at most :data:`PENDING_IMAGES`."""
+    return max(1, min(PENDING_IMAGES, math.ceil(_PENDING_VALUES / (order * order * features))))
+
 
 _SUMS = (
     "sum_d",
@@ -328,6 +341,8 @@ OT_WINDOWS = 256  # windows per image in the assignment of the W2 upper bound (a
 def transport_cost(x: torch.Tensor, y: torch.Tensor) -> float:
     """``W2^2`` between the empirical laws of ``x`` and ``y`` ``(M, dim)`` (equal weights): min over
     permutations ``s`` of ``mean_i |x_i - y_s(i)|^2`` (exact assignment, scipy)."""
+    from scipy.optimize import linear_sum_assignment  # lazy: 0.3 s of CPU to import, needed only with --frechet
+
     cost = torch.cdist(x.to(torch.float64), y.to(torch.float64)).pow(2).cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean())

@@ -21,10 +21,12 @@ import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-
-import torch
+from typing import TYPE_CHECKING
 
 from symmetry.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 SO2_DEFAULT_SAMPLES = 36
 MAX_ORDER = 4096
@@ -41,14 +43,28 @@ class UnknownGroupError(UsageError, ValueError):
     """Raised for a group name that :func:`get_group` does not know (a usage error: exit code 2)."""
 
 
-def turn_matrix(turn: float | Fraction, dtype=torch.float64, device=None) -> torch.Tensor:
+def turn_matrix(turn: float | Fraction, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
     """Rotation by ``turn`` full turns (``degrees / 360``) ``(2, 2)``; quarter turns have exact entries in {-1, 0, 1}.
 
     Convention: plane coordinates ``(x, y)`` as every matrix here (and :func:`symmetry.transforms.rotation_matrix`);
     other angles use ``math.cos`` and ``math.sin`` of ``2 pi (turn mod 1)``. Exact entries make a quarter turn act
     on a pixel grid as a permutation (:func:`symmetry.transforms.lattice_permutations`). Pass a
-    ``fractions.Fraction`` for exact arithmetic.
+    ``fractions.Fraction`` for exact arithmetic. ``dtype`` defaults to float64.
     """
+    import torch  # lazy: the command lines import this module for --help, which needs no torch (issue 20)
+
+    return torch.tensor(_rotation(turn), dtype=dtype or torch.float64, device=device)
+
+
+def is_grid_exact(matrix) -> bool:
+    """True when the 2x2 ``matrix`` (nested sequence, array or tensor) maps the square pixel grid onto itself: every
+    entry is 0 or +-1 (quarter turns and axis flips), so resampling by it is an exact permutation of pixels."""
+    rows = matrix.tolist() if hasattr(matrix, "tolist") else matrix
+    return all(v in (-1.0, 0.0, 1.0) for row in rows for v in row)
+
+
+def _rotation(turn: float | Fraction) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Rotation by ``turn`` full turns as nested tuples (:func:`turn_matrix`): quarter turns have exact entries."""
     turn = turn % 1
     quarter = float(turn) * 4
     if abs(quarter - round(quarter)) < 1e-12:
@@ -56,20 +72,7 @@ def turn_matrix(turn: float | Fraction, dtype=torch.float64, device=None) -> tor
     else:
         angle = 2 * math.pi * float(turn)
         c, s = math.cos(angle), math.sin(angle)
-    return torch.tensor([[c, -s], [s, c]], dtype=dtype, device=device)
-
-
-def is_grid_exact(matrix) -> bool:
-    """True when the 2x2 ``matrix`` (nested sequence or tensor) maps the square pixel grid onto itself: every entry
-    is 0 or +-1 (quarter turns and axis flips), so resampling by it is an exact permutation of pixels."""
-    if isinstance(matrix, torch.Tensor):
-        return bool(torch.all((matrix == 0) | (matrix.abs() == 1)))
-    return all(v in (-1.0, 0.0, 1.0) for row in matrix for v in row)
-
-
-def _rotation(turn: Fraction) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Rotation by ``turn`` full turns, exact for quarter turns: :func:`turn_matrix`."""
-    return tuple(tuple(row) for row in turn_matrix(turn).tolist())
+    return ((c, -s), (s, c))
 
 
 def _matmul(a, b):
@@ -117,8 +120,11 @@ class GroupElement:
         (a, b), (c, d) = self.matrix
         return _element(((a, c), (b, d)))  # orthogonal: inverse is the transpose
 
-    def tensor(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
-        return torch.tensor(self.matrix, dtype=dtype, device=device)
+    def tensor(self, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+        """The matrix as a ``(2, 2)`` tensor (float64 unless ``dtype``)."""
+        import torch  # lazy: the command lines import this module for --help, which needs no torch (issue 20)
+
+        return torch.tensor(self.matrix, dtype=dtype or torch.float64, device=device)
 
     def __repr__(self) -> str:
         return f"GroupElement({self.name!r})"
@@ -185,9 +191,11 @@ class Group:
         """True when every element of this group belongs to ``other`` (``rot4 < rot8 < rot16``, ``rot4 < dih4``)."""
         return all(other.contains(g) for g in self.elements)
 
-    def matrices(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
-        """All elements as one ``(|G|, 2, 2)`` tensor."""
-        return torch.tensor([g.matrix for g in self.elements], dtype=dtype, device=device)
+    def matrices(self, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+        """All elements as one ``(|G|, 2, 2)`` tensor (float64 unless ``dtype``)."""
+        import torch  # lazy: the command lines import this module for --help, which needs no torch (issue 20)
+
+        return torch.tensor([g.matrix for g in self.elements], dtype=dtype or torch.float64, device=device)
 
     def __repr__(self) -> str:
         return f"Group({self.name!r}, order={self.order})"

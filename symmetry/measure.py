@@ -19,11 +19,24 @@ interrupt.install(__name__)  # first, before the imports below (seconds): a Ctrl
 # ruff: noqa: E402 - the imports follow the Ctrl-C handler on purpose
 
 import sys
+from typing import TYPE_CHECKING
 
 from symmetry.cli import build_parser, main
-from symmetry.measurement import measure_dataset as measure
+
+if TYPE_CHECKING:  # for type checkers; at run time ``measure`` is imported on first use (__getattr__ below)
+    from symmetry.measurement import measure_dataset as measure
 
 __all__ = ["measure", "main", "build_parser"]
+
+
+def __getattr__(name: str):
+    """``measure`` (:func:`symmetry.measurement.measure_dataset`), imported on first use."""
+    if name == "measure":
+        from symmetry.measurement import measure_dataset  # lazy: it imports torch, which --help needs not (issue 20)
+
+        return measure_dataset
+    raise AttributeError(f"module 'symmetry.measure' has no attribute {name!r}")
+
 
 if __name__ == "__main__":
     sys.exit(interrupt.run(main))

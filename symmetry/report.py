@@ -24,12 +24,22 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from symmetry.estimators import fit_mesh, holm, min_p_aggregate, p_value
 from symmetry.io import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _pandas():
+    """The pandas module, imported when a table is first asked for."""
+    import pandas  # lazy: about 0.2 s of CPU that only the tables need, not a measurement's start-up (issue 20)
+
+    return pandas
 
 
 @dataclass
@@ -63,6 +73,7 @@ class SymmetryReport:
     # ---- tables -------------------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:
         """One row per (group, mesh, element or summary); ``symmetric``: adjusted p >= alpha (missing without a p)."""
+        pd = _pandas()
         df = pd.DataFrame(self.rows)
         p = df["p_adjusted"].astype(float) if "p_adjusted" in df else df["p_value"].astype(float)
         df["symmetric"] = pd.array([None if math.isnan(v) else bool(v >= self.alpha) for v in p], dtype="boolean")
@@ -89,7 +100,7 @@ class SymmetryReport:
 
     def per_image_frame(self) -> pd.DataFrame:
         """Per-image self-symmetry error ``|d_n(A)|^2 / m_n^2`` (biased, includes the noise floor)."""
-        return pd.DataFrame(self.per_image)
+        return _pandas().DataFrame(self.per_image)
 
     def symmetry_error(self, mesh: float | None = None, statistic: str = "worst", group: str | None = None) -> float:
         """``eps_G(h)`` at one mesh (the finest when omitted)."""
@@ -340,7 +351,7 @@ def _cell(df: pd.DataFrame, where: tuple, statistic: str, column: str = "symmetr
     if hit.empty or column not in hit:
         return float("nan")
     value = hit[column].iloc[0]
-    return float("nan") if value is None or pd.isna(value) else float(value)
+    return float("nan") if value is None or _pandas().isna(value) else float(value)
 
 
 def _radius(value) -> str:

@@ -1,13 +1,11 @@
 """Device choice, the process group under ``torchrun``, the progress bar, and the guard that turns user errors into
-one-line messages."""
+one-line messages (:func:`cli_entry` and :class:`CliParser`, defined in the torch-free :mod:`symmetry.errors` so that
+a command line prints ``--help`` without importing torch, and re-exported here)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import functools
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from symmetry.errors import SymmetryError, UsageError
+from symmetry.errors import CliParser, UsageError, cli_entry  # noqa: F401 - CliParser, cli_entry: re-exported
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -29,30 +27,6 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
     return device
-
-
-class CliParser(argparse.ArgumentParser):
-    """``argparse`` parser whose errors are one-line :class:`UsageError` messages (exit code 2, no usage block)."""
-
-    def error(self, message: str):
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def cli_entry(main):
-    """Wrap a ``main(argv) -> int`` so known errors print ``error: ...`` and exit with their code."""
-
-    @functools.wraps(main)
-    def wrapper(argv=None) -> int:
-        try:
-            return main(argv)
-        except SymmetryError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return err.exit_code
-        except KeyboardInterrupt:
-            print("interrupted; outputs written so far are complete and kept", file=sys.stderr)
-            return 130
-
-    return wrapper
 
 
 # ---- progress -------------------------------------------------------------------------
@@ -75,7 +49,15 @@ class Progress:
     def print(self, text: str) -> None:
         """A plain message on stderr (above the bar), unless quiet."""
         if not self._quiet:
+            self._console = self._console or _console()
             self._console.print(text, highlight=False, markup=False)
+
+
+def _console():
+    """A rich console on stderr."""
+    from rich.console import Console  # lazy: 0.1 s of CPU to import, needed only to show a bar or a message
+
+    return Console(stderr=True, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -98,12 +80,10 @@ def progress(
     """
     if unit not in ("items", "bytes"):
         raise ValueError(f"unit must be 'items' or 'bytes', got {unit!r}")
-    from rich.console import Console
-
-    console = Console(stderr=True, soft_wrap=True)
     if not enabled or quiet:
-        yield Progress(None, None, console, quiet)
+        yield Progress(None, None, None, quiet)  # its console is made if it prints (rich takes 0.1 s to import)
         return
+    console = _console()
     from rich.progress import (
         BarColumn,
         DownloadColumn,

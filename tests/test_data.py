@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from symmetry import datasets, decoders, sources
+from symmetry import datasets, decoders, locations, sources
 from symmetry.errors import DataError, UsageError
 from symmetry.groups import get_group
 from symmetry.transforms import to_mesh, transform_image
@@ -347,17 +347,17 @@ def test_first_images_refuses_counts_below_one():
 def test_data_root_resolution(tmp_path, monkeypatch):
     """The one rule, step by step: explicit, $SYMMETRY_DATA, ../shared/data beside a checkout, ~/.cache/symmetry."""
     shared = tmp_path / "shared" / "data"
-    monkeypatch.setattr(datasets, "DEVELOPMENT_DATA", shared)
+    monkeypatch.setattr(locations, "DEVELOPMENT_DATA", shared)
     monkeypatch.setenv("SYMMETRY_DATA", str(tmp_path / "env"))
-    assert datasets.data_root(tmp_path / "explicit") == tmp_path / "explicit"
-    assert datasets.data_root("~/x") == Path.home() / "x"
-    assert datasets.data_root() == datasets.data_root("") == tmp_path / "env"
+    assert locations.data_root(tmp_path / "explicit") == tmp_path / "explicit"
+    assert locations.data_root("~/x") == Path.home() / "x"
+    assert locations.data_root() == locations.data_root("") == tmp_path / "env"
     monkeypatch.delenv("SYMMETRY_DATA")
-    assert datasets.data_root() == Path.home() / ".cache" / "symmetry"  # no development data yet
+    assert locations.data_root() == Path.home() / ".cache" / "symmetry"  # no development data yet
     shared.mkdir(parents=True)
-    assert datasets.data_root() == shared
-    monkeypatch.setattr(datasets, "CHECKOUT", tmp_path / "installed")  # not a checkout: no pyproject.toml there
-    assert datasets.data_root() == Path.home() / ".cache" / "symmetry"
+    assert locations.data_root() == shared
+    monkeypatch.setattr(locations, "CHECKOUT", tmp_path / "installed")  # not a checkout: no pyproject.toml there
+    assert locations.data_root() == Path.home() / ".cache" / "symmetry"
 
 
 def test_skimage_default_is_offline_and_real(monkeypatch):

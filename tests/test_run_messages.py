@@ -176,7 +176,7 @@ def test_tiny_symmetry_errors_read_as_one_number():
 
 @pytest.mark.parametrize("split, noted", [(None, True), ("test", False)])
 def test_a_dataset_with_splits_says_which_split_it_used(split, noted, capsys):
-    from symmetry.cli import default_split
+    from symmetry.command import default_split
 
     assert default_split("rain100l", split) == (split or "train")
     assert ("train split (the default" in capsys.readouterr().err) is noted

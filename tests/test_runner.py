@@ -88,21 +88,21 @@ def test_force_recomputes_and_skipped_cells_are_not_stored(fake, tmp_path):
 
 
 def test_cells_see_the_data_root_of_the_one_rule(fake, tmp_path, monkeypatch):
-    """The runner resolves --data-root by symmetry.datasets.data_root, as every loader does (one rule, not two)."""
+    """The runner resolves --data-root by symmetry.locations.data_root, as every loader does (one rule, not two)."""
     from pathlib import Path
 
-    from symmetry import datasets
+    from symmetry import locations
 
     roots = []
     fake.run_cell = lambda cell, ctx: roots.append(ctx.data_root) or [{"y": 0}]
-    monkeypatch.setattr(datasets, "DEVELOPMENT_DATA", tmp_path / "absent")
+    monkeypatch.setattr(locations, "DEVELOPMENT_DATA", tmp_path / "absent")
     monkeypatch.setenv("SYMMETRY_DATA", str(tmp_path / "env"))
     run_experiment("fake", out=tmp_path / "a", config={"xs": [1], "seed": 0}, progress=False, log=lambda s: None)
     monkeypatch.delenv("SYMMETRY_DATA")
     run_experiment("fake", out=tmp_path / "b", config={"xs": [1], "seed": 0}, progress=False, log=lambda s: None)
     kwargs = dict(config={"xs": [1], "seed": 0}, progress=False, log=lambda s: None, data_root="~/d")
     run_experiment("fake", out=tmp_path / "c", **kwargs)
-    assert roots == [tmp_path / "env", datasets.data_root(), Path.home() / "d"]
+    assert roots == [tmp_path / "env", locations.data_root(), Path.home() / "d"]
     assert roots[1] == Path.home() / ".cache" / "symmetry"
 
 
