@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from symmetry import interrupt
 from symmetry import settings as defaults
 from symmetry.errors import UsageError, cli_entry
 from symmetry.groups import GROUP_NAMES_HELP
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from symmetry.command import run  # lazy: torch and the measurement load after the options parse (fast --help)
+    with interrupt.importing():  # a Ctrl-C while torch loads ends at once, as during start-up
+        from symmetry.command import run  # lazy: torch and the measurement load after the options parse (fast --help)
 
     return run(args)

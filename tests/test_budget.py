@@ -319,8 +319,10 @@ def test_only_tracebacks_before_the_handler_are_excused():
     assert _before_the_handler(before) and not _before_the_handler(after)
 
 
-def test_run_returns_130_when_main_is_interrupted(capsys):
+def test_run_returns_130_when_main_is_interrupted(capsys, monkeypatch):
     from symmetry import interrupt
+
+    monkeypatch.setattr(interrupt, "_installed", False)  # a library caller: run() returns its code
 
     def main() -> int:
         raise KeyboardInterrupt
@@ -330,9 +332,10 @@ def test_run_returns_130_when_main_is_interrupted(capsys):
     assert interrupt.run(lambda: 0) == 0  # negative control
 
 
-def test_an_interrupted_command_ignores_further_ctrl_c_while_it_shuts_down(monkeypatch):
-    """Shutdown restores SIGINT's default action before the process ends; once a command was interrupted, a further
-    Ctrl-C must not kill it (-2) in that window. A library caller (no install) keeps its own handler."""
+def test_an_interrupted_command_leaves_at_once_with_130(monkeypatch):
+    """Once a command was interrupted it ends the process at once with 130, Ctrl-C ignored meanwhile: interpreter
+    shutdown would end it with SIGINT (-2) after a KeyboardInterrupt raised inside an import, or after a further
+    Ctrl-C. A library caller (no install) gets 130 back and keeps its handler (the negative control)."""
     import signal as signals
 
     from symmetry import interrupt
@@ -340,15 +343,35 @@ def test_an_interrupted_command_ignores_further_ctrl_c_while_it_shuts_down(monke
     def interrupted() -> int:
         raise KeyboardInterrupt
 
+    exits: list[int] = []
+    monkeypatch.setattr(interrupt, "_exit", exits.append)
     before = signals.getsignal(signals.SIGINT)
     try:
-        monkeypatch.setattr(interrupt, "_phase", "idle")
+        monkeypatch.setattr(interrupt, "_installed", False)
         monkeypatch.setattr(interrupt, "_interrupted", False)
         assert interrupt.run(interrupted) == 130
-        assert signals.getsignal(signals.SIGINT) is before  # negative control: not installed, nothing changed
+        assert signals.getsignal(signals.SIGINT) is before and exits == []  # not installed: nothing changed
         monkeypatch.setattr(interrupt, "_phase", "starting")  # as install() leaves it
+        monkeypatch.setattr(interrupt, "_installed", True)
         monkeypatch.setattr(interrupt, "_interrupted", False)
-        assert interrupt.run(interrupted) == 130
-        assert signals.getsignal(signals.SIGINT) == signals.SIG_IGN
+        interrupt.run(interrupted)
+        assert exits == [130] and signals.getsignal(signals.SIGINT) == signals.SIG_IGN
     finally:
         signals.signal(signals.SIGINT, before)
+
+
+def test_a_ctrl_c_inside_mains_imports_ends_at_once(monkeypatch):
+    """Inside interrupt.importing() (torch loaded after the options parse) a Ctrl-C leaves at once, as during
+    start-up, instead of raising KeyboardInterrupt inside an import (half-imported numpy then fails to load again).
+    Negative control: the same signal outside the block raises KeyboardInterrupt."""
+    from symmetry import interrupt
+
+    left: list[str] = []
+    monkeypatch.setattr(interrupt, "_leave", left.append)
+    monkeypatch.setattr(interrupt, "_phase", "running")
+    monkeypatch.setattr(interrupt, "_interrupted", False)
+    with interrupt.importing():
+        interrupt._handler(2, None)
+    assert left == ["interrupted"] and interrupt._phase == "running"
+    with pytest.raises(KeyboardInterrupt):
+        interrupt._handler(2, None)
