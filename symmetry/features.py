@@ -291,8 +291,8 @@ def _upsampled_patches(image: torch.Tensor, h: float, pix: torch.Tensor, reach: 
     crops = image.unfold(1, n, 1).unfold(2, n, 1)[:, top, left]  # (C, M, n, n), one gather
     s = k * n  # to_mesh of an n x n crop: S x S, rows then columns resized by one (S, n) matrix
     resize = resize_matrix(n, s).to(crops.dtype)
-    wide = (crops.reshape(-1, n) @ resize.T).view(c * m, n, s)  # the columns of every crop in one product
-    stack = (resize @ wide).view(c, m * s, s)  # then the rows, crop by crop, written in the stack's layout
+    tall = torch.einsum("ij,bjk->bik", resize, crops.reshape(c * m, n, n))  # rows first, as imresize: (C*M, S, n)
+    stack = (tall.reshape(-1, n) @ resize.T).view(c, m * s, s)  # then every crop's columns in one product
     local = torch.stack([pix[:, 0] - k * top + s * torch.arange(m), pix[:, 1] - k * left], dim=-1)
     return stack, local
 

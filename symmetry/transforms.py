@@ -360,6 +360,20 @@ def lattice_windows(
 
 
 def _grid_parts(y_index: torch.Tensor, x_index: torch.Tensor) -> tuple[list, torch.Tensor]:
+    """:func:`_checkerboard` of a lattice's line indices, cached (a few lattices per run)."""
+    key = (y_index.numpy().tobytes(), x_index.numpy().tobytes())
+    hit = _PARTS.get(key)
+    if hit is None:
+        hit = _PARTS[key] = _checkerboard(y_index, x_index)
+        while len(_PARTS) > 64:
+            _PARTS.popitem(last=False)
+    return hit
+
+
+_PARTS: OrderedDict = OrderedDict()
+
+
+def _checkerboard(y_index: torch.Tensor, x_index: torch.Tensor) -> tuple[list, torch.Tensor]:
     """The sub-grids of lines that hold the lattice points, and each point's place in them, concatenated.
 
     At 45 degrees a point's two line indices have one parity (``x' - y'`` and ``x' + y'`` differ by ``2 y``), so
