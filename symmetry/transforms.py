@@ -249,16 +249,20 @@ def interpolate(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, met
 
 def _lines(values: torch.Tensor, tol: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct ``values`` (sorted; equal within ``tol``) and the index of each value's line."""
-    key = (values.numpy().tobytes(), tol)
-    hit = _LINES.get(key)
-    if hit is None:
-        hit = _LINES[key] = _distinct(values, tol)
-        while len(_LINES) > 64:
-            _LINES.popitem(last=False)
-    return hit
+    return _cached(_LINES, (values.numpy().tobytes(), tol), lambda: _distinct(values, tol))
 
 
 _LINES: OrderedDict = OrderedDict()  # the lines of the lattices in use (a few per run), by their values
+
+
+def _cached(cache: OrderedDict, key, make):
+    """``cache[key]``, made by ``make()`` on a miss; the 64 most recent entries are kept."""
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = make()
+        while len(cache) > 64:
+            cache.popitem(last=False)
+    return hit
 
 
 def _distinct(values: torch.Tensor, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,12 +366,7 @@ def lattice_windows(
 def _grid_parts(y_index: torch.Tensor, x_index: torch.Tensor) -> tuple[list, torch.Tensor]:
     """:func:`_checkerboard` of a lattice's line indices, cached (a few lattices per run)."""
     key = (y_index.numpy().tobytes(), x_index.numpy().tobytes())
-    hit = _PARTS.get(key)
-    if hit is None:
-        hit = _PARTS[key] = _checkerboard(y_index, x_index)
-        while len(_PARTS) > 64:
-            _PARTS.popitem(last=False)
-    return hit
+    return _cached(_PARTS, key, lambda: _checkerboard(y_index, x_index))
 
 
 _PARTS: OrderedDict = OrderedDict()
