@@ -151,13 +151,16 @@ def compare(args) -> list[dict]:
     agree = all(r["rel_diff"] <= AGREEMENT for r in rows)
     fast_enough = [f"{r['mesh']:g}" for r in rows if r["cpu_speedup"] >= TARGET_SPEEDUP]
     finest = min(rows, key=lambda r: r["mesh"])
-    print(
-        f"agreement (max |batched - reference| / max |reference| <= {AGREEMENT:g}): {'yes' if agree else 'NO'}; "
-        f"CPU-time speed-up >= {TARGET_SPEEDUP:g}x at mesh {', '.join(fast_enough) or 'none'} of {len(rows)}: "
-        f"{'met' if len(fast_enough) == len(rows) else 'NOT met'}; CPU per image at mesh {finest['mesh']:g} "
-        f"{finest['floor_ratio']:.2f}x the GEMM floor (target <= {TARGET_FLOOR_RATIO:g}x): "
-        f"{'met' if finest['floor_ratio'] <= TARGET_FLOOR_RATIO else 'NOT met'}"
-    )
+    agreement = f"agreement (max |batched - reference| / max |reference| <= {AGREEMENT:g}): {'yes' if agree else 'NO'}"
+    if args.quick:  # 2 images of 32 windows: fixed costs dominate, so the speed targets are not judged
+        print(f"{agreement}; speed targets not judged at --quick sizes (run without --quick)")
+    else:
+        print(
+            f"{agreement}; CPU-time speed-up >= {TARGET_SPEEDUP:g}x at mesh {', '.join(fast_enough) or 'none'} of "
+            f"{len(rows)}: {'met' if len(fast_enough) == len(rows) else 'NOT met'}; CPU per image at mesh "
+            f"{finest['mesh']:g} {finest['floor_ratio']:.2f}x the GEMM floor (target <= {TARGET_FLOOR_RATIO:g}x): "
+            f"{'met' if finest['floor_ratio'] <= TARGET_FLOOR_RATIO else 'NOT met'}"
+        )
     print(
         f"(batched: median of {args.repeat} runs after a warm-up, on {args.device}; reference: one run in NumPy; "
         "speed-up in wall-clock time, and in process CPU time, which a busy shared machine disturbs less; GEMM "
