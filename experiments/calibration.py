@@ -111,12 +111,16 @@ def ks_uniform(p: np.ndarray) -> float:
 
 def table(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Per (setting, source, scale, group): subsets, KS distance from uniform, rejection rate at alpha (unadjusted
-    group p) with its 95% Wilson interval, the Holm verdicts' rejection rate, and the share of p-values above 0.9."""
+    group p) with its 95% Wilson interval and the Bonferroni-adjusted one over all the cells (``fw_low``,
+    ``fw_high``: level 1 - 0.05 / cells), the Holm verdicts' rejection rate, and the share of p-values above 0.9."""
     out = []
-    for key, sub in frame.groupby(["setting", "source", "scale", "group"], sort=False):
+    groups = frame.groupby(["setting", "source", "scale", "group"], sort=False)
+    family = 1 - 0.05 / max(1, groups.ngroups)
+    for key, sub in groups:
         p = sub["p_value"].astype(float).to_numpy()
         k, n = int((p <= alpha).sum()), len(p)
         lo, hi = wilson(k, n)
+        fw_lo, fw_hi = wilson(k, n, family)
         out.append(
             {
                 **dict(zip(["setting", "source", "scale", "group"], key)),
@@ -126,6 +130,8 @@ def table(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                 "rate": k / n,
                 "low": lo,
                 "high": hi,
+                "fw_low": fw_lo,
+                "fw_high": fw_hi,
                 "holm_rate": float(sub["rejected"].astype(bool).mean()),
                 "above_0.9": float((p > 0.9).mean()),
             }
@@ -179,18 +185,24 @@ def figures(frame: pd.DataFrame, config: dict) -> dict:
 
 
 def verdict(frame: pd.DataFrame, config: dict) -> str:
-    """Every (setting, source, size, group): rejection rate's Wilson interval contains alpha and KS <= 0.1."""
+    """KS <= 0.1 in every (setting, source, size, group) cell, and alpha inside every cell's Bonferroni-adjusted
+    Wilson interval (family-wise 95% over the cells). With many cells, per-cell 95% intervals miss alpha by design
+    (an exact test misses in 5% of the cells), so their count is reported beside the expected one."""
     alpha = float(config["alpha"])
     stats = table(frame, alpha)
-    bad = stats[(stats["ks"] > 0.1) | (stats["low"] > alpha) | (stats["high"] < alpha)]
-    worst = stats.loc[stats["ks"].idxmax()] if len(stats) else None
+    if stats.empty:
+        return "no cells (target: KS <= 0.1 and alpha in every interval: NOT met)"
+    worst = stats.loc[stats["ks"].idxmax()]
+    misses = int(((stats["low"] > alpha) | (stats["high"] < alpha)).sum())
+    fw_misses = int(((stats["fw_low"] > alpha) | (stats["fw_high"] < alpha)).sum())
+    n = len(stats)
+    chance = 1 - sum(math.comb(n, j) * 0.05**j * 0.95 ** (n - j) for j in range(misses))  # P(>= misses | exact)
     text = (
-        f"{len(stats)} cells of {int(stats['subsets'].min()) if len(stats) else 0}-"
-        f"{int(stats['subsets'].max()) if len(stats) else 0} subsets; largest KS {worst['ks']:.3f} "
-        f"({worst['setting']}, {worst['source']} {worst['scale']:g}x, {worst['group']}); rejection rates "
-        f"{stats['rate'].min():.3f}-{stats['rate'].max():.3f}"
-        if worst is not None
-        else "no cells"
+        f"{n} cells of {int(stats['subsets'].min())}-{int(stats['subsets'].max())} subsets; largest KS "
+        f"{worst['ks']:.3f} ({worst['setting']}, {worst['source']} {worst['scale']:g}x, {worst['group']}); rejection "
+        f"rates {stats['rate'].min():.3f}-{stats['rate'].max():.3f}; alpha outside {misses} of {n} per-cell 95% "
+        f"Wilson intervals (an exact test: {0.05 * n:.1f} expected, {misses} or more with probability {chance:.2f}) "
+        f"and outside {fw_misses} of {n} Bonferroni-adjusted ones"
     )
-    met = worst is not None and bad.empty
-    return text + f" (target: KS <= 0.1 and alpha in every Wilson interval: {'met' if met else 'NOT met'})"
+    met = bool((stats["ks"] <= 0.1).all()) and fw_misses == 0
+    return text + f" (target: KS <= 0.1 and alpha in every family-wise interval: {'met' if met else 'NOT met'})"

@@ -36,6 +36,14 @@ def test_table_counts_rejections_with_wilson_intervals():
     assert calibration.verdict(uniform, {"alpha": 0.05}).endswith(": met)")
     piled = uniform.assign(p_value=0.7 + 0.3 * uniform["p_value"])  # the negative control: a conservative test
     assert "NOT met" in calibration.verdict(piled, {"alpha": 0.05})
+    # a liberal test with a small KS distance: 40 of 400 p-values below 0.05 (twice alpha), the rest uniform above;
+    # KS 0.05 passes, the family-wise interval (lower end about 0.066) excludes alpha: NOT met
+    liberal = frame.iloc[[0] * 400].assign(
+        p_value=np.r_[np.linspace(0.001, 0.049, 40), np.linspace(0.05, 1, 360)], setting="liberal"
+    )
+    row = calibration.table(liberal).iloc[0]
+    assert row["ks"] <= 0.1 and row["fw_low"] > 0.05
+    assert "NOT met" in calibration.verdict(liberal, {"alpha": 0.05})
 
 
 def test_cells_cover_every_setting_source_and_size_subset_by_subset():
