@@ -24,7 +24,7 @@ from pathlib import Path
 from symmetry import settings as defaults
 from symmetry.datasets import load_dataset
 from symmetry.errors import SymmetryError, UsageError
-from symmetry.estimators import pending_images
+from symmetry.estimators import NULL_CHUNK, pending_images
 from symmetry.features import orbit_matrices
 from symmetry.groups import get_group
 from symmetry.measurement import PROFILE_RADIUS, _radii, parse_groups
@@ -293,8 +293,8 @@ def measure_budget(
 
     Per group ``g`` (order ``G``) and mesh: the randomisation-null sums ``(B_perm, G, D)`` and bootstrap sums
     ``(B_boot, G, D)`` in float64 (the bulk), the draws of the images not yet folded into them (``K`` images of
-    ``B_perm`` element indices and ``B_boot`` weights, ``K G^2 D ~ 2^19``) and the fold's 0/1 matrix
-    ``(B_perm, K G)``, the per-image values, the report's null and bootstrap draws. Per image, on the device: the
+    ``B_perm`` element indices and ``B_boot`` weights, at most 16) and the fold's indices, chunk of sums and Gram
+    look-ups, the per-image values, the report's null and bootstrap draws. Per image, on the device: the
     windows of every mesh ``(R, M, C P_h)`` (``R`` coset representatives, ``P_h`` points at mesh ``h``) with the
     sampling positions and the mean removal of the largest mesh, the random features ``(R M, D)`` (three
     temporaries), and the random-feature projections ``(D, C P_h)`` (computed through ``(D, 16, P_h)`` float64
@@ -317,7 +317,8 @@ def measure_budget(
     reps = _cosets([list(map(list, u)) for u in union], s.exact)
     points = [len(disk_offsets(s.radius, h)) for h in meshes]
     per_group_mesh = len(meshes)
-    folds = []  # one fold at a time: its 0/1 matrix (B_perm, K G), indices and the (K, G, G, D) differences
+    folds = []  # one fold at a time: its draws' row indices, a chunk of sums and the (K, G, G, D) differences; at
+    # estimate with every image pending (K G^2 < B_perm), the Gram look-ups (B_perm K^2 indices and G B_perm K^2 values)
     for grp in groups:
         order = len(grp)
         budget.add(
@@ -339,7 +340,10 @@ def measure_budget(
             draws * per_group_mesh,
             "--permutations",
         )
-        folds.append(bp * pending * (order + 2) * FLOAT64 + 2 * pending * order * order * d * FLOAT64)
+        gram = bp * pending * pending * (order + 1) * FLOAT64 if pending * order * order < bp else 0
+        folds.append(
+            bp * pending * FLOAT64 + NULL_CHUNK * order * d * FLOAT64 + 2 * pending * order * order * d * FLOAT64 + gram
+        )
         budget.add(
             "the report's null and bootstrap draws",
             3 * (bp + bb) * order * FLOAT64 * per_group_mesh,

@@ -169,8 +169,8 @@ class MMDStatistics:
     def _null_chunks(self, rows: torch.Tensor, moved: torch.Tensor):
         """``(slice, sum_n moved[rows[b, n]])`` for chunks of null draws ``b``: exactly the multiply-adds needed
         (one row per image and draw; ``embedding_bag`` sums the picked rows), each chunk small enough for the cache."""
-        for start in range(0, len(rows), _NULL_CHUNK):
-            part = slice(start, start + _NULL_CHUNK)
+        for start in range(0, len(rows), NULL_CHUNK):
+            part = slice(start, start + NULL_CHUNK)
             yield part, F.embedding_bag(rows[part], moved, mode="sum")
 
     def flush(self) -> None:
@@ -299,7 +299,7 @@ def _squared_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1) ** 2
 
 
-_NULL_CHUNK = 32
+NULL_CHUNK = 32
 """Null draws folded at once: a ``(32, G*D)`` block (1 MB for rot8 with 512 features) stays in the cache."""
 
 _PENDING_VALUES = 1 << 19
