@@ -332,9 +332,11 @@ def lattice_windows(
         return pointwise()
     first, count = _TAPS[method]
     c, height, width = image.shape
-    moved = offsets @ matrix.to(offsets)  # (P, 2): A^-1 p as in window_positions (A^-1 = A^T)
-    y_lines, y_index = _lines(-moved[:, 1].cpu())  # row offsets -y' of the lines, ascending
-    x_lines, x_index = _lines(moved[:, 0].cpu())
+    # (P, 2): A^-1 p as in window_positions (A^-1 = A^T), in float64 so that float32 matrices (a GPU run) keep
+    # their lines' exact structure
+    moved = offsets.detach().cpu().double() @ matrix.detach().cpu().double()
+    y_lines, y_index = _lines(-moved[:, 1])  # row offsets -y' of the lines, ascending
+    x_lines, x_index = _lines(moved[:, 0])
     if len(y_lines) * len(x_lines) > 8 * len(offsets):  # no line structure: the grid would cost more than taps
         return pointwise()
     y_pos = centers[:, :1] + y_lines.to(centers)[None]  # (M, Ly): the rows of each window's lines

@@ -279,3 +279,22 @@ def test_resize_matrix_is_imresize_along_an_axis(sizes):
     torch.testing.assert_close(resize_matrix(n_in, n_out) @ x, want, rtol=0, atol=1e-13)
     if n_out < n_in:
         assert (resize_matrix(n_in, n_out, antialias=False) @ x - want).abs().max() > 1e-3
+
+
+def test_lattice_windows_keep_their_lines_in_float32(monkeypatch):
+    """A float32 run (a GPU's dtype) finds the 45-degree lattice's lines as a float64 run does (no fallback to
+    tap-by-tap sampling) and agrees with interpolate to float32 rounding of the positions."""
+    import symmetry.transforms as transforms
+
+    calls: list[int] = []
+    pointwise = transforms.interpolate
+    monkeypatch.setattr(transforms, "interpolate", lambda *a, **k: (calls.append(1), pointwise(*a, **k))[1])
+    g = torch.Generator().manual_seed(5)
+    img = torch.rand(1, 120, 120, generator=g)
+    centers = 40 + 40 * torch.rand(9, 2, generator=g)
+    offsets = disk_offsets(4.0, 0.5).float()
+    matrix = rotation_matrix(torch.tensor(math.pi / 4, dtype=torch.float64)).float()
+    got = transforms.lattice_windows(img, centers, offsets, matrix)
+    assert calls == []  # the grid of lines, not the fallback
+    rows, cols = window_positions(centers, offsets, matrix[None])
+    torch.testing.assert_close(got, pointwise(img, rows[0], cols[0]), rtol=0, atol=1e-4)
